@@ -1,0 +1,226 @@
+"""Input checks shared by every module: energies, stacks, units.
+
+Every check returns a clean copy (never modifies its input) or raises a ``ValueError``
+that names the bad value, what is allowed and how to fix it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Hard X-ray absorption edges used with TXM lie between ~4 and ~30 keV. Energies in keV
+#: are therefore below this bound and energies in eV above ``EV_MIN``.
+KEV_MAX = 200.0
+EV_MIN = 1000.0
+
+
+def _where(source: str) -> str:
+    return f" in {source}" if source else ""
+
+
+def check_energies(energies, *, name: str = "energies", unit: str = "eV", source: str = "",
+                   min_points: int = 2) -> np.ndarray:
+    """Return ``energies`` as a new 1-D float64 array after checking it.
+
+    Parameters
+    ----------
+    energies : array_like
+        Energies, strictly increasing.
+    name : str
+        Name used in error messages.
+    unit : str
+        Unit used in error messages ("eV" or "keV"); no conversion is done.
+    source : str
+        File or key the values came from, for error messages.
+    min_points : int
+        Fewest energies allowed.
+
+    Returns
+    -------
+    numpy.ndarray
+        A float64 copy.
+
+    Raises
+    ------
+    ValueError
+        If not 1-D, too short, not finite or not strictly increasing.
+
+    Examples
+    --------
+    >>> check_energies([8330.0, 8331.0, 8332.5])
+    array([8330. , 8331. , 8332.5])
+    """
+    e = np.array(energies, dtype=np.float64, copy=True)
+    where = _where(source)
+    if e.ndim != 1:
+        raise ValueError(f"{name}{where} must be 1-D; got shape {e.shape}. Pass one energy per image.")
+    if e.size < min_points:
+        raise ValueError(f"{name}{where} needs at least {min_points} values; got {e.size}.")
+    bad = np.flatnonzero(~np.isfinite(e))
+    if bad.size:
+        raise ValueError(f"{name}{where} must be finite; got {e[bad[0]]} at index {bad[0]}. "
+                         "Remove or repair that energy (and its image).")
+    step = np.diff(e)
+    drops = np.flatnonzero(step <= 0)
+    if drops.size:
+        i = drops[0]
+        raise ValueError(f"{name}{where} must increase strictly; got a drop at index {i + 1} "
+                         f"({e[i]:.4f} -> {e[i + 1]:.4f} {unit}). Sort the energies together with "
+                         "their images and remove duplicates.")
+    return e
+
+
+def detect_energy_unit(energies, *, source: str = "") -> str:
+    """Tell whether energies are in eV or keV from their magnitude.
+
+    Parameters
+    ----------
+    energies : array_like
+        Photon energies of a hard X-ray absorption edge.
+    source : str
+        Where they came from, for the error message.
+
+    Returns
+    -------
+    str
+        ``"eV"`` or ``"keV"``.
+
+    Raises
+    ------
+    ValueError
+        When the magnitude is ambiguous (between 200 and 1000) or mixed.
+
+    Examples
+    --------
+    >>> detect_energy_unit([8.33, 8.34]), detect_energy_unit([8330.0, 8340.0])
+    ('keV', 'eV')
+    """
+    e = np.asarray(energies, dtype=np.float64)
+    lo, hi = float(np.nanmin(e)), float(np.nanmax(e))
+    if hi < KEV_MAX and lo > 0:
+        return "keV"
+    if lo > EV_MIN:
+        return "eV"
+    raise ValueError(f"cannot tell whether the energies{_where(source)} are in eV or keV: they span "
+                     f"{lo:g} to {hi:g}. Hard X-ray edges lie at 1-200 keV (1000-200000 eV); "
+                     "pass unit='eV' or unit='keV' explicitly, or fix the energy column.")
+
+
+def energies_to_ev(energies, *, unit: str | None = None, source: str = "") -> tuple[np.ndarray, str]:
+    """Convert energies to eV, detecting the unit when ``unit`` is None.
+
+    Parameters
+    ----------
+    energies : array_like
+        Energies in eV or keV.
+    unit : {"eV", "keV", None}
+        The unit of ``energies``; None detects it with :func:`detect_energy_unit`.
+    source : str
+        Where they came from, for error messages.
+
+    Returns
+    -------
+    energies_eV : numpy.ndarray
+        A new float64 array in eV.
+    unit : str
+        The unit that was used (detected or given).
+
+    Raises
+    ------
+    ValueError
+        For an unknown unit or an undetectable one.
+    """
+    if unit is None:
+        unit = detect_energy_unit(energies, source=source)
+    if unit not in ("eV", "keV"):
+        raise ValueError(f"unit must be 'eV', 'keV' or None (detect); got {unit!r}.")
+    e = np.array(energies, dtype=np.float64, copy=True)
+    return (e * 1000.0 if unit == "keV" else e), unit
+
+
+def check_stack(stack, *, name: str = "stack", source: str = "", n_energies: int | None = None,
+                allow_nonfinite: bool = False) -> np.ndarray:
+    """Check an (E, Y, X) image stack and return it as an array (not copied if already one).
+
+    Parameters
+    ----------
+    stack : array_like
+        Image stack, energies first.
+    name, source : str
+        For error messages.
+    n_energies : int, optional
+        Required length of the first axis (the number of energies).
+    allow_nonfinite : bool
+        If False, NaN or inf anywhere raises.
+
+    Returns
+    -------
+    numpy.ndarray
+        The stack as an array.
+
+    Raises
+    ------
+    ValueError
+        Wrong number of dimensions, energy count mismatch, empty images, NaN/inf.
+    """
+    a = np.asarray(stack)
+    where = _where(source)
+    if a.ndim != 3:
+        raise ValueError(f"{name}{where} must be 3-D (energies, rows, columns); got shape {a.shape}. "
+                         "A single image needs a leading energy axis: stack[None].")
+    if min(a.shape) < 1:
+        raise ValueError(f"{name}{where} is empty: shape {a.shape}.")
+    if n_energies is not None and a.shape[0] != n_energies:
+        raise ValueError(f"{name}{where} has {a.shape[0]} images but there are {n_energies} energies; "
+                         "they must match one to one (is the stack transposed?).")
+    if not allow_nonfinite and not np.isfinite(a).all():
+        idx = np.argwhere(~np.isfinite(a))[0]
+        raise ValueError(f"{name}{where} holds NaN or inf, first at index {tuple(int(i) for i in idx)}; "
+                         "repair or mask those pixels before use (e.g. zero flat-field pixels).")
+    return a
+
+
+def find_nonfinite(values) -> tuple[int, tuple[int, ...] | None]:
+    """Count the NaN and inf values of an array and locate the first one.
+
+    Works one leading slice at a time, so a large stack needs no full-size boolean
+    temporary.
+
+    Parameters
+    ----------
+    values : array_like
+        Any numeric array; integer and boolean arrays have no non-finite values.
+
+    Returns
+    -------
+    count : int
+        How many values are NaN or +/-inf.
+    first : tuple of int or None
+        Index of the first one in C order, None when there is none.
+
+    Examples
+    --------
+    >>> find_nonfinite([[1.0, float("nan")], [float("inf"), 2.0]])
+    (2, (0, 1))
+    >>> find_nonfinite([1, 2, 3])
+    (0, None)
+    """
+    a = np.asarray(values)
+    if not np.issubdtype(a.dtype, np.inexact):
+        return 0, None
+    if a.ndim < 2:
+        bad = ~np.isfinite(a)
+        count = int(np.count_nonzero(bad))
+        if count == 0:
+            return 0, None
+        first = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), a.shape))
+        return count, first
+    count, first = 0, None
+    for i in range(a.shape[0]):
+        bad = ~np.isfinite(a[i])
+        n = int(np.count_nonzero(bad))
+        if n:
+            count += n
+            if first is None:
+                first = (i,) + tuple(int(j) for j in np.unravel_index(int(np.argmax(bad)), bad.shape))
+    return count, first
