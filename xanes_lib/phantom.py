@@ -86,7 +86,7 @@ class PhantomConfig:
     """
 
     shape: tuple[int, int] = (256, 256)
-    pixel_size_nm: float = 60.0
+    pixel_size_nm: float = 100.0
     fill_fraction: float = 0.35
     radius_um: tuple[float, float] = (1.5, 5.0)
     aspect: tuple[float, float] = (0.75, 1.0)

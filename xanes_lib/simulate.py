@@ -275,7 +275,7 @@ def simulate_stack(cfg: SimulationConfig = SimulationConfig(), *, seed: int = 0,
 
     ph = make_phantom(cfg.phantom, DENSITIES_G_CM3[cfg.composition], ox, rng)
     coeffs = np.concatenate([ph.areal_density * ph.state_fractions, ph.areal_density[None]])
-    absorb = np.tensordot(basis, coeffs, axes=1)  # (E, Y, X) = -ln T
+    absorb = np.tensordot(basis, coeffs, axes=(0, 0))  # (E, Y, X) = -ln T
     trans = _drift_and_blur(absorb, cfg, rng)
 
     shape = cfg.phantom.shape
