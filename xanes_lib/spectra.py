@@ -37,6 +37,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -72,7 +73,8 @@ _LIBRARY_FORMAT = "xanes_lib.reference_library"
 _LIBRARY_VERSION = 1
 _MIN_ROWS = 10
 _ONSET_SMOOTH_EV = 5.0
-_STAGE1_MAX_NFEV = 1500
+_STAGE_MAX_NFEV = 3000      # function evaluations per fit while searching a starting point
+_FINAL_MAX_NFEV = 30000     # ... and for the final refinement
 
 
 def default_library_path() -> Path:
@@ -144,7 +146,7 @@ class EdgeParams:
     peak3_offset: float = 55.0
     peak3_width: float = 15.0
     osc1_amp: float = 0.0
-    osc1_r: float = 1.6
+    osc1_r: float = 1.5
     osc1_phase: float = 0.0
     osc1_sigma2: float = 0.01
     osc2_amp: float = 0.0
@@ -152,7 +154,7 @@ class EdgeParams:
     osc2_phase: float = 0.0
     osc2_sigma2: float = 0.01
     osc3_amp: float = 0.0
-    osc3_r: float = 3.5
+    osc3_r: float = 4.5
     osc3_phase: float = 0.0
     osc3_sigma2: float = 0.01
     osc_onset: float = 10.0
@@ -378,9 +380,17 @@ def model_half_step(params: EdgeParams) -> float:
 
 
 def model_peak_energy(params: EdgeParams) -> float:
-    """Energy (eV) of the model maximum within -10..+40 eV of ``e0`` (the white line)."""
+    """Energy (eV) of the model maximum within -10..+40 eV of ``e0`` (the white line).
+
+    Located on a 0.005 eV grid and refined by a parabola through the highest three points.
+    """
     e = _fine_grid(params, -10.0, 40.0)
-    return float(e[np.argmax(edge_model(e, params))])
+    mu = edge_model(e, params)
+    i = int(np.clip(np.argmax(mu), 1, e.size - 2))
+    y0, y1, y2 = mu[i - 1], mu[i], mu[i + 1]
+    curv = y0 - 2.0 * y1 + y2
+    shift = 0.5 * (y0 - y2) / curv if curv < 0 else 0.0   # vertex of the parabola
+    return float(e[i] + np.clip(shift, -1.0, 1.0) * (e[1] - e[0]))
 
 
 def model_pre_edge_energy(params: EdgeParams) -> float:
@@ -394,21 +404,21 @@ def model_pre_edge_energy(params: EdgeParams) -> float:
 
 #: (min, max) bounds of each parameter used by :func:`fit_edge_model`; offsets and widths
 #: in eV relative to e0 (e0 bounds are set from the data), r in Angstrom, sigma2 in A^2.
-FIT_BOUNDS: dict[str, tuple[float, float]] = {
+FIT_BOUNDS: Mapping[str, tuple[float, float]] = MappingProxyType({
     "edge_width": (1.0, 12.0),
     "pre_amp": (0.0, 0.15), "pre_offset": (-16.0, -6.0), "pre_width": (0.8, 6.0),
     "wl_amp": (0.0, 3.0), "wl_offset": (0.0, 15.0), "wl_width": (1.5, 15.0),
     "peak2_amp": (-1.0, 2.0), "peak2_offset": (3.0, 60.0), "peak2_width": (2.0, 40.0),
     "peak3_amp": (-1.0, 2.0), "peak3_offset": (10.0, 150.0), "peak3_width": (5.0, 80.0),
-    "osc1_amp": (0.0, 0.25), "osc1_r": (1.2, 7.0), "osc1_phase": (-4 * np.pi, 4 * np.pi),
+    "osc1_amp": (0.0, 0.25), "osc1_r": (1.0, 7.0), "osc1_phase": (-4 * np.pi, 4 * np.pi),
     "osc1_sigma2": (0.0, 0.03),
-    "osc2_amp": (0.0, 0.25), "osc2_r": (1.2, 7.0), "osc2_phase": (-4 * np.pi, 4 * np.pi),
+    "osc2_amp": (0.0, 0.25), "osc2_r": (1.0, 7.0), "osc2_phase": (-4 * np.pi, 4 * np.pi),
     "osc2_sigma2": (0.0, 0.03),
-    "osc3_amp": (0.0, 0.25), "osc3_r": (1.2, 7.0), "osc3_phase": (-4 * np.pi, 4 * np.pi),
+    "osc3_amp": (0.0, 0.25), "osc3_r": (1.0, 7.0), "osc3_phase": (-4 * np.pi, 4 * np.pi),
     "osc3_sigma2": (0.0, 0.03),
     "osc_onset": (0.0, 40.0),
     "post_slope": (-0.5, 0.5),
-}
+})
 
 
 @dataclass(frozen=True, eq=False)
@@ -457,21 +467,46 @@ class EdgeFit:
         return float(np.sqrt(np.mean(self.residual[sel] ** 2)))
 
 
-def _lmfit_params(p: EdgeParams, e_lo: float, e_hi: float, fixed: Sequence[str] = ()):
+def _lmfit_params(p: EdgeParams, bounds: Mapping[str, tuple[float, float]],
+                  fixed: Sequence[str] = ()):
     import lmfit
 
     pars = lmfit.Parameters()
     for name, value in p.to_dict().items():
-        lo, hi = (e_lo, e_hi) if name == "e0" else FIT_BOUNDS[name]
-        value = min(max(value, lo), hi)
-        pars.add(name, value=value, min=lo, max=hi, vary=name not in fixed)
+        if name in fixed:                     # held exactly at its start value
+            pars.add(name, value=value, vary=False)
+            continue
+        lo, hi = bounds[name]
+        pars.add(name, value=min(max(value, lo), hi), min=lo, max=hi)
     return pars
 
 
-def _run_fit(e, mu, p0: EdgeParams, e0_bounds, fixed=(), max_nfev=None):
+def _expand_fixed(fixed: Sequence[str], start: EdgeParams) -> tuple[str, ...]:
+    """``fixed`` plus the other parameters of shells whose amplitude is held at 0 (they
+    would have no effect), plus ``osc_onset`` when all three shells are so held."""
+    out = list(fixed)
+    held = [j for j in (1, 2, 3) if f"osc{j}_amp" in fixed and getattr(start, f"osc{j}_amp") == 0.0]
+    for j in held:
+        out += [f"osc{j}_r", f"osc{j}_phase", f"osc{j}_sigma2"]
+    if len(held) == 3:
+        out.append("osc_onset")
+    return tuple(dict.fromkeys(out))
+
+
+def _bounds(p: EdgeParams, shell_ranges=None) -> dict[str, tuple[float, float]]:
+    """Fit bounds for a fit started from ``p``: FIT_BOUNDS, e0 within 15 eV of ``p.e0``, and
+    the oscillation distances restricted to ``shell_ranges`` (one (min, max) per shell)."""
+    b = dict(FIT_BOUNDS)
+    b["e0"] = (p.e0 - 15.0, p.e0 + 15.0)
+    for j, rng in enumerate(shell_ranges or (), start=1):
+        b[f"osc{j}_r"] = rng
+    return b
+
+
+def _run_fit(e, mu, p0: EdgeParams, bounds, fixed=(), max_nfev=None):
     import lmfit
 
-    pars = _lmfit_params(p0, *e0_bounds, fixed=fixed)
+    pars = _lmfit_params(p0, bounds, fixed=fixed)
 
     def residual(pp):
         return edge_model(e, EdgeParams(**pp.valuesdict())) - mu
@@ -484,7 +519,7 @@ def _run_fit(e, mu, p0: EdgeParams, e0_bounds, fixed=(), max_nfev=None):
                               max_nfev=max_nfev)
 
 
-def _shell_grid_search(e, resid, p: EdgeParams, shells: Sequence[int] = (1, 2, 3)) -> EdgeParams:
+def _shell_grid_search(e, resid, p: EdgeParams, bounds, shells: Sequence[int] = (1, 2, 3)) -> EdgeParams:
     """Greedy linear search of oscillation shells (r, sigma2) on the residual ``resid``.
 
     The shells named in ``shells`` are replaced, one after the other, by the (r, sigma2)
@@ -494,7 +529,6 @@ def _shell_grid_search(e, resid, p: EdgeParams, shells: Sequence[int] = (1, 2, 3
     k = np.sqrt(K_FACTOR * de)
     step = 0.5 * (1.0 + erf((de - p.osc_onset) / _ONSET_SMOOTH_EV))
     sel = de > p.osc_onset - _ONSET_SMOOTH_EV
-    r_grid = np.arange(1.2, 6.51, 0.05)
     s_grid = (0.0, 0.002, 0.005, 0.01, 0.02, 0.03)
     target = -resid  # data - model
     changes = {}
@@ -502,7 +536,8 @@ def _shell_grid_search(e, resid, p: EdgeParams, shells: Sequence[int] = (1, 2, 3
         if getattr(p, f"osc{j}_amp") != 0.0:   # remove the shell being replaced
             target = target + _shell(e, p, j)
         best = None
-        for r in r_grid:
+        lo, hi = bounds[f"osc{j}_r"]
+        for r in np.arange(lo, min(hi, 6.5) + 1e-9, 0.05):
             for s2 in s_grid:
                 damp = step * np.exp(-2.0 * s2 * k * k)
                 a = np.stack([damp * np.sin(2 * k * r), damp * np.cos(2 * k * r)], axis=1)
@@ -517,6 +552,15 @@ def _shell_grid_search(e, resid, p: EdgeParams, shells: Sequence[int] = (1, 2, 3
     return p.replace(**changes)
 
 
+#: Starting offsets (eV above e0) of peak2 and peak3 tried by the automatic fit.
+_START_PEAKS = ((12.0, 35.0), (20.0, 55.0), (30.0, 70.0))
+#: Ranges of the oscillation distances (Angstrom) tried by the automatic fit: three distinct
+#: shells (metal-O, metal-metal, longer paths), or a split first shell (e.g. Jahn-Teller
+#: distorted Ni3+) plus metal-metal.
+_SHELL_TEMPLATES = (((1.0, 2.2), (2.2, 3.2), (3.2, 7.0)),
+                    ((1.0, 2.2), (1.0, 2.2), (2.2, 3.2)))
+
+
 def _auto_initial(e, mu) -> list[EdgeParams]:
     """Starting points for the fit, from the data's half-step and white-line energies."""
     eh = half_step_energy(e, mu)
@@ -527,7 +571,7 @@ def _auto_initial(e, mu) -> list[EdgeParams]:
     e_peak = float(e[win][np.argmax(mu[win])]) if win.any() else eh + 8.0
     peak = float(mu[win].max()) if win.any() else 1.3
     starts = []
-    for p2_off, p3_off in ((20.0, 55.0), (12.0, 35.0), (30.0, 70.0)):
+    for p2_off, p3_off in _START_PEAKS:
         e0 = eh + 1.5
         starts.append(EdgeParams(
             e0=e0, edge_width=4.0, pre_amp=0.03, pre_offset=-9.0, pre_width=2.5,
@@ -563,13 +607,21 @@ def fit_edge_model(energies_eV, mu_norm, *, initial: EdgeParams | None = None,
     mu_norm : array_like
         (E,) normalised absorption (0 before the edge, ~1 after).
     initial : EdgeParams, optional
-        Starting point. None determines it automatically: the edge and peaks are placed
-        from the data's half-step and white-line energies, fitted without oscillations, the
-        oscillation shells are found by a linear grid search on the residual, then all
-        parameters are refined together; this is repeated from a few starting positions of
-        the post-edge peaks and the best fit is kept. The start used is ``EdgeFit.initial``.
+        Starting point; the fit then is a single bounded least-squares refinement (bounds in
+        :data:`FIT_BOUNDS`, ``e0`` within 15 eV of its start; start values outside the
+        bounds are moved onto them). None determines the start
+        automatically, which takes a few seconds: the edge and peaks are placed from the
+        data's half-step and white-line energies and fitted within 40 eV of the edge without
+        oscillations; the oscillation shells are then found by a linear grid search over
+        (r, sigma2) on the residual, all parameters are refined together, and single shells
+        are swapped for better ones while that helps. This is repeated from three starting
+        positions of the post-edge peaks and two shell layouts (three distinct shells
+        1-2.2 / 2.2-3.2 / 3.2-7 Angstrom, or a split first shell 1-2.2 / 1-2.2 / 2.2-3.2
+        Angstrom); the best result is refined to convergence. The start that led to it is
+        returned as ``EdgeFit.initial``. The result is deterministic.
     fixed : sequence of str
-        Names of parameters held at their initial values.
+        Names of parameters held at their initial values. A shell whose amplitude is held
+        at 0 is held entirely (its other parameters would have no effect).
 
     Returns
     -------
@@ -590,34 +642,45 @@ def fit_edge_model(energies_eV, mu_norm, *, initial: EdgeParams | None = None,
     if initial is not None and not isinstance(initial, EdgeParams):
         raise TypeError(f"initial must be an EdgeParams or None; got {type(initial).__name__}.")
 
+    fixed = _expand_fixed(fixed, initial if initial is not None else EdgeParams(e0=8000.0))
     if initial is not None:
-        e0_bounds = (initial.e0 - 15.0, initial.e0 + 15.0)
-        candidates = [(initial, _run_fit(e, m, initial, e0_bounds, fixed))]
+        start = initial
+        best = _run_fit(e, m, initial, _bounds(initial), fixed, max_nfev=_FINAL_MAX_NFEV)
     else:
         candidates = []
-        osc_names = [n for n in EdgeParams.field_names() if n.startswith("osc")]
+        osc_names = tuple(n for n in EdgeParams.field_names() if n.startswith("osc"))
         near = e <= half_step_energy(e, m) + 40.0
-        for start in _auto_initial(e, m):
-            e0_bounds = (start.e0 - 15.0, start.e0 + 15.0)
+        # shells with a fixed parameter keep their initial values (no grid search)
+        free = tuple(j for j in (1, 2, 3)
+                     if not any(f"osc{j}_{k}" in fixed for k in ("amp", "r", "phase", "sigma2")))
+        templates = _SHELL_TEMPLATES if free else (None,)
+        for cand in _auto_initial(e, m):
             # 1) edge and peaks near the edge, no oscillations
-            r1 = _run_fit(e[near], m[near], start, e0_bounds, fixed=tuple(osc_names) + tuple(fixed),
-                          max_nfev=_STAGE1_MAX_NFEV)
-            p1 = EdgeParams(**r1.params.valuesdict())
-            # 2) oscillation shells by a linear grid search on the residual of the whole range
-            p2 = _shell_grid_search(e, edge_model(e, p1) - m, p1)
-            # 3) everything together
-            r3 = _run_fit(e, m, p2, e0_bounds, fixed)
-            # 4) swap the weakest shell for the best one on the remaining residual, keep if better
-            for _ in range(3):
-                p3 = EdgeParams(**r3.params.valuesdict())
-                weakest = min((1, 2, 3), key=lambda j: getattr(p3, f"osc{j}_amp"))
-                p4 = _shell_grid_search(e, edge_model(e, p3) - m, p3, shells=(weakest,))
-                r4 = _run_fit(e, m, p4, e0_bounds, fixed)
-                if np.sum(r4.residual ** 2) >= np.sum(r3.residual ** 2):
-                    break
-                r3 = r4
-            candidates.append((start, r3))
-    start, best = min(candidates, key=lambda c: float(np.sum(c[1].residual ** 2)))
+            r0 = _run_fit(e[near], m[near], cand, _bounds(cand), osc_names + tuple(fixed),
+                          max_nfev=_STAGE_MAX_NFEV)
+            p0 = EdgeParams(**r0.params.valuesdict())
+            for shells in templates:
+                bounds = _bounds(cand, shells)
+                # 2) oscillation shells by a linear grid search on the residual
+                p = _shell_grid_search(e, edge_model(e, p0) - m, p0, bounds, shells=free)
+                # 3) everything together
+                r = _run_fit(e, m, p, bounds, fixed, max_nfev=_STAGE_MAX_NFEV)
+                # 4) replace one shell by the best one on what is left; keep the best swap
+                #    if it clearly helps
+                for _ in range(2 if free else 0):
+                    p = EdgeParams(**r.params.valuesdict())
+                    resid = edge_model(e, p) - m
+                    swaps = [_run_fit(e, m, _shell_grid_search(e, resid, p, bounds, shells=(j,)),
+                                      bounds, fixed, max_nfev=_STAGE_MAX_NFEV) for j in free]
+                    r_new = min(swaps, key=lambda x: x.chisqr)
+                    if r_new.chisqr > 0.99 * r.chisqr:
+                        break
+                    r = r_new
+                candidates.append((cand, bounds, r))
+        start, bounds, r = min(candidates, key=lambda c: c[2].chisqr)
+        # 5) refine the best candidate to convergence
+        best = _run_fit(e, m, EdgeParams(**r.params.valuesdict()), bounds, fixed,
+                        max_nfev=_FINAL_MAX_NFEV)
 
     import lmfit
 
@@ -674,6 +737,9 @@ def derive_params(base: EdgeParams, *, half_step_eV: float, peak_eV: float | Non
     for _ in range(100):
         changes = {}
         d_half = half_step_eV - model_half_step(p)
+        if not math.isfinite(d_half):
+            raise ValueError("the reshaped model never crosses 0.5 near its edge; choose milder "
+                             f"white-line scales (got x{wl_amp_scale} height, x{wl_width_scale} width).")
         changes["e0"] = p.e0 + d_half
         d_peak = 0.0
         if peak_eV is not None:
@@ -888,7 +954,7 @@ def load_reference_library(path=None) -> dict[str, ParametricReference]:
     return {name: ParametricReference.from_dict(name, d, source=p.name) for name, d in refs.items()}
 
 
-_DEFAULT_SETS = {"Ni": ("Ni2+", "Ni3+"), "Co": ("Co3+", "Co4+")}
+_DEFAULT_SETS = MappingProxyType({"Ni": ("Ni2+", "Ni3+"), "Co": ("Co3+", "Co4+")})
 
 
 def default_references(element: str, *, path=None) -> list[ParametricReference]:
@@ -953,45 +1019,48 @@ def save_reference_library(doc: Mapping[str, Any], path) -> Path:
 # Calibration of the shipped library
 # --------------------------------------------------------------------------------------
 
-_MEASURED = {"Ni2+": ("ref_NiO.txt", "NiO", 2), "Ni3+": ("ref_LiNiO2.txt", "LiNiO2", 3)}
+_MEASURED = MappingProxyType({"Ni2+": ("ref_NiO.txt", "NiO", 2),
+                              "Ni3+": ("ref_LiNiO2.txt", "LiNiO2", 3)})
 _LICENCE = ("Measured spectra from the PyXAS project (Mingyuan Ge, Brookhaven National "
             "Laboratory), Modified BSD licence (see LICENSE-pyxas beside the measured files); "
             "only fitted model parameters are shipped here, not the measured data.")
 _XANES_WINDOW = (-30.0, 100.0)   # eV around e0, for the reported near-edge RMS
 
 #: Assumptions behind the derived references (targets in eV); see data/REFERENCES.md.
-DERIVED = {
-    "Ni4+": dict(base="Ni3+", element="Ni", oxidation_state=4, half_step_shift_eV=1.2,
-                 wl_amp_scale=0.85, wl_width_scale=1.15,
-                 assumptions=(
-                     "Not fitted to a measured Ni4+ standard (none is shipped). Shape of the "
-                     "fitted Ni3+ (LiNiO2) model with the half-step edge moved +1.2 eV above "
-                     "Ni3+ (literature on charged LiNiO2 / Ni-rich NMC reports about +1 to "
-                     "+1.5 eV from Ni3+ to Ni4+), and a weaker (x0.85 height) and broader "
-                     "(x1.15 FWHM) white line, as reported qualitatively for delithiated "
-                     "layered oxides. Pre-edge, post-edge peaks and oscillations move with the "
-                     "edge unchanged.")),
-    "Co3+": dict(base="Ni3+", element="Co", oxidation_state=3, half_step_eV=7721.0,
-                 peak_eV=7727.0, pre_edge_eV=7709.5, wl_amp_scale=1.0, wl_width_scale=1.0,
-                 assumptions=(
-                     "Not fitted to a measured Co spectrum (none is shipped). Shape parameters "
-                     "(widths, amplitudes, post-edge peaks and oscillations in k) of the fitted "
-                     "Ni3+ (LiNiO2) model, assuming isostructural layered LiCoO2 (Co3+) has a "
-                     "similar K-edge shape, moved to the Co K-edge (tabulated 7709 eV, xraydb): "
-                     "half-step edge at 7721.0 eV, white-line maximum at 7727.0 eV and pre-edge "
-                     "peak at 7709.5 eV, typical literature values for LiCoO2. The Co energy "
-                     "scale is the literature's, independent of the beamline calibration of the "
-                     "measured Ni spectra.")),
-    "Co4+": dict(base="Co3+", element="Co", oxidation_state=4, half_step_shift_eV=0.9,
-                 wl_amp_scale=0.92, wl_width_scale=1.08,
-                 assumptions=(
-                     "Not fitted to a measured Co4+ standard. Derived from the Co3+ model with "
-                     "the half-step edge moved +0.9 eV (delithiated LiCoO2 / charged NMC show a "
-                     "small Co K-edge shift, below about 1 eV, which is why Co oxidation states "
-                     "are hard to resolve) and a slightly weaker (x0.92) and broader (x1.08) "
-                     "white line. Pre-edge, post-edge peaks and oscillations move with the edge "
-                     "unchanged.")),
-}
+DERIVED: Mapping[str, Mapping[str, Any]] = MappingProxyType({
+    "Ni4+": MappingProxyType(dict(
+        base="Ni3+", element="Ni", oxidation_state=4, half_step_shift_eV=1.2,
+        wl_amp_scale=0.85, wl_width_scale=1.15,
+        assumptions=(
+            "Not fitted to a measured Ni4+ standard (none is shipped). Shape of the fitted Ni3+ "
+            "(LiNiO2) model with the half-step edge moved +1.2 eV above Ni3+ (literature on "
+            "charged LiNiO2 / Ni-rich NMC reports about +1 to +1.5 eV from Ni3+ to Ni4+), and a "
+            "weaker (x0.85 height) and broader (x1.15 FWHM) white line, as reported "
+            "qualitatively for delithiated layered oxides. Pre-edge, post-edge peaks and "
+            "oscillations move with the edge unchanged."))),
+    "Co3+": MappingProxyType(dict(
+        base="Ni3+", element="Co", oxidation_state=3, half_step_eV=7721.0, peak_eV=7727.0,
+        pre_edge_eV=7709.5, wl_amp_scale=1.0, wl_width_scale=1.0,
+        assumptions=(
+            "Not fitted to a measured Co spectrum (none is shipped). Shape parameters (widths, "
+            "amplitudes, post-edge peaks and oscillations in k) of the fitted Ni3+ (LiNiO2) "
+            "model, assuming isostructural layered LiCoO2 (Co3+) has a similar K-edge shape "
+            "(this carries over LiNiO2's small split first-shell oscillation term, which "
+            "undistorted LiCoO2 lacks), moved to the Co K-edge (tabulated 7709 eV, xraydb): "
+            "half-step edge at 7721.0 eV, white-line maximum at 7727.0 eV and pre-edge peak at "
+            "7709.5 eV, typical literature values for LiCoO2. The Co energy scale is the "
+            "literature's, independent of the beamline calibration of the measured Ni "
+            "spectra."))),
+    "Co4+": MappingProxyType(dict(
+        base="Co3+", element="Co", oxidation_state=4, half_step_shift_eV=0.9,
+        wl_amp_scale=0.92, wl_width_scale=1.08,
+        assumptions=(
+            "Not fitted to a measured Co4+ standard. Derived from the Co3+ model with the "
+            "half-step edge moved +0.9 eV (delithiated LiCoO2 / charged NMC show a small Co "
+            "K-edge shift, below about 1 eV, which is why Co oxidation states are hard to "
+            "resolve) and a slightly weaker (x0.92) and broader (x1.08) white line. Pre-edge, "
+            "post-edge peaks and oscillations move with the edge unchanged."))),
+})
 
 
 def _rounded(p: EdgeParams, ndigits: int = 6) -> EdgeParams:
@@ -1048,7 +1117,8 @@ def calibrate_library(measured_dir, *, verbose: bool = False) -> dict:
             "measured_half_step_eV": round(half_step_energy(e, mu), 3),
             "model_half_step_eV": round(model_half_step(params), 3),
             "assumptions": (f"Fitted by least squares (lmfit) over the whole measured range of "
-                            f"{fname} ({compound}, Ni{ox}+), energies converted from keV to eV; "
+                            f"{fname} ({compound}, Ni{ox}+), energy unit (keV or eV) detected from its "
+                            "magnitude and converted to eV; "
                             "the spectrum is taken as normalised as published (edge step 1)."),
         }
         refs[name] = ParametricReference(name, "Ni", "K", ox, params, prov)
@@ -1247,7 +1317,11 @@ def load_measured_reference(path, *, name: str | None = None, element: str | Non
 # --------------------------------------------------------------------------------------
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``python -m xanes_lib.spectra calibrate --measured-dir DIR --out FILE``."""
+    """Command line: ``python -m xanes_lib.spectra calibrate --measured-dir DIR --out FILE``.
+
+    Returns 0 on success and 2 (with the reason on stderr) when the measured spectra are
+    missing or unreadable; the output file is then left untouched.
+    """
     parser = argparse.ArgumentParser(
         prog="python -m xanes_lib.spectra",
         description="Reference spectra of xanes_lib. 'calibrate' refits the parametric model to "
@@ -1261,7 +1335,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                      help="output JSON (default: the package's data/reference_library.json)")
     args = parser.parse_args(argv)
     if args.command == "calibrate":
-        doc = calibrate_library(args.measured_dir, verbose=True)
+        try:
+            doc = calibrate_library(args.measured_dir, verbose=True)
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         out = save_reference_library(doc, args.out)
         print(f"wrote {out}")
     return 0
