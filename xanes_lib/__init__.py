@@ -12,6 +12,9 @@ Modules (data flows one way: io -> simulate -> physics/fit <- model/train -> io)
 - :mod:`simulate`   Beer-Lambert, beam and detector: noisy stacks with ground truth
 - :mod:`datasets`   training / validation / test sets of simulated stacks
 - :mod:`physics`    the linear absorbance model and its closed-form fit
+- :mod:`fit`        normalisation, edge energies, per-pixel reference fits with uncertainties
+- :mod:`results`    HDF5 results files (maps of oxidation state, fractions, residual...)
+- :mod:`notebooks`  the papermill runner of the numbered notebooks
 """
 
 __version__ = "0.1.0"

@@ -25,6 +25,7 @@ metrics and tests; :func:`read_stack` never opens it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -424,7 +425,8 @@ def _validate_ground_truth(gt, shape: tuple[int, int, int], *, source: str = "",
 # Writing
 # ----------------------------------------------------------------------------------------
 
-def _write_array(group, name: str, a: np.ndarray) -> None:
+def write_array(group, name: str, a: np.ndarray) -> None:
+    """Write an array deterministically (no timestamps), chunked and gzip-compressed if 2-D+."""
     kwargs = {}
     if a.ndim >= 2 and a.size:
         chunks = (1,) * (a.ndim - 2) + tuple(min(n, _CHUNK_EDGE) for n in a.shape[-2:])
@@ -501,6 +503,40 @@ def write_stack(path, stack: Stack, *, ground_truth: GroundTruth | None = None,
         gt = _validate_ground_truth(ground_truth, v["transmission"].shape)
         gt["params"] = _encode_attrs(ground_truth.params, what="GroundTruth.params",
                                      reserved=(JSON_KEYS_ATTR,))
+    with atomic_h5(target, overwrite=overwrite) as f:
+        write_array(f, IMAGES_KEY, v["transmission"])
+        f.create_dataset(ENERGY_KEY, data=v["energies_eV"] / 1000.0, dtype=np.float64,
+                         track_times=False)
+        if v["flat"] is not None:
+            write_array(f, FLAT_KEY, v["flat"])
+        if v["dark"] is not None:
+            write_array(f, DARK_KEY, v["dark"])
+        if v["pixel_size_nm"] is not None:
+            f.create_dataset(PIXEL_SIZE_KEY, data=f"{v['pixel_size_nm']!r} nm", track_times=False)
+        if v["element"] is not None:
+            f.attrs["element"] = v["element"]
+        if v["edge"] is not None:
+            f.attrs["edge"] = v["edge"]
+        _write_attrs(f, *v["attrs"])
+        if gt is not None:
+            g = f.create_group(GROUND_TRUTH_KEY, track_times=False)
+            for name in ("transmission", "background", "fractions", "oxidation_state", "mask",
+                         "areal_density"):
+                write_array(g, name, gt[name])
+            g["fractions"].attrs["references"] = gt["references"]
+            g["areal_density"].attrs["unit"] = gt["areal_density_unit"]
+            _write_attrs(g, *gt["params"])
+
+
+@contextlib.contextmanager
+def atomic_h5(target, *, overwrite: bool = True):
+    """Open a new HDF5 file that appears at ``target`` whole, or not at all.
+
+    Yields an h5py File on a temporary file in the target's directory; on success the file
+    is synced and renamed onto ``target`` (with ``overwrite=False`` an existing file is never
+    clobbered); on any error the temporary file is removed and ``target`` is untouched.
+    """
+    target = os.fspath(target)
     directory = os.path.dirname(os.path.abspath(target))
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"cannot write {target}: the directory {directory} does not exist; "
@@ -510,32 +546,10 @@ def write_stack(path, stack: Stack, *, ground_truth: GroundTruth | None = None,
     if not overwrite and os.path.lexists(target):
         raise FileExistsError(f"{target} exists and overwrite=False; choose another name, delete it, "
                               "or pass overwrite=True.")
-
     tmp = _temporary_path(target)
     try:
         with h5py.File(tmp, "x", libver=_LIBVER) as f:
-            _write_array(f, IMAGES_KEY, v["transmission"])
-            f.create_dataset(ENERGY_KEY, data=v["energies_eV"] / 1000.0, dtype=np.float64,
-                             track_times=False)
-            if v["flat"] is not None:
-                _write_array(f, FLAT_KEY, v["flat"])
-            if v["dark"] is not None:
-                _write_array(f, DARK_KEY, v["dark"])
-            if v["pixel_size_nm"] is not None:
-                f.create_dataset(PIXEL_SIZE_KEY, data=f"{v['pixel_size_nm']!r} nm", track_times=False)
-            if v["element"] is not None:
-                f.attrs["element"] = v["element"]
-            if v["edge"] is not None:
-                f.attrs["edge"] = v["edge"]
-            _write_attrs(f, *v["attrs"])
-            if gt is not None:
-                g = f.create_group(GROUND_TRUTH_KEY, track_times=False)
-                for name in ("transmission", "background", "fractions", "oxidation_state", "mask",
-                             "areal_density"):
-                    _write_array(g, name, gt[name])
-                g["fractions"].attrs["references"] = gt["references"]
-                g["areal_density"].attrs["unit"] = gt["areal_density_unit"]
-                _write_attrs(g, *gt["params"])
+            yield f
         _fsync(tmp)
         if overwrite:
             os.replace(tmp, target)
