@@ -23,8 +23,9 @@ def quick_dir(request):
 
 
 def test_notebooks_exist():
-    assert [nb.name[:2] for nb in NOTEBOOKS] == [f"{i:02d}" for i in range(1, len(NOTEBOOKS) + 1)]
     assert NOTEBOOKS, f"no numbered notebooks in {NOTEBOOKS_DIR}"
+    numbers = [nb.name[:2] for nb in NOTEBOOKS]
+    assert len(set(numbers)) == len(numbers), f"two notebooks share a number: {numbers}"
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[nb.stem for nb in NOTEBOOKS])

@@ -42,3 +42,16 @@ def test_bad_inputs():
         build_model(np.linspace(8300, 8400, 10), [np.ones(10)], background=("quartic",))
     with pytest.raises(ValueError, match="increase strictly"):
         build_model([8300.0, 8300.0, 8310.0, 8320.0], [np.ones(4)], background=())
+
+
+def test_metrics_of_oxidation_state():
+    from xanes_lib.metrics import oxidation_state_metrics
+    truth = np.full((4, 4), 2.5)
+    est = truth + np.array([0.1, -0.1] * 8).reshape(4, 4)
+    m = oxidation_state_metrics(est, np.full((4, 4), 0.04), truth, np.ones((4, 4), bool))
+    assert m["rmse"] == pytest.approx(0.1) and m["bias"] == pytest.approx(0.0, abs=1e-12)
+    assert m["coverage_2sigma"] == 0.0
+    m = oxidation_state_metrics(est, np.full((4, 4), 0.06), truth, np.ones((4, 4), bool))
+    assert m["coverage_2sigma"] == 1.0
+    with pytest.raises(ValueError, match="shapes differ"):
+        oxidation_state_metrics(est, est, truth[:2], np.ones((4, 4), bool))
