@@ -286,7 +286,8 @@ def _to_python(value):
     return value
 
 
-def _read_attrs(obj, *, source: str, exclude=()) -> dict:
+def read_attrs(obj, *, source: str, exclude=()) -> dict:
+    """Attributes of an HDF5 object as Python values, JSON-encoded ones decoded."""
     where = f"{source}:{obj.name}"
     json_keys = []
     if JSON_KEYS_ATTR in obj.attrs:
@@ -735,7 +736,7 @@ def read_stack(path, *, load_flat_dark: bool = True, energy_unit: str | None = N
         pixel_size_nm = _parse_pixel_size(f[PIXEL_SIZE_KEY], source) if PIXEL_SIZE_KEY in f else None
         file_element = _read_label(f, "element", source)
         file_edge = _read_label(f, "edge", source)
-        attrs = _read_attrs(f, source=source, exclude=_RESERVED_ROOT_ATTRS)
+        attrs = read_attrs(f, source=source, exclude=_RESERVED_ROOT_ATTRS)
     if element is None:
         element = file_element
     if element is None:
@@ -809,7 +810,7 @@ def read_ground_truth(path) -> GroundTruth:
         references = _to_python(g["fractions"].attrs["references"])
         references = [references] if isinstance(references, str) else list(references)
         unit = _to_python(g["areal_density"].attrs["unit"])
-        params = _read_attrs(g, source=source)
+        params = read_attrs(g, source=source)
     truth = GroundTruth(references=references, areal_density_unit=unit, params=params, **data)
     _validate_ground_truth(truth, shape, source=source, prefix=GROUND_TRUTH_KEY)
     return truth

@@ -32,7 +32,7 @@ import numpy as np
 
 from . import __version__
 from .fit import ReferenceFit
-from .io import JSON_KEYS_ATTR, atomic_h5, stack_checksum, write_array
+from .io import JSON_KEYS_ATTR, atomic_h5, read_attrs, stack_checksum, write_array
 
 __all__ = ["ValenceResults", "write_results", "read_results", "RESULTS_FORMAT", "MAP_KEYS"]
 
@@ -315,19 +315,7 @@ def read_results(path) -> ValenceResults:
             raise ValueError(f"{source} lacks the map(s) {[f'{MAPS_GROUP}/{m}' for m in missing]} "
                              "of the results contract; write it again with write_results.")
         maps = {k: g[k][()] for k in MAP_KEYS}
-        json_keys = json.loads(_decode(f.attrs[JSON_KEYS_ATTR])) if JSON_KEYS_ATTR in f.attrs else []
-        attrs = {}
-        for key in f.attrs:
-            if key == JSON_KEYS_ATTR:
-                continue
-            value = _decode(f.attrs[key])
-            if key in json_keys:
-                try:
-                    value = json.loads(value)
-                except (TypeError, ValueError) as err:
-                    raise ValueError(f"attribute {key!r} of {source} should hold JSON "
-                                     f"({err}).") from None
-            attrs[key] = value
+        attrs = read_attrs(f, source=source)
     needed = ("references", "energy_window_eV", "method", "checkpoint", "package_version",
               "input_checksum")
     absent = [k for k in needed if k not in attrs]
