@@ -54,15 +54,20 @@ GIB = float(1 << 30)
 
 # ------------------------------------------------------------------ machine and memory
 
-def _meminfo(key: str) -> float | None:
+def _proc_bytes(path: str, key: str) -> float | None:
+    """A "Key: N kB" field of a /proc file in bytes (None where /proc is missing)."""
     try:
-        with open("/proc/meminfo") as f:
+        with open(path) as f:
             for line in f:
                 if line.startswith(key + ":"):
                     return float(line.split()[1]) * 1024
     except OSError:
         return None
     return None
+
+
+def _meminfo(key: str) -> float | None:
+    return _proc_bytes("/proc/meminfo", key)
 
 
 def _cpu_model() -> str:
@@ -107,14 +112,7 @@ def _reset_peak() -> bool:
 
 
 def _vm(key: str) -> float | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return float(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
+    return _proc_bytes("/proc/self/status", key)
 
 
 class PeakMemory:

@@ -232,7 +232,7 @@ def _json_default(obj):
     raise TypeError(f"{type(obj).__name__} is not JSON-able")
 
 
-def _encode_attrs(mapping, *, what: str, reserved=()) -> tuple[list[tuple[str, object]], list[str]]:
+def encode_attrs(mapping, *, what: str, reserved=()) -> tuple[list[tuple[str, object]], list[str]]:
     """Turn a dict into (key, value) pairs HDF5 can store; dicts/lists/None become JSON text."""
     if not isinstance(mapping, dict):
         raise ValueError(f"{what} must be a dict; got {type(mapping).__name__}.")
@@ -260,25 +260,26 @@ def _encode_attrs(mapping, *, what: str, reserved=()) -> tuple[list[tuple[str, o
             pairs.append((key, text))
             json_keys.append(key)
         else:
-            raise ValueError(f"{what}[{key!r}] has type {type(value).__name__}, which a file attribute "
-                             "cannot hold; use a string, a number, a bool, or a dict/list of them "
+            raise ValueError(f"{what}[{key!r}] has type {type(value).__name__}, which a file attribute cannot hold, "
+                             "so it cannot be stored; use a string, a number, a bool, or a dict/list of them "
                              "(bytes: decode them to str).")
     return pairs, json_keys
 
 
-def _write_attrs(obj, pairs, json_keys) -> None:
+def write_attrs(obj, pairs, json_keys) -> None:
+    """Store the output of :func:`encode_attrs` on an HDF5 object."""
     for key, value in pairs:
         obj.attrs[key] = value
     if json_keys:
         obj.attrs[JSON_KEYS_ATTR] = json.dumps(sorted(json_keys))
 
 
-def _to_python(value):
+def to_python(value):
     """Make an attribute value read by h5py a plain, JSON-able Python value."""
     if isinstance(value, bytes | np.bytes_):
         return bytes(value).decode("utf-8", errors="replace")
     if isinstance(value, np.ndarray):
-        return [_to_python(v) for v in value.tolist()] if value.ndim else _to_python(value[()])
+        return [to_python(v) for v in value.tolist()] if value.ndim else to_python(value[()])
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, h5py.Empty):
@@ -292,7 +293,7 @@ def read_attrs(obj, *, source: str, exclude=()) -> dict:
     json_keys = []
     if JSON_KEYS_ATTR in obj.attrs:
         try:
-            json_keys = json.loads(_to_python(obj.attrs[JSON_KEYS_ATTR]))
+            json_keys = json.loads(to_python(obj.attrs[JSON_KEYS_ATTR]))
         except (TypeError, ValueError) as err:
             raise ValueError(f"attribute {JSON_KEYS_ATTR!r} of {where} is not a JSON list ({err}); "
                              "the file was not written by xanes_lib or is damaged: delete that "
@@ -301,7 +302,7 @@ def read_attrs(obj, *, source: str, exclude=()) -> dict:
     for key in obj.attrs:
         if key in exclude or key == JSON_KEYS_ATTR:
             continue
-        value = _to_python(obj.attrs[key])
+        value = to_python(obj.attrs[key])
         if key in json_keys:
             try:
                 value = json.loads(value)
@@ -377,7 +378,7 @@ def _validate_stack(stack: Stack) -> dict:
     shape = transmission.shape
     flat = None if stack.flat is None else _check_frame(stack.flat, "Stack.flat", shape)
     dark = None if stack.dark is None else _check_frame(stack.dark, "Stack.dark", shape)
-    attrs = _encode_attrs(stack.attrs, what="Stack.attrs", reserved=_RESERVED_ROOT_ATTRS)
+    attrs = encode_attrs(stack.attrs, what="Stack.attrs", reserved=_RESERVED_ROOT_ATTRS)
     return dict(transmission=transmission, energies_eV=energies, flat=flat, dark=dark,
                 element=_check_label(stack.element, "Stack.element"),
                 edge=_check_label(stack.edge, "Stack.edge"),
@@ -502,7 +503,7 @@ def write_stack(path, stack: Stack, *, ground_truth: GroundTruth | None = None,
             raise TypeError(f"ground_truth must be a xanes_lib.io.GroundTruth or None; "
                             f"got {type(ground_truth).__name__}.")
         gt = _validate_ground_truth(ground_truth, v["transmission"].shape)
-        gt["params"] = _encode_attrs(ground_truth.params, what="GroundTruth.params",
+        gt["params"] = encode_attrs(ground_truth.params, what="GroundTruth.params",
                                      reserved=(JSON_KEYS_ATTR,))
     with atomic_h5(target, overwrite=overwrite) as f:
         write_array(f, IMAGES_KEY, v["transmission"])
@@ -518,7 +519,7 @@ def write_stack(path, stack: Stack, *, ground_truth: GroundTruth | None = None,
             f.attrs["element"] = v["element"]
         if v["edge"] is not None:
             f.attrs["edge"] = v["edge"]
-        _write_attrs(f, *v["attrs"])
+        write_attrs(f, *v["attrs"])
         if gt is not None:
             g = f.create_group(GROUND_TRUTH_KEY, track_times=False)
             for name in ("transmission", "background", "fractions", "oxidation_state", "mask",
@@ -526,7 +527,7 @@ def write_stack(path, stack: Stack, *, ground_truth: GroundTruth | None = None,
                 write_array(g, name, gt[name])
             g["fractions"].attrs["references"] = gt["references"]
             g["areal_density"].attrs["unit"] = gt["areal_density_unit"]
-            _write_attrs(g, *gt["params"])
+            write_attrs(g, *gt["params"])
 
 
 @contextlib.contextmanager
@@ -626,7 +627,7 @@ def _read_energies(ds: h5py.Dataset, source: str, energy_unit: str | None) -> np
 def _parse_pixel_size(ds, source: str) -> float:
     where = f"{PIXEL_SIZE_KEY!r} in {source}"
     fix = "write it as a string such as '20.0 nm' (units nm, um or mm)."
-    value = _to_python(ds[()]) if isinstance(ds, h5py.Dataset) else None
+    value = to_python(ds[()]) if isinstance(ds, h5py.Dataset) else None
     if isinstance(value, list) and len(value) == 1:
         value = value[0]
     if not isinstance(value, str):
@@ -645,7 +646,7 @@ def _parse_pixel_size(ds, source: str) -> float:
 def _read_label(f: h5py.File, key: str, source: str) -> str | None:
     if key not in f.attrs:
         return None
-    value = _to_python(f.attrs[key])
+    value = to_python(f.attrs[key])
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"attribute {key!r} of {source} must be a non-empty string; got {value!r}. "
                          "Rewrite it (e.g. 'Ni', 'K').")
@@ -807,9 +808,9 @@ def read_ground_truth(path) -> GroundTruth:
             if attr not in g[ds_name].attrs:
                 raise ValueError(f"{GROUND_TRUTH_KEY}/{ds_name} in {source} lacks the attribute {attr!r}; "
                                  "the simulated file is incomplete: write it again with write_stack.")
-        references = _to_python(g["fractions"].attrs["references"])
+        references = to_python(g["fractions"].attrs["references"])
         references = [references] if isinstance(references, str) else list(references)
-        unit = _to_python(g["areal_density"].attrs["unit"])
+        unit = to_python(g["areal_density"].attrs["unit"])
         params = read_attrs(g, source=source)
     truth = GroundTruth(references=references, areal_density_unit=unit, params=params, **data)
     _validate_ground_truth(truth, shape, source=source, prefix=GROUND_TRUTH_KEY)

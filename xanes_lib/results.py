@@ -32,7 +32,7 @@ import numpy as np
 
 from . import __version__
 from .fit import ReferenceFit
-from .io import JSON_KEYS_ATTR, atomic_h5, read_attrs, stack_checksum, write_array
+from .io import JSON_KEYS_ATTR, atomic_h5, encode_attrs, read_attrs, stack_checksum, to_python, write_array, write_attrs
 
 __all__ = ["ValenceResults", "write_results", "read_results", "RESULTS_FORMAT", "MAP_KEYS"]
 
@@ -99,32 +99,6 @@ class ValenceResults:
     input_checksum: str
     attrs: dict = field(default_factory=dict)
     source: str | None = None
-
-
-def _plain(value):
-    """Attribute value as HDF5 can store it; lists/dicts/None -> (JSON text, True)."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, bool | int | float | str):
-        return value, False
-    if value is None or isinstance(value, dict | list | tuple | np.ndarray):
-        def default(o):
-            if isinstance(o, np.ndarray | np.generic):
-                return o.tolist()
-            raise TypeError(f"{type(o).__name__} is not JSON-able")
-        return json.dumps(value, sort_keys=True, default=default), True
-    raise ValueError(f"attribute value {value!r} of type {type(value).__name__} cannot be stored; "
-                     "use a string, a number, a bool, or a list/dict of them.")
-
-
-def _decode(value):
-    if isinstance(value, bytes | np.bytes_):
-        return bytes(value).decode("utf-8", errors="replace")
-    if isinstance(value, np.ndarray):
-        return [_decode(v) for v in value.tolist()] if value.ndim else _decode(value[()])
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 def _names(references) -> list[str]:
@@ -260,14 +234,7 @@ def write_results(path, fit_result: ReferenceFit, *, references=None, energy_win
         if not isinstance(key, str) or not key:
             raise ValueError(f"extra_attrs keys must be non-empty strings; got {key!r}.")
     attrs.update(extra)
-    encoded, json_keys = {}, []
-    for key in sorted(attrs):
-        try:
-            encoded[key], is_json = _plain(attrs[key])
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"attribute {key!r} cannot be stored: {err}") from None
-        if is_json:
-            json_keys.append(key)
+    pairs, json_keys = encode_attrs(attrs, what="results attributes")
 
     with atomic_h5(target, overwrite=overwrite) as f:
         g = f.create_group(MAPS_GROUP, track_times=False)
@@ -276,9 +243,7 @@ def write_results(path, fit_result: ReferenceFit, *, references=None, energy_win
         g["fractions"].attrs["references"] = json.dumps(names)
         g["fractions_std"].attrs["references"] = json.dumps(names)
         g["edge_energy_eV"].attrs["unit"] = "eV"
-        for key, value in encoded.items():
-            f.attrs[key] = value
-        f.attrs[JSON_KEYS_ATTR] = json.dumps(sorted(json_keys))
+        write_attrs(f, pairs, json_keys)
 
 
 def read_results(path) -> ValenceResults:
@@ -304,9 +269,9 @@ def read_results(path) -> ValenceResults:
     if not os.path.exists(source):
         raise FileNotFoundError(f"{source} does not exist; check the path.")
     with h5py.File(source, "r") as f:
-        if _decode(f.attrs.get("format")) != RESULTS_FORMAT:
+        if to_python(f.attrs.get("format")) != RESULTS_FORMAT:
             raise ValueError(f"{source} is not a xanes_lib results file (its 'format' attribute is "
-                             f"{_decode(f.attrs.get('format'))!r}, expected {RESULTS_FORMAT!r}).")
+                             f"{to_python(f.attrs.get('format'))!r}, expected {RESULTS_FORMAT!r}).")
         g = f.get(MAPS_GROUP)
         if not isinstance(g, h5py.Group):
             raise ValueError(f"{source} has no '{MAPS_GROUP}' group; the file is incomplete.")

@@ -30,14 +30,18 @@ def _edge_jump(energies, absorb, e0):
     return hi - lo
 
 
-def test_noiseless_stack_is_linear_absorbance_model():
+def _noiseless(seed):
+    """A stack without background, its truth, exact absorbance basis and true absorbance."""
     cfg = SMALL.replace(background_amplitude=0.0)
-    stack, truth = simulate_stack(cfg, seed=4)
-    e = stack.energies_eV
+    stack, truth = simulate_stack(cfg, seed=seed)
     refs = resolve_references(cfg, np.random.default_rng(0))
-    basis, names = absorbance_basis(cfg, e, refs)
+    basis, names = absorbance_basis(cfg, stack.energies_eV, refs)
+    return cfg, stack.energies_eV, truth, basis, names, absorbance(truth.transmission.astype(np.float64))
+
+
+def test_noiseless_stack_is_linear_absorbance_model():
+    cfg, e, truth, basis, names, a = _noiseless(4)
     model = build_model(e, basis, names=names, background=())
-    a = absorbance(truth.transmission.astype(np.float64))
     coeffs = model.fit(a)
     resid = model.predict(coeffs) - a
     assert np.abs(resid).max() < 1e-5 * max(a.max(), 1.0), "Beer-Lambert: -ln T is linear in the absorbers"
@@ -49,13 +53,8 @@ def test_noiseless_stack_is_linear_absorbance_model():
 
 def test_generic_model_with_smooth_background_fits_to_small_residual():
     """The published basis (references + a E^-3 + b) explains the noiseless stack closely."""
-    cfg = SMALL.replace(background_amplitude=0.0)
-    stack, truth = simulate_stack(cfg, seed=5)
-    e = stack.energies_eV
-    refs = resolve_references(cfg, np.random.default_rng(0))
-    basis, _ = absorbance_basis(cfg, e, refs)
+    _, e, truth, basis, _, a = _noiseless(5)
     model = build_model(e, basis[:-1])  # reference states + (E/E0)^-3 + constant
-    a = absorbance(truth.transmission.astype(np.float64))
     resid = model.predict(model.fit(a)) - a
     jump = _edge_jump(e, a[:, truth.mask].max(axis=1), 8333.0)
     assert np.sqrt(np.mean(resid[:, truth.mask] ** 2)) < 0.01 * jump
