@@ -9,7 +9,7 @@ OUT    ?= outputs
 QUICK_DIR := build/notebooks-quick
 export MPLBACKEND := agg
 
-.PHONY: env run test unit notebooks nbval clean
+.PHONY: env run test unit notebooks nbval weights clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,12 @@ notebooks: $(STAMP)
 nbval: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider --nbval-lax --nbval-current-env \
 		--nbval-sanitize-with tests/nbval_sanitize.cfg $(QUICK_DIR) -q
+
+# Re-train the shipped denoiser weights (data/denoiser_*.pt) with notebook 02's full recipe
+# (needs the data of notebook 01: run `make run` or notebook 01 first; ~30 min on 2 cores).
+weights: $(STAMP)
+	$(BIN)/papermill notebooks/02_train_denoiser.ipynb $(OUT)/02_train_denoiser_release.ipynb \
+		--cwd notebooks -p release_dir ../data
 
 clean:
 	rm -rf build $(OUT) data/derived

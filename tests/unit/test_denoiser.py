@@ -1,0 +1,170 @@
+"""Networks, physics-informed losses, training, checkpoints and tiled inference."""
+
+import numpy as np
+import pytest
+import torch
+
+from xanes_lib import datasets, denoise, losses, model, physics, simulate, train
+from xanes_lib.denoise import denoise_stack, reference_model
+
+
+@pytest.fixture(scope="module")
+def small_sets(tmp_path_factory):
+    """Two tiny simulated training stacks (Ni and Co) and one validation stack."""
+    out = tmp_path_factory.mktemp("sets")
+    rng = np.random.default_rng(3)
+    bases = [simulate.SimulationConfig(element=el).replace(phantom_shape=(48, 48), phantom_pixel_size_nm=400.0)
+             for el in ("Ni", "Co")]
+    tr = datasets.write_dataset(out, "train", [datasets.sample_config(rng, b) for b in bases], [1, 2])
+    va = datasets.write_dataset(out, "val", [datasets.sample_config(rng, bases[0])], [3])
+    return tr, va
+
+
+@pytest.fixture(scope="module")
+def ni_stack():
+    cfg = simulate.SimulationConfig(element="Ni", dose=500.0, background_amplitude=0.02).replace(
+        phantom_shape=(72, 88), phantom_pixel_size_nm=300.0)
+    return simulate.simulate_stack(cfg, seed=5)
+
+
+def _ni_model(n=30):
+    e = simulate.default_energy_grid("Ni")[::2][:n]
+    return e, reference_model(e, "Ni")
+
+
+def test_closed_form_fit_gradient_matches_finite_differences():
+    e, m = _ni_model()
+    a = torch.rand(e.size, 3, 2, dtype=torch.float64, requires_grad=True)
+    target = torch.rand(m.n_params, 3, 2, dtype=torch.float64)
+
+    def f(x):
+        return (m.fit(x) - target).pow(2).sum() + losses.self_consistency(x, m, 0.5)
+
+    assert torch.autograd.gradcheck(f, (a,), eps=1e-6, atol=1e-5)
+
+
+def test_losses_zero_on_perfect_prediction_and_positive_otherwise():
+    rng = np.random.default_rng(0)
+    e, m = _ni_model()
+    coeffs = torch.tensor(rng.uniform(0.1, 1.0, (m.n_params, 8, 8)))
+    a = m.predict(coeffs)  # exactly in the model's span
+    b_true = torch.tensor(1 + 0.02 * rng.standard_normal((e.size, 8, 8)))
+    mask = torch.ones(8, 8, dtype=torch.bool)
+    k = denoise.n_references(m)
+    assert float(losses.background_identity(b_true, b_true)) == 0
+    assert float(losses.background_identity(b_true * 1.01, b_true)) > 0
+    assert float(losses.coefficient_loss(coeffs, coeffs, 0.5, k)) == 0
+    assert float(losses.coefficient_loss(coeffs + 0.01, coeffs, 0.5, k)) > 0
+    assert float(losses.fraction_loss(coeffs, coeffs, k, mask, 0.5)) == 0
+    assert float(losses.fraction_loss(coeffs * torch.tensor([1.2, 0.8, 1, 1])[:, None, None], coeffs, k, mask, 0.5)) > 0
+    assert float(losses.self_consistency(a, m, 0.5)) < 1e-20
+    off_span = a + torch.tensor(rng.standard_normal(a.shape)) * 0.01
+    assert float(losses.self_consistency(off_span, m, 0.5)) > 0
+    assert float(losses.total_variation(torch.ones(3, 8, 8))) == 0
+    assert float(losses.total_variation(b_true)) > 0
+    assert float(losses.stack_loss(a, a, 0.5)) == 0
+    assert float(losses.stack_loss(off_span, a, 0.5)) > 0
+
+
+def test_loss_weights_switch_terms_off():
+    with pytest.raises(ValueError, match="unknown loss term"):
+        losses.LossWeights.from_dict({"perceptual": 1.0})
+    w = losses.LossWeights(background=1.0, coefficient=0.0, fraction=0.0, consistency=0.0, tv=0.0, stack=0.0)
+    e, m = _ni_model()
+    t = torch.rand(e.size, 16, 16) * 0.5 + 0.4
+    net = model.build_network("latent")
+    out = denoise.forward(net, "latent", t, m)
+    target = {"background": torch.ones_like(t) * 1.01, "absorbance": -t.log(), "mask": torch.ones(16, 16, dtype=bool)}
+    _, terms = losses.total_loss(out, target, m, w)
+    assert set(terms) == {"background"}
+
+
+def test_paper_network_size_and_identity_start():
+    net = model.build_network("paper")
+    assert 0.3e6 < model.count_parameters(net) < 0.5e6
+    x = torch.rand(3, 1, 32, 32)
+    assert torch.equal(net(x), torch.ones_like(x))  # zero-initialised output: B = 1
+    with pytest.raises(ValueError, match="unknown network variant"):
+        model.build_network("unet3d")
+    with pytest.raises(ValueError, match="unknown hyper-parameter"):
+        model.build_network("latent", widht=8)
+
+
+def test_untrained_latent_network_returns_the_plain_fit(ni_stack):
+    stack, _ = ni_stack
+    net = model.build_network("latent")
+    res = denoise_stack(net, "latent", stack.transmission, stack.energies_eV, element="Ni")
+    m = reference_model(stack.energies_eV, "Ni")
+    plain = m.fit(physics.absorbance(stack.transmission.astype(np.float32)))
+    assert np.allclose(res.coefficients, plain, atol=1e-4 * np.abs(plain).max())
+
+
+@pytest.mark.parametrize("variant", ["latent", "paper"])
+def test_tiled_inference_equals_untiled(ni_stack, variant):
+    stack, _ = ni_stack
+    t = stack.transmission[::6]
+    e = stack.energies_eV[::6]
+    torch.manual_seed(0)
+    net = model.build_network(variant)
+    with torch.no_grad():  # non-trivial weights, so that the test can fail
+        for p in net.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    whole = denoise_stack(net, variant, t, e, element="Ni", tile=256, margin=64)
+    tiled = denoise_stack(net, variant, t, e, element="Ni", tile=176, margin=80)
+    assert tiled.tiles > 1 and whole.tiles == 1
+    for name in ("corrected", "denoised", "background"):
+        np.testing.assert_allclose(getattr(tiled, name), getattr(whole, name), rtol=2e-4, atol=2e-5)
+
+
+def test_denoise_stack_rejects_bad_input(ni_stack):
+    stack, _ = ni_stack
+    net = model.build_network("latent")
+    with pytest.raises(ValueError, match=r"\(E, Y, X\)"):
+        denoise_stack(net, "latent", stack.transmission[0], stack.energies_eV, element="Ni")
+    with pytest.raises(ValueError, match="energies"):
+        denoise_stack(net, "latent", stack.transmission[:-1], stack.energies_eV, element="Ni")
+    with pytest.raises(ValueError, match="resize_to"):
+        denoise_stack(net, "latent", stack.transmission, stack.energies_eV, element="Ni", resize_to=64)
+
+
+def test_short_training_lowers_validation_loss(small_sets):
+    tr, va = small_sets
+    cfg = train.TrainConfig(variant="latent", steps=60, lr=1e-3, crop=48, n_energies=(16, 40), val_every=60,
+                            n_val_crops=4, seed=1)
+    torch.manual_seed(cfg.seed)
+    before = train.evaluate(model.build_network("latent"), cfg,
+                            train.validation_set(train.load_training_stacks(va), cfg))["loss"]
+    res = train.train(cfg, tr, va, progress=False)
+    assert res.history["val_loss"][-1] < before
+
+
+def test_checkpoint_round_trip_resume_and_errors(small_sets, tmp_path, ni_stack):
+    tr, va = small_sets
+    cfg = train.TrainConfig(variant="latent", steps=4, crop=32, n_energies=(12, 20), val_every=2, n_val_crops=1)
+    path = tmp_path / "ck.pt"
+    res = train.train(cfg, tr, va, checkpoint_path=path, progress=False)
+    ck = train.load_checkpoint(path)
+    assert ck.meta["elements"] == ["Co", "Ni"] and ck.meta["seed"] == cfg.seed and ck.meta["step"] == 4
+    assert ck.meta["package_version"] and ck.config == cfg
+    stack, _ = ni_stack
+    a = denoise_stack(res.net, "latent", stack.transmission, stack.energies_eV, element="Ni")
+    b = denoise_stack(ck.net, "latent", stack.transmission, stack.energies_eV, element="Ni")
+    np.testing.assert_array_equal(a.denoised, b.denoised)
+    # Resuming continues from the recorded step up to the new total.
+    more = train.train(train.TrainConfig(**{**cfg.__dict__, "steps": 6}), tr, va, resume_from=path,
+                       checkpoint_path=tmp_path / "ck2.pt", progress=False)
+    assert more.history["step"][-1] == 6 and len(more.history["step"]) == 6
+    with pytest.raises(train.CheckpointError, match="holds a 'latent' network"):
+        train.load_checkpoint(path, expect_variant="paper")
+    with pytest.raises(train.CheckpointError, match="hyper-parameters"):
+        train.load_checkpoint(path, expect_hparams={**ck.hparams, "width": 8})
+    bad = tmp_path / "corrupt.pt"
+    bad.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(train.CheckpointError, match="corrupt"):
+        train.load_checkpoint(bad)
+    other = tmp_path / "other.pt"
+    torch.save({"state_dict": {}}, other)
+    with pytest.raises(train.CheckpointError, match="not a xanes_lib.denoiser checkpoint"):
+        train.load_checkpoint(other)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        train.load_checkpoint(tmp_path / "missing.pt")
