@@ -86,14 +86,15 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-timing", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(max(torch.get_num_threads(), 1))
-    models = {"paper_tiled": (train.load_checkpoint(args.paper), None),
-              "paper_resize256": (train.load_checkpoint(args.paper), 256),
+    paper = train.load_checkpoint(args.paper)
+    models = {"paper_tiled": (paper, None), "paper_resize256": (paper, 256),
               "ours": (train.load_checkpoint(args.ours), None)}
     if Path(args.ablation).is_file():
         models["ours_without_physics"] = (train.load_checkpoint(args.ablation), None)
     report = {"package_version": __version__, "torch": torch.__version__, "machine": platform.machine(),
-              "threads": torch.get_num_threads(), "checkpoints": {k: Path(v[0].meta.get("source", "")).name or k
-                                                                  for k, v in models.items()},
+              "threads": torch.get_num_threads(),
+              "checkpoints": {k: {"variant": ck.variant, "steps": ck.meta["step"], "seed": ck.meta["seed"]}
+                              for k, (ck, _) in models.items()},
               "stacks": {}}
     data = Path(args.data_dir)
     for name, fname in TESTS.items():

@@ -8,13 +8,11 @@ blur, drift, phantom geometry and chemistry, and perturbed reference spectra.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from .io import write_stack
+from .io import atomic_file, write_stack
 from .simulate import SimulationConfig, simulate_stack
 
 
@@ -123,13 +121,6 @@ def write_dataset(out_dir, name: str, configs, seeds, *, overwrite: bool = True)
 
 
 def _write_json_atomic(path: Path, obj) -> None:
-    """Write JSON to a temporary file beside ``path`` and rename it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Write JSON so that the file appears whole or not at all."""
+    with atomic_file(path) as tmp:
+        Path(tmp).write_text(json.dumps(obj, indent=1))

@@ -139,7 +139,7 @@ def latent_inputs(a, model: LinearAbsorbanceModel, scale: float | None = None):
 
 
 def forward(net, variant: str, transmission, model: LinearAbsorbanceModel, *, scale: float | None = None,
-            hparams: dict | None = None) -> ForwardOutput:
+            hparams: dict | None = None, energy_batch: int | None = None) -> ForwardOutput:
     """Differentiable forward pass of a denoiser on one (E, Y, X) transmission tensor.
 
     Parameters
@@ -157,6 +157,8 @@ def forward(net, variant: str, transmission, model: LinearAbsorbanceModel, *, sc
         (:func:`coefficient_scale`). Give the whole stack's value when passing a tile.
     hparams : dict, optional
         The variant's hyper-parameters (``smooth_block`` of the latent variant).
+    energy_batch : int, optional
+        Paper variant: images per network call (bounds memory); None: all at once.
 
     Returns
     -------
@@ -165,7 +167,9 @@ def forward(net, variant: str, transmission, model: LinearAbsorbanceModel, *, sc
     a = absorbance(transmission)
     k = n_references(model)
     if variant == "paper":
-        b = net(transmission[:, None])[:, 0].clamp_min(1e-3)
+        n = energy_batch or transmission.shape[0]
+        b = torch.cat([net(transmission[i:i + n, None])[:, 0] for i in range(0, transmission.shape[0], n)])
+        b = b.clamp_min(1e-3)
         corrected = a + b.log()
         coeffs = model.fit(corrected)
         raw = model.fit(a)
@@ -293,7 +297,7 @@ def denoise_stack(net, variant: str, transmission, energies_eV, *, element: str 
         coeffs[:] = model.fit(a_corr)
         return DenoiseResult(out["corrected"], out["denoised"], out["background"], coeffs,
                              model.names, scale, time.perf_counter() - t0, 1, "resize")
-    align = 8 if variant == "latent" else 1
+    align = 1
     hp = hparams or {}
     if variant == "latent":
         align = int(np.lcm(int(hp.get("smooth_block", 8)), 2 ** (int(hp.get("depth", 3)) - 1)))
@@ -309,10 +313,7 @@ def denoise_stack(net, variant: str, transmission, energies_eV, *, element: str 
                 ph, pw = (-chunk.shape[1]) % align, (-chunk.shape[2]) % align
                 if ph or pw:
                     chunk = F.pad(chunk[None], (0, pw, 0, ph), mode="replicate")[0]
-                if variant == "paper":
-                    res = _paper_batched(net, chunk, model, energy_batch)
-                else:
-                    res = forward(net, variant, chunk, model, scale=scale, hparams=hp)
+                res = forward(net, variant, chunk, model, scale=scale, hparams=hp, energy_batch=energy_batch)
                 sy, sx = y0 - ys, x0 - xs
                 hy, hx = min(inner, ny - y0), min(inner, nx - x0)
                 sl = (slice(None), slice(sy, sy + hy), slice(sx, sx + hx))
@@ -324,15 +325,6 @@ def denoise_stack(net, variant: str, transmission, energies_eV, *, element: str 
                 n_tiles += 1
     return DenoiseResult(out["corrected"], out["denoised"], out["background"], coeffs, model.names,
                          scale, time.perf_counter() - t0, n_tiles, "tiled")
-
-
-def _paper_batched(net, chunk, model, energy_batch: int) -> ForwardOutput:
-    """Paper variant on a tile, a few energies at a time (bounded memory)."""
-    b = torch.cat([net(chunk[i:i + energy_batch, None])[:, 0] for i in range(0, chunk.shape[0], energy_batch)])
-    b = b.clamp_min(1e-3)
-    corrected = absorbance(chunk) + b.log()
-    coeffs = model.fit(corrected)
-    return ForwardOutput(b, corrected, corrected, coeffs, coeffs, float("nan"))
 
 
 def _resize_paper(net, t, out, size: int, energy_batch: int, device) -> None:

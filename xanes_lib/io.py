@@ -573,6 +573,35 @@ def atomic_h5(target, *, overwrite: bool = True):
         raise
 
 
+@contextlib.contextmanager
+def atomic_file(target):
+    """Yield a temporary path beside ``target``; on success it is synced and renamed onto it.
+
+    For writers that are not HDF5 (JSON, text, torch checkpoints): the file appears whole or
+    not at all, and on any error the temporary file is removed. The directory is created.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> with atomic_file(d / "a.txt") as tmp:
+    ...     _ = pathlib.Path(tmp).write_text("x")
+    >>> (d / "a.txt").read_text()
+    'x'
+    """
+    target = os.fspath(target)
+    os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+    tmp = _temporary_path(target)
+    try:
+        yield tmp
+        _fsync(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise
+
+
 # ----------------------------------------------------------------------------------------
 # Reading
 # ----------------------------------------------------------------------------------------

@@ -30,10 +30,8 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 import re
 import sys
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -990,19 +988,10 @@ def default_references(element: str, *, path=None) -> list[ParametricReference]:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    from .io import atomic_file  # local import: io is not needed to read spectra
+
+    with atomic_file(path) as tmp:
+        Path(tmp).write_text(text, encoding="utf-8")
 
 
 def save_reference_library(doc: Mapping[str, Any], path) -> Path:

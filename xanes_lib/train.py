@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +24,7 @@ import torch
 
 from . import __version__
 from .denoise import forward, reference_model
-from .io import read_ground_truth, read_stack
+from .io import atomic_file, read_ground_truth, read_stack
 from .losses import LossWeights, total_loss
 from .model import build_network, count_parameters, full_hparams
 from .physics import absorbance
@@ -156,11 +154,10 @@ def sample_batch(stack: TrainingStack, rng, *, crop: int, n_energies: int, augme
     ny, nx = stack.mask.shape
     c = min(crop, ny, nx)
     y0, x0 = rng.integers(0, ny - c + 1), rng.integers(0, nx - c + 1)
-    sl = (slice(y0, y0 + c), slice(x0, x0 + c))
-    arrays = {"transmission": stack.transmission[idx][:, sl[0], sl[1]],
-              "absorbance": stack.true_absorbance[idx][:, sl[0], sl[1]],
-              "background": stack.background[idx][:, sl[0], sl[1]],
-              "mask": stack.mask[sl][None]}
+    sl = (slice(None), slice(y0, y0 + c), slice(x0, x0 + c))
+    # Crop first (a view), then pick energies: only the crop is copied.
+    arrays = {"transmission": stack.transmission[sl][idx], "absorbance": stack.true_absorbance[sl][idx],
+              "background": stack.background[sl][idx], "mask": stack.mask[sl[1:]][None]}
     if augment:
         k, flip = int(rng.integers(4)), bool(rng.integers(2))
         for name, arr in arrays.items():
@@ -336,8 +333,6 @@ def save_checkpoint(path, net, config: TrainConfig, *, history: dict, step: int,
     the loss history, and (for resuming) the optimiser state. ``extra`` adds entries to the
     metadata (e.g. what a model was adapted to, or validation numbers).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "variant": config.variant,
             "hparams": full_hparams(config.variant, **config.hparams), "train_config": config.to_dict(),
             "seed": config.seed, "elements": list(elements), "energy_range_eV": list(energy_range_eV),
@@ -345,16 +340,13 @@ def save_checkpoint(path, net, config: TrainConfig, *, history: dict, step: int,
             **(extra or {})}
     doc = {"meta": meta, "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
            "history": history, "optimizer": optimizer.state_dict() if optimizer is not None else None}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
+    return _save_atomic(doc, path)
+
+
+def _save_atomic(doc: dict, path) -> Path:
+    with atomic_file(path) as tmp:
         torch.save(doc, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    return Path(path)
 
 
 def load_checkpoint(path, *, device=None, expect_variant: str | None = None,
@@ -403,11 +395,8 @@ def load_checkpoint(path, *, device=None, expect_variant: str | None = None,
 
 def strip_for_release(src, dst, *, extra: dict | None = None) -> Path:
     """Copy a checkpoint without its optimiser state (smaller; for shipping), adding metadata."""
-    ck = load_checkpoint(src, device="cpu")
-    meta = {**ck.meta, **(extra or {})}
-    cfg = ck.config
-    keep = {k: meta[k] for k in meta if k not in ("format", "format_version", "variant", "hparams", "train_config",
-                                                   "seed", "elements", "energy_range_eV", "package_version",
-                                                   "step", "torch_version")}
-    return save_checkpoint(dst, ck.net, cfg, history=ck.history, step=meta["step"], elements=meta["elements"],
-                           energy_range_eV=meta["energy_range_eV"], optimizer=None, extra=keep)
+    load_checkpoint(src, device="cpu")  # validates the file first
+    doc = torch.load(src, map_location="cpu", weights_only=True)
+    doc["meta"].update(extra or {})
+    doc["optimizer"] = None
+    return _save_atomic(doc, dst)
