@@ -11,7 +11,7 @@ path                shape, type         meaning
 ``img_dark``        (Y, X) or (E, Y, X) averaged dark frame (optional)
 ``Pixel Size``      str                 e.g. ``"20.0 nm"`` (optional)
 attrs               str, numbers        ``element``, ``edge`` and provenance
-``ground_truth/``   group               simulated files only
+``ground_truth/``   group               simulated files only (optional ``foreign_mask``)
 ==================  ==================  ===================================================
 
 Energies are eV everywhere in memory; keV exists only on disk (``X_eng``) and is converted
@@ -140,15 +140,22 @@ class GroundTruth:
     references : list of str
         Names of the K references, in the order of ``fractions``.
     oxidation_state : numpy.ndarray, shape (Y, X)
-        True oxidation state, NaN outside the sample.
+        True oxidation state, NaN outside the sample and where the edge element is in a
+        foreign phase (see ``foreign_mask``: it has no state on the references' scale).
     mask : numpy.ndarray, shape (Y, X), bool
-        True inside the sample.
+        True inside the sample (foreign-phase pixels included: they are sample).
     areal_density : numpy.ndarray, shape (Y, X)
         Areal density of the edge element, in ``areal_density_unit``.
     areal_density_unit : str
         Unit of ``areal_density``.
     params : dict
         Every simulation parameter (dose, seed, version, ...): JSON-able values.
+    foreign_mask : numpy.ndarray, shape (Y, X), bool, or None
+        True in the sample pixels (within ``mask``) where the edge element is in a phase
+        outside the references (a "foreign phase": its spectrum is no mix of them); there
+        ``fractions`` are 0 and ``oxidation_state`` is NaN. Stored as
+        ``ground_truth/foreign_mask`` only when given; None for stacks simulated without a
+        foreign phase and for files written before it existed.
     """
 
     transmission: np.ndarray
@@ -160,11 +167,12 @@ class GroundTruth:
     areal_density: np.ndarray
     areal_density_unit: str = "ug/cm^2"
     params: dict = field(default_factory=dict)
+    foreign_mask: np.ndarray | None = None
 
     def __repr__(self) -> str:
         parts = ", ".join(f"{name}={_describe(getattr(self, name))}" for name in (
             "transmission", "background", "fractions", "references", "oxidation_state", "mask",
-            "areal_density", "areal_density_unit", "params"))
+            "areal_density", "areal_density_unit", "params", "foreign_mask"))
         return f"GroundTruth({parts})"
 
 
@@ -405,9 +413,12 @@ def _validate_ground_truth(gt, shape: tuple[int, int, int], *, source: str = "",
     out = dict(transmission=array("transmission", shape), background=array("background", shape),
                fractions=array("fractions", ndim=3), oxidation_state=array("oxidation_state", image),
                mask=array("mask", image), areal_density=array("areal_density", image))
-    if out["mask"].dtype != bool:
-        raise ValueError(f"{prefix}.mask{where} must be boolean; got dtype {out['mask'].dtype}. "
-                         "Use mask.astype(bool).")
+    out["foreign_mask"] = None if getattr(gt, "foreign_mask", None) is None \
+        else array("foreign_mask", image)
+    for name in ("mask", "foreign_mask"):
+        if out[name] is not None and out[name].dtype != bool:
+            raise ValueError(f"{prefix}.{name}{where} must be boolean; got dtype {out[name].dtype}. "
+                             f"Use {name}.astype(bool).")
     refs = gt.references
     if isinstance(refs, str) or not all(isinstance(r, str) for r in refs):
         raise ValueError(f"{prefix}.references{where} must be a list of reference names (str); "
@@ -469,7 +480,8 @@ def write_stack(path, stack: Stack, *, ground_truth: GroundTruth | None = None,
         lists and None as JSON text, decoded again by :func:`read_stack`).
     ground_truth : GroundTruth, optional
         Written to the ``ground_truth/`` group (simulated stacks only); ``params`` become
-        the group's attributes.
+        the group's attributes; ``foreign_mask`` is written (as ``foreign_mask``) only when
+        it is not None.
     overwrite : bool
         If False, an existing ``path`` raises ``FileExistsError`` and is left alone.
 
@@ -525,6 +537,8 @@ def write_stack(path, stack: Stack, *, ground_truth: GroundTruth | None = None,
             for name in ("transmission", "background", "fractions", "oxidation_state", "mask",
                          "areal_density"):
                 write_array(g, name, gt[name])
+            if gt["foreign_mask"] is not None:
+                write_array(g, "foreign_mask", gt["foreign_mask"])
             g["fractions"].attrs["references"] = gt["references"]
             g["areal_density"].attrs["unit"] = gt["areal_density_unit"]
             write_attrs(g, *gt["params"])
@@ -811,7 +825,9 @@ def read_ground_truth(path) -> GroundTruth:
     -------
     GroundTruth
         Arrays with the dtypes they were written with (``mask`` bool), ``references`` as a
-        list of str, ``params`` from the group's attributes.
+        list of str, ``params`` from the group's attributes; ``foreign_mask`` (bool) when the
+        file holds ``ground_truth/foreign_mask``, None otherwise (older files, stacks without
+        a foreign phase).
 
     Raises
     ------
@@ -833,6 +849,9 @@ def read_ground_truth(path) -> GroundTruth:
         for name in ("transmission", "background", "fractions", "oxidation_state", "mask",
                      "areal_density"):
             data[name] = _require_dataset(g, name, f"{source}:{GROUND_TRUTH_KEY}")[()]
+        if "foreign_mask" in g:
+            data["foreign_mask"] = _require_dataset(g, "foreign_mask",
+                                                    f"{source}:{GROUND_TRUTH_KEY}")[()]
         for ds_name, attr in (("fractions", "references"), ("areal_density", "unit")):
             if attr not in g[ds_name].attrs:
                 raise ValueError(f"{GROUND_TRUTH_KEY}/{ds_name} in {source} lacks the attribute {attr!r}; "

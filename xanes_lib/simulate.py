@@ -13,15 +13,22 @@ The chain, per energy E and pixel (y, x):
    for the sample (``dose P B T``) and the averaged flat (``dose P``), a dark offset with
    Gaussian read noise; then ``T_measured = (I - dark) / (flat - dark)``.
 
+Optionally (``foreign_particles > 0``) the edge element of a few particles is in a "foreign
+phase" whose spectrum (:func:`xanes_lib.spectra.foreign_reference`: shifted edge, damped
+white line) is no mix of the references; the ground truth marks it (``foreign_mask``).
+
 One ``numpy.random.Generator`` seeded from ``seed`` drives every random draw, so the same
 seed and configuration give the same arrays (and, through :func:`xanes_lib.io.write_stack`,
-the same file byte for byte).
+the same file byte for byte). The foreign particles are drawn from a separate generator
+(``default_rng([seed, 7])``), so that stacks without them are unchanged by the option.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,7 +41,7 @@ from .io import GroundTruth, Stack
 from .materials import DENSITIES_G_CM3, check_composition, edge_branches, mass_fractions, \
     matrix_mass_attenuation
 from .phantom import PhantomConfig, make_phantom
-from .spectra import default_references, jitter_reference, load_reference_library
+from .spectra import default_references, foreign_reference, jitter_reference, load_reference_library
 from .validate import check_energies
 
 
@@ -106,6 +113,15 @@ class SimulationConfig:
         Pixels with at least this projected solid thickness form the ground-truth mask.
     save_flat_dark : bool
         Store the averaged flat (``img_bkg``) and dark (``img_dark``) in the file.
+    foreign_particles : int
+        Number of particles whose edge element is in a foreign phase, a spectrum outside the
+        references (0: none). They are drawn among the particles covering at least
+        :data:`FOREIGN_MIN_PIXELS` sample pixels (the largest ones if fewer qualify).
+    foreign_edge_shift_eV : float
+        Edge shift (eV) of the foreign spectrum against its base reference, see
+        :func:`xanes_lib.spectra.foreign_reference`.
+    foreign_white_line_damping : float
+        Relative reduction of the foreign spectrum's white line, in [0, 1].
     """
 
     element: str = "Ni"
@@ -128,6 +144,9 @@ class SimulationConfig:
     beam_falloff: float = 0.2
     mask_min_thickness_um: float = 0.5
     save_flat_dark: bool = False
+    foreign_particles: int = 0
+    foreign_edge_shift_eV: float = 3.0
+    foreign_white_line_damping: float = 0.6
 
     def replace(self, **changes) -> "SimulationConfig":
         """A copy with some fields changed; ``phantom_<name>`` keys change phantom fields."""
@@ -161,6 +180,15 @@ def check_config(cfg: SimulationConfig) -> None:
     bad = [p for p in cfg.background_patterns if p not in PATTERNS]
     if bad:
         raise ValueError(f"unknown background pattern(s) {bad}; choose from {PATTERNS}.")
+    if isinstance(cfg.foreign_particles, bool) or int(cfg.foreign_particles) != cfg.foreign_particles \
+            or cfg.foreign_particles < 0:
+        raise ValueError(f"foreign_particles must be an integer >= 0 (number of particles in a "
+                         f"foreign phase); got {cfg.foreign_particles!r}.")
+    if not math.isfinite(cfg.foreign_edge_shift_eV):
+        raise ValueError(f"foreign_edge_shift_eV must be finite (eV); got {cfg.foreign_edge_shift_eV}.")
+    if not 0.0 <= cfg.foreign_white_line_damping <= 1.0:
+        raise ValueError(f"foreign_white_line_damping must lie in [0, 1]; "
+                         f"got {cfg.foreign_white_line_damping}.")
     if min(cfg.phantom.shape) < 8:
         raise ValueError(f"phantom.shape must be at least 8 x 8 pixels; got {cfg.phantom.shape}.")
 
@@ -204,6 +232,61 @@ def absorbance_basis(cfg: SimulationConfig, energies_eV, references) -> tuple[np
     rows = [w_el * branches.mu(e, r.spectrum(e)) for r in references]
     rows.append(matrix_mass_attenuation(cfg.composition, cfg.element, e))
     return np.stack(rows), [r.name for r in references] + ["matrix"]
+
+
+#: Sample pixels a particle must cover to be drawn as a foreign particle.
+FOREIGN_MIN_PIXELS = 200
+
+
+def choose_foreign_particles(labels, mask, n: int, rng, *, min_pixels: int = FOREIGN_MIN_PIXELS) -> list[int]:
+    """Labels of ``n`` particles to put in a foreign phase.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        (Y, X) int: particle with most mass per pixel, -1 for none (``PhantomMaps.labels``).
+    mask : numpy.ndarray
+        (Y, X) bool sample mask; a particle's size is the number of its pixels in the mask.
+    n : int
+        Number of particles wanted (>= 0).
+    rng : numpy.random.Generator, int or None
+        Random source of the draw.
+    min_pixels : int
+        Particles covering at least this many sample pixels qualify; they are drawn at
+        random. If fewer than ``n`` qualify, the ``n`` largest particles are taken; if the
+        phantom has fewer than ``n`` particles with sample pixels, all of them are (with a
+        warning).
+
+    Returns
+    -------
+    list of int
+        Sorted particle labels.
+
+    Examples
+    --------
+    >>> labels = np.array([[0, 0, 1], [0, 0, 1], [-1, 2, 2]])  # sizes 4, 2, 2 pixels
+    >>> choose_foreign_particles(labels, labels >= 0, 1, 0, min_pixels=3)
+    [0]
+    >>> choose_foreign_particles(labels, labels >= 0, 2, 0, min_pixels=3)  # the largest
+    [0, 1]
+    """
+    lab = np.asarray(labels)
+    inside = lab[np.asarray(mask, dtype=bool) & (lab >= 0)]
+    ids, counts = np.unique(inside, return_counts=True)
+    n = int(n)
+    if n <= 0:
+        return []
+    if ids.size < n:
+        warnings.warn(f"{n} foreign particles asked for but only {ids.size} particle(s) cover sample "
+                      "pixels; all of them are foreign.", stacklevel=2)
+        return sorted(int(i) for i in ids)
+    big = ids[counts >= min_pixels]
+    if big.size >= n:
+        chosen = np.random.default_rng(rng).choice(big, size=n, replace=False)
+    else:
+        order = np.lexsort((ids, -counts))  # largest first, ties by label
+        chosen = ids[order[:n]]
+    return sorted(int(i) for i in chosen)
 
 
 def _drift_and_blur(absorb: np.ndarray, cfg: SimulationConfig, rng: np.random.Generator) -> np.ndarray:
@@ -274,7 +357,16 @@ def simulate_stack(cfg: SimulationConfig = SimulationConfig(), *, seed: int = 0,
     basis, names = absorbance_basis(cfg, energies, refs)
 
     ph = make_phantom(cfg.phantom, DENSITIES_G_CM3[cfg.composition], ox, rng)
-    coeffs = np.concatenate([ph.areal_density * ph.state_fractions, ph.areal_density[None]])
+    mask = ph.thickness_um >= cfg.mask_min_thickness_um
+    fractions = ph.state_fractions
+    foreign = foreign_region = None
+    if cfg.foreign_particles > 0:
+        foreign, foreign_labels, foreign_region, basis, fractions = _foreign_phase(
+            cfg, energies, refs, ph, mask, seed)
+        coeffs = np.concatenate([ph.areal_density * fractions, (ph.areal_density * foreign_region)[None],
+                                 ph.areal_density[None]])
+    else:
+        coeffs = np.concatenate([ph.areal_density * fractions, ph.areal_density[None]])
     absorb = np.tensordot(basis, coeffs, axes=(0, 0))  # (E, Y, X) = -ln T
     trans = _drift_and_blur(absorb, cfg, rng)
 
@@ -291,31 +383,70 @@ def simulate_stack(cfg: SimulationConfig = SimulationConfig(), *, seed: int = 0,
                              offset=cfg.dark_offset)
     measured = flat_field_correct(sample, flat, dark)
 
-    mask = ph.thickness_um >= cfg.mask_min_thickness_um
-    state = np.tensordot(np.asarray(ox), ph.state_fractions, axes=1)
+    state = np.tensordot(np.asarray(ox), fractions, axes=1)
     state = np.where(ph.areal_density > 0, state, np.nan)
+    if foreign_region is not None:
+        state = np.where(foreign_region, np.nan, state)  # no state on the references' scale
     w_el = mass_fractions(cfg.composition)[cfg.element]
     params = cfg.to_dict()
     params.update(seed=int(seed), version=__version__, n_particles=ph.n_particles,
                   energies_eV=energies.tolist(), reference_oxidation_states=ox,
                   reference_spectra=json.dumps([_describe(r) for r in refs]))
+    if foreign is not None:
+        params.update(foreign_spectrum=json.dumps(_describe(foreign)), foreign_labels=foreign_labels)
     stack = Stack(transmission=measured.astype(np.float32), energies_eV=energies,
                   element=cfg.element, edge=cfg.edge, pixel_size_nm=cfg.phantom.pixel_size_nm,
                   flat=flat.astype(np.float32) if cfg.save_flat_dark else None,
                   dark=dark.astype(np.float32) if cfg.save_flat_dark else None,
                   attrs={"simulated": True, "simulator_version": __version__, "seed": int(seed)})
     truth = GroundTruth(transmission=trans.astype(np.float32), background=bkg.astype(np.float32),
-                        fractions=ph.state_fractions.astype(np.float32), references=names[:-1],
+                        fractions=fractions.astype(np.float32), references=names[:-1],
                         oxidation_state=state.astype(np.float32), mask=mask,
                         areal_density=(w_el * ph.areal_density * 1e6).astype(np.float32),
-                        areal_density_unit="ug/cm^2", params=params)
+                        areal_density_unit="ug/cm^2", params=params,
+                        foreign_mask=None if foreign_region is None else foreign_region & mask)
     return stack, truth
+
+
+def _foreign_phase(cfg: SimulationConfig, energies, refs, ph, mask, seed):
+    """Put the edge element of ``cfg.foreign_particles`` particles in a foreign phase.
+
+    The particles are drawn with ``default_rng([seed, 7])`` (the main generator is left
+    alone). Their region is the pixels where they hold most mass (``ph.labels``); there all
+    of the edge element (overlapping particles included) takes the foreign spectrum.
+
+    Returns
+    -------
+    foreign : ParametricReference
+    labels : list of int
+    region : numpy.ndarray
+        (Y, X) bool.
+    basis : numpy.ndarray
+        (K + 2, E): the references, the foreign spectrum (row K), the matrix.
+    fractions : numpy.ndarray
+        (K, Y, X) reference fractions, 0 in the region.
+    """
+    try:
+        foreign = foreign_reference(refs, edge_shift_eV=cfg.foreign_edge_shift_eV,
+                                    white_line_damping=cfg.foreign_white_line_damping)
+    except TypeError as exc:
+        raise TypeError(f"foreign_particles > 0 needs parametric references: {exc}") from exc
+    labels = choose_foreign_particles(ph.labels, mask, cfg.foreign_particles,
+                                      np.random.default_rng([int(seed), 7]))
+    region = np.isin(ph.labels, labels)
+    basis, _ = absorbance_basis(cfg, energies, [*refs, foreign])  # references, foreign, matrix
+    fractions = np.where(region[None], 0.0, ph.state_fractions)
+    return foreign, labels, region, basis, fractions
 
 
 def _describe(ref) -> dict:
     """JSON-able description of a reference used in a simulation."""
-    d = {"name": ref.name, "oxidation_state": float(ref.oxidation_state)}
+    state = float(ref.oxidation_state)
+    d = {"name": ref.name, "oxidation_state": state if math.isfinite(state) else None}
     params = getattr(ref, "params", None)
     if params is not None and hasattr(params, "to_dict"):
         d["params"] = params.to_dict()
+    record = getattr(ref, "provenance", {}).get("foreign")
+    if record is not None:
+        d["foreign"] = record
     return d
