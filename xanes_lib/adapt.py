@@ -190,6 +190,24 @@ class AdaptResult:
     config: AdaptConfig
     seconds: float
 
+    def residual_map(self, transmission, energies_eV, *, element=None, references=None,
+                     smooth_px: float = 2.0) -> np.ndarray:
+        """Fit residual map for phases outside the references (:func:`xanes_lib.phases.residual_map`).
+
+        It is taken from the measurement corrected by the low-rank background only, smoothed
+        by a Gaussian of ``smooth_px``: that background gives pixels it cannot explain a low
+        weight, while the network's own background correction was measured to absorb part of
+        an unseen phase. Without a low-rank background the corrected stack is used.
+        """
+        from scipy import ndimage
+
+        from .phases import residual_map
+
+        t = np.asarray(transmission, np.float32)
+        t = t / self.beam.background if self.beam is not None else self.result.corrected
+        t = ndimage.gaussian_filter(t, (0, smooth_px, smooth_px)) if smooth_px > 0 else t
+        return residual_map(t, energies_eV, element=element, references=references)
+
 
 def holdout_energies(energies_eV, fraction: float, rng) -> np.ndarray:
     """Indices of energies held out for self-validation: spread over the whole scan.

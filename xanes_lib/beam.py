@@ -5,8 +5,9 @@ through a few smooth modes (the idea behind eigen flat fields, Van Nieuwenhove e
 Opt. Express 23, 27975 (2015)). In absorbance, ``-ln B(E, x) = sum_j u_j(E) v_j(x)`` with a
 few energy profiles ``u_j`` and smooth maps ``v_j``. :func:`estimate_background`:
 
-1. finds the sample from its mean absorbance (Otsu) and takes the pixels well away from it,
-   where the absorbance *is* the background;
+1. finds the sample from its mean absorbance (Otsu, or a tighter threshold set by the spread
+   of the emptiest pixels) and takes the pixels well away from it, where the absorbance *is*
+   the background;
 2. takes the energy profiles ``u_j`` from the SVD of those pixels (spatially smoothed); the
    rank is set by the singular values standing above the noise floor; profiles that the
    physics model can explain entirely (an edge-like or ``E^-3`` shape: thin sample left in
@@ -83,6 +84,17 @@ def _normalised_convolution(x, w, sigma: float, *, fill_sigma: float = 0.0, fill
     return blur(x * w) / np.maximum(blur(w), 1e-9)
 
 
+def _empty_threshold(level) -> float:
+    """Absorbance above which a pixel holds sample: Otsu's threshold, or lower when the
+    lowest fifth of the pixels (the empty field) is tightly clustered below it (a thin
+    particle must not pass for empty)."""
+    otsu = sample_mask(level).threshold
+    low = level[level <= np.percentile(level, 20)]
+    m0 = np.median(low)
+    s0 = 1.4826 * np.median(np.abs(low - m0))
+    return float(min(otsu, m0 + 6.0 * s0))
+
+
 def estimate_background(transmission, energies_eV, model, *, max_rank: int = 12, noise_factor: float = 3.0,
                         min_unexplained: float = 0.2, smooth_px: float = 3.0, map_sigma_px: float = 4.0,
                         fill_sigma_px: float = 32.0, margin_px: int = 4,
@@ -141,7 +153,8 @@ def estimate_background(transmission, energies_eV, model, *, max_rank: int = 12,
     q = np.eye(n_e) - m @ pinv
     # The sample is found from its total absorbance (matrix and edge element together), which
     # stands far above the background even where a dilute edge (Co) is lost in the noise.
-    sample = sample_mask(a_s.mean(0).reshape(ny, nx)).mask
+    level = a_s.mean(0).reshape(ny, nx)
+    sample = level > _empty_threshold(level)
     empty = ~ndimage.binary_dilation(sample, iterations=max(margin_px, 1))
     if empty.sum() < 0.01 * empty.size:
         raise ValueError(f"only {int(empty.sum())} of {empty.size} pixels are free of sample; the background "
