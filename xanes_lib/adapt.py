@@ -350,7 +350,6 @@ def adapt(model: Checkpoint, transmission, energies_eV, *, element: str | None =
     net = copy.deepcopy(model.net).to(device)
     full_model = reference_model(e, element, references)
     lowrank = estimate_background(t_np, e, full_model) if config.lowrank_background else None
-    t_raw = t_np
     if lowrank is not None:
         t_np = (t_np / lowrank.background).astype(np.float32)
     rng = np.random.default_rng([config.seed, 5])
