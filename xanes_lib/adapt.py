@@ -241,7 +241,7 @@ def self_validation_score(net, variant: str, transmission, energies_eV, holdout,
     """
     keep = np.setdiff1d(np.arange(len(energies_eV)), holdout)
     res = denoise_stack(net, variant, transmission[keep], energies_eV[keep], element=element,
-                        references=references, hparams=hparams, device=device)
+                        references=references, hparams=hparams, lowrank=False, device=device)
     model_h = reference_model(energies_eV[holdout], element, references)
     k = n_references(model_h)
     a_h = absorbance(np.asarray(transmission[holdout], np.float64)) + np.log(np.asarray(background[holdout],
@@ -362,8 +362,9 @@ def adapt(model: Checkpoint, transmission, energies_eV, *, element: str | None =
     n_y, n_x = t_np.shape[1:]
 
     def refit():
+        # The low-rank background is this function's business (config.lowrank_background).
         res = denoise_stack(net, variant, t_np, e, element=element, references=references, hparams=hp,
-                            device=device)
+                            lowrank=False, device=device)
         return res, data_mask(res.coefficients, k)
 
     def as_raw(res: DenoiseResult) -> DenoiseResult:

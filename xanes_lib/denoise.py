@@ -10,12 +10,15 @@ stays bounded by the tile size.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
+from .beam import estimate_background
+from .model import pipeline_flags
 from .physics import LinearAbsorbanceModel, absorbance, build_model
 from .spectra import default_references
 
@@ -156,7 +159,8 @@ def forward(net, variant: str, transmission, model: LinearAbsorbanceModel, *, sc
         Coefficient normalisation; None computes it from this tensor
         (:func:`coefficient_scale`). Give the whole stack's value when passing a tile.
     hparams : dict, optional
-        The variant's hyper-parameters (``smooth_block`` of the latent variant).
+        The variant's hyper-parameters (``smooth_block`` and ``residual_background`` of the
+        latent variant; a low-rank background is removed before this function, not in it).
     energy_batch : int, optional
         Paper variant: images per network call (bounds memory); None: all at once.
 
@@ -181,11 +185,14 @@ def forward(net, variant: str, transmission, model: LinearAbsorbanceModel, *, sc
     x, c0, s = latent_inputs(a, model, scale)
     y = net(x)[0]
     coeffs = c0 + s * y[:-1]
-    # The background is what the denoised physics model leaves unexplained, smoothed in
-    # space; the network's last channel weights the pixels (low where the references
-    # may not explain the sample exactly).
-    beta = _smooth_blocks(a - model.predict(coeffs), block, torch.sigmoid(y[-1:] + 2.0),
-                          float((hparams or {}).get("smooth_sigma_blocks", 1.0)))
+    if pipeline_flags(hparams)["residual_background"]:
+        # The background is what the denoised physics model leaves unexplained, smoothed in
+        # space; the network's last channel weights the pixels (low where the references
+        # may not explain the sample exactly).
+        beta = _smooth_blocks(a - model.predict(coeffs), block, torch.sigmoid(y[-1:] + 2.0),
+                              float((hparams or {}).get("smooth_sigma_blocks", 1.0)))
+    else:
+        beta = torch.zeros_like(a)
     corrected = a - beta
     # Keep the part of the data that no mix of references explains (phases outside the
     # references stay visible), lightly smoothed; the in-model part is the denoised fit.
@@ -217,6 +224,9 @@ class DenoiseResult:
         Number of tiles processed.
     mode : str
         "tiled" or "resize" (the paper's resize-to-256 inference).
+    beam : xanes_lib.beam.BackgroundEstimate or None
+        The low-rank beam background removed before the network (already included in
+        ``background``), when the pipeline uses one.
     """
 
     corrected: np.ndarray
@@ -228,6 +238,7 @@ class DenoiseResult:
     seconds: float
     tiles: int
     mode: str
+    beam: object = None
 
 
 def _tile_starts(n: int, tile: int, margin: int, align: int) -> list[int]:
@@ -241,7 +252,8 @@ def _tile_starts(n: int, tile: int, margin: int, align: int) -> list[int]:
 
 def denoise_stack(net, variant: str, transmission, energies_eV, *, element: str | None = None,
                   references=None, hparams: dict | None = None, tile: int = 512, margin: int = 64,
-                  energy_batch: int = 16, resize_to: int | None = None, device=None) -> DenoiseResult:
+                  energy_batch: int = 16, resize_to: int | None = None, lowrank: bool | None = None,
+                  device=None) -> DenoiseResult:
     """Denoise a whole stack of any size in overlapping tiles (or resized, for ``paper``).
 
     Parameters
@@ -267,6 +279,11 @@ def denoise_stack(net, variant: str, transmission, energies_eV, *, element: str 
     resize_to : int, optional
         Paper variant only: the published inference, every image resized to
         ``resize_to x resize_to`` and the background resized back.
+    lowrank : bool, optional
+        Remove the low-rank beam background (:func:`xanes_lib.beam.estimate_background`, on
+        the whole stack) before the network. None: as the network was trained
+        (``lowrank_background`` of ``hparams``). Pass False when the stack is already
+        corrected by it.
     device : str or torch.device, optional
         None picks CUDA when present.
 
@@ -282,6 +299,31 @@ def denoise_stack(net, variant: str, transmission, energies_eV, *, element: str 
     model = reference_model(energies_eV, element, references)
     if t.shape[0] != model.matrix.shape[0]:
         raise ValueError(f"{t.shape[0]} images but {model.matrix.shape[0]} energies.")
+    beam = None
+    if lowrank or (lowrank is None and variant == "latent" and pipeline_flags(hparams)["lowrank_background"]):
+        try:
+            beam = estimate_background(t, energies_eV, model)
+        except ValueError as exc:
+            if lowrank:
+                raise
+            warnings.warn(f"no low-rank background ({exc}); the network sees the uncorrected stack, "
+                          "whose background it was not trained for.", stacklevel=2)
+    if beam is not None:
+        t = (t / beam.background).astype(np.float32)
+    res = _denoise_corrected(net, variant, t, model, hparams=hparams, tile=tile, margin=margin,
+                             energy_batch=energy_batch, resize_to=resize_to, device=device)
+    res.seconds = time.perf_counter() - t0
+    if beam is not None:
+        # corrected and denoised are already relative to the raw stack; B includes the beam's.
+        res.beam = beam
+        res.background *= beam.background
+    return res
+
+
+def _denoise_corrected(net, variant: str, t, model, *, hparams, tile: int, margin: int, energy_batch: int,
+                       resize_to, device) -> DenoiseResult:
+    """:func:`denoise_stack` after the optional low-rank background: the network's part."""
+    t0 = time.perf_counter()
     n_e, ny, nx = t.shape
     k = n_references(model)
     a_fit = model.fit(absorbance(t[:, ::4, ::4].astype(np.float32)))

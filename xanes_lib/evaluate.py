@@ -118,25 +118,30 @@ def score_pipeline(res: fit.ReferenceFit, truth, *, background=None, boundary_wi
     return out
 
 
-def run_classical(stack, truth, *, grid=None, progress=None) -> dict:
+def run_classical(stack, truth, *, grid=None, progress=None, background=None) -> dict:
     """Score every classical pipeline (and the raw stack) on one simulated stack.
 
     For each method the parameter value with the lowest oxidation-state RMSE against the
     truth is kept (the baselines at their strongest). Returns ``{name: scores}`` where each
     scores dict also holds ``params`` and ``seconds`` (denoising time).
+
+    ``background`` (E, Y, X), e.g. the low-rank beam background of :mod:`xanes_lib.beam`, is
+    divided out first and scored as the pipelines' background estimate (hybrid pipelines:
+    our background correction, classical denoising).
     """
     grid = CLASSICAL_GRID if grid is None else grid
     e, el = stack.energies_eV, stack.element
-    results = {"raw": {**score_pipeline(oxidation_state_fit(stack.transmission, e, el, mask=truth.mask), truth),
-                       "params": {}, "seconds": 0.0}}
+    t = stack.transmission if background is None else (stack.transmission / background).astype(np.float32)
+    results = {"raw": {**score_pipeline(oxidation_state_fit(t, e, el, mask=truth.mask), truth,
+                                        background=background), "params": {}, "seconds": 0.0}}
     for method, params in grid.items():
         best = None
         (name, values), = params.items()
         for v in values:
             t0 = time.perf_counter()
-            den = classical_denoise(stack.transmission, method, **{name: v})
+            den = classical_denoise(t, method, **{name: v})
             secs = time.perf_counter() - t0
-            sc = score_pipeline(oxidation_state_fit(den, e, el, mask=truth.mask), truth)
+            sc = score_pipeline(oxidation_state_fit(den, e, el, mask=truth.mask), truth, background=background)
             sc.update(params={name: v}, seconds=secs)
             if best is None or sc["rmse"] < best["rmse"]:
                 best = sc

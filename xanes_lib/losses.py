@@ -20,6 +20,12 @@ Every term is normalised so that its weight is O(1) and 0 means perfect:
 ``stack``
     MSE between the denoised and the true absorbance over the scale squared: a plain data
     term with no physics, for ablations.
+
+``LossWeights.relative`` (an exponent, not a term) divides the ``coefficient`` and
+``fraction`` terms by their value for the plain fit of the measured stack raised to that
+power: with 1, 1 means "no better than the plain fit" and every sample weighs the same
+whatever its noise (otherwise a Co crop, whose two references are nearly collinear, has
+coefficient errors hundreds of times larger than a Ni crop and decides the training alone).
 """
 
 from __future__ import annotations
@@ -36,7 +42,11 @@ TERMS = ("background", "coefficient", "fraction", "consistency", "tv", "stack")
 
 @dataclass(frozen=True)
 class LossWeights:
-    """Weight of each loss term; 0 switches a term off (ablations are one parameter)."""
+    """Weight of each loss term; 0 switches a term off (ablations are one parameter).
+
+    ``relative`` is the exponent of the normalisation of the coefficient and fraction terms
+    by their plain-fit value (0: absolute terms; 1: relative to the plain fit).
+    """
 
     background: float = 1.0
     coefficient: float = 1.0
@@ -44,6 +54,7 @@ class LossWeights:
     consistency: float = 0.1
     tv: float = 0.01
     stack: float = 0.0
+    relative: float = 0.0
 
     def to_dict(self) -> dict:
         """Plain dictionary (for checkpoints)."""
@@ -52,9 +63,9 @@ class LossWeights:
     @classmethod
     def from_dict(cls, d) -> "LossWeights":
         """Inverse of :meth:`to_dict`; unknown names raise ValueError."""
-        unknown = set(d) - set(TERMS)
+        unknown = set(d) - set(TERMS) - {"relative"}
         if unknown:
-            raise ValueError(f"unknown loss term(s) {sorted(unknown)}; choose from {TERMS}.")
+            raise ValueError(f"unknown loss term(s) {sorted(unknown)}; choose from {TERMS} (and 'relative').")
         return cls(**{k: float(v) for k, v in d.items()})
 
 
@@ -137,10 +148,20 @@ def total_loss(out, target, model: LinearAbsorbanceModel, weights: LossWeights) 
     terms = {}
     if w["background"]:
         terms["background"] = background_identity(out.background, target["background"])
+    rel = w["relative"]
+
+    def versus_plain(term, loss_fn):
+        value = loss_fn(out.coefficients)
+        if rel:
+            with torch.no_grad():
+                plain = loss_fn(out.raw_coefficients).clamp_min(1e-12)
+            value = value / plain ** rel
+        terms[term] = value
+
     if w["coefficient"]:
-        terms["coefficient"] = coefficient_loss(out.coefficients, true_c, s, k)
+        versus_plain("coefficient", lambda c: coefficient_loss(c, true_c, s, k))
     if w["fraction"]:
-        terms["fraction"] = fraction_loss(out.coefficients, true_c, k, target["mask"], s)
+        versus_plain("fraction", lambda c: fraction_loss(c, true_c, k, target["mask"], s))
     if w["consistency"]:
         terms["consistency"] = self_consistency(out.corrected_absorbance, model, s)
     if w["tv"]:

@@ -7,17 +7,21 @@ Two variants share one interface (:class:`xanes_lib.denoise.Denoiser` wraps them
     batch dimension), residual-in-residual dense blocks (ESRGAN's RRDB), 1 channel in, the
     multiplicative background ``B`` out. ``T_corrected = T / B``; the photon noise stays.
 ``latent``
-    Ours. The stack is first projected by the closed-form Beer-Lambert fit
-    (:mod:`xanes_lib.physics`) onto a few coefficient maps (the latent space: one per
-    reference state, plus ``E^-3`` and a constant). A small U-Net denoises those maps at full
-    resolution, given a map of the local noise level; the background is what the denoised
-    physics model leaves unexplained, smoothed in space. Cost no longer grows with the
-    number of energies times the network size, and a uniform particle cannot be taken for
-    background, because the background is defined by the energy dependence, not by shape.
+    Ours. The beam background is removed first by its low-rank physics estimate
+    (:mod:`xanes_lib.beam`: a few energy profiles learnt from the empty field, smooth maps),
+    then the stack is projected by the closed-form Beer-Lambert fit (:mod:`xanes_lib.physics`)
+    onto a few coefficient maps (the latent space: one per reference state, plus ``E^-3`` and
+    a constant). A small U-Net denoises those maps at full resolution, given a map of the
+    local noise level. Cost no longer grows with the number of energies times the network
+    size, and a uniform particle cannot be taken for background, because the background is
+    defined by its energy dependence, not by shape. (Optionally, ``residual_background``, the
+    network also estimates a background from what its denoised fit leaves unexplained,
+    smoothed in space: the first version of this variant; see :data:`PIPELINE_HPARAMS`.)
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -25,8 +29,35 @@ from torch.nn import functional as F
 #: Default hyper-parameters of each variant.
 DEFAULT_HPARAMS = {
     "paper": {"n_features": 16, "n_blocks": 4, "growth": 16, "residual_scale": 0.2},
-    "latent": {"n_coefficients": 4, "width": 24, "depth": 3, "smooth_block": 8, "smooth_sigma_blocks": 1.0},
+    "latent": {"n_coefficients": 4, "width": 24, "depth": 3, "smooth_block": 8, "smooth_sigma_blocks": 1.0,
+               "input_scales": [1.0, 2.0, 4.0, 8.0], "output": "kernel", "lowrank_background": True,
+               "residual_background": False},
 }
+
+#: Hyper-parameters that choose the pipeline around the latent network, not its layers.
+#: ``lowrank_background``: the stack is first divided by the low-rank beam background
+#: (:func:`xanes_lib.beam.estimate_background`), in training and in inference alike.
+#: ``residual_background``: the network also estimates a smooth background from what its
+#: denoised fit leaves unexplained.
+PIPELINE_HPARAMS = ("lowrank_background", "residual_background")
+
+#: Values of latent hyper-parameters that a checkpoint written before they existed means
+#: (the first version of the variant: its own background only, no smoothed inputs).
+LEGACY_HPARAMS = {"input_scales": [], "output": "residual", "lowrank_background": False,
+                  "residual_background": True}
+
+
+def pipeline_flags(hparams: dict | None) -> dict:
+    """The pipeline hyper-parameters of a latent network (missing ones: today's defaults;
+    :func:`xanes_lib.train.load_checkpoint` fills in :data:`LEGACY_HPARAMS` for old files).
+
+    Examples
+    --------
+    >>> pipeline_flags({"width": 24})
+    {'lowrank_background': True, 'residual_background': False}
+    """
+    hp = hparams or {}
+    return {k: bool(hp.get(k, DEFAULT_HPARAMS["latent"][k])) for k in PIPELINE_HPARAMS}
 
 
 class DenseBlock(nn.Module):
@@ -90,39 +121,78 @@ class PaperBackgroundNet(nn.Module):
         return 1.0 + self.out2(F.leaky_relu(self.out1(x), 0.2))
 
 
-def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.LeakyReLU(0.1),
-                         nn.Conv2d(c_out, c_out, 3, padding=1), nn.LeakyReLU(0.1))
+class PixelNorm(nn.Module):
+    """Normalise the feature vector of each pixel to unit RMS (local: tiling stays exact)."""
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(1, keepdim=True) + 1e-8)
+
+
+def _conv_block(c_in: int, c_out: int, norm: bool = False) -> nn.Sequential:
+    """Two 3x3 convolutions with leaky ReLUs (and per-pixel normalisation with ``norm``)."""
+    def n(c):
+        return [PixelNorm()] if norm else []
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), *n(c_out), nn.LeakyReLU(0.1),
+                         nn.Conv2d(c_out, c_out, 3, padding=1), *n(c_out), nn.LeakyReLU(0.1))
+
+
+def gaussian_blur(x, sigma: float):
+    """Separable Gaussian smoothing of (N, C, H, W) maps, edges replicated (differentiable)."""
+    r = max(int(np.ceil(3 * sigma)), 1)
+    g = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=x.dtype, device=x.device) / sigma) ** 2)
+    g = (g / g.sum()).repeat(x.shape[1], 1, 1, 1)
+    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), g.view(x.shape[1], 1, 1, -1), groups=x.shape[1])
+    return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), g.view(x.shape[1], 1, -1, 1), groups=x.shape[1])
 
 
 class LatentUNet(nn.Module):
     """U-Net on the coefficient maps: (N, P + 1, H, W) in, (N, P + 1, H, W) out.
 
     The input is the P normalised coefficient maps of the Beer-Lambert fit and one map of
-    the local noise level. The first P output channels are added to the coefficient maps
-    (residual learning, so an untrained network returns the plain fit); the last one is the
-    logit of the weight of each pixel in the background estimate. H and W must be
-    multiples of ``2 ** (depth - 1)`` (the tiler pads to this). ``smooth_block`` and
-    ``smooth_sigma_blocks`` set the background's smoothing (:mod:`xanes_lib.denoise`).
+    the local noise level. The network also sees the coefficient maps smoothed by Gaussians
+    of ``input_scales`` pixels: choosing, pixel by pixel, how much to smooth is then easy to
+    learn (the plain Gaussian smoothing is one linear layer away), and what the network adds
+    is where and how to depart from it (edges, chemical boundaries).
+
+    The output is (N, P + 1, H, W): P corrections added to the normalised coefficient maps,
+    and the logit of the weight of each pixel in the background estimate (used with
+    ``residual_background``). With ``output="residual"`` the corrections are predicted
+    freely (residual learning; an untrained network returns the plain fit). With
+    ``output="kernel"`` (kernel prediction, as in Monte-Carlo render denoising) the network
+    predicts, pixel by pixel, softmax weights over the plain maps and their smoothed versions,
+    and the result is their weighted mean: always a local average of the measured data. It
+    cannot pull a pixel towards values learnt from the training set (a prior that would bias
+    data unlike the simulations); it only chooses how wide to average, narrow at edges and
+    chemical boundaries, wide inside uniform regions. H and W must be multiples of
+    ``2 ** (depth - 1)`` (the tiler pads to this). ``smooth_block`` and
+    ``smooth_sigma_blocks`` set that background's smoothing (:mod:`xanes_lib.denoise`).
     """
 
     def __init__(self, n_coefficients: int = 4, width: int = 24, depth: int = 3, smooth_block: int = 8,
-                 smooth_sigma_blocks: float = 1.0):
+                 smooth_sigma_blocks: float = 1.0, input_scales=(), output: str = "residual"):
         super().__init__()
+        if output not in ("residual", "kernel"):
+            raise ValueError(f"output must be 'residual' or 'kernel'; got {output!r}.")
+        if output == "kernel" and not input_scales:
+            raise ValueError("output='kernel' averages over input_scales; give at least one scale.")
+        self.output = output
         self.depth = depth
+        self.n_coefficients = n_coefficients
+        self.input_scales = tuple(float(s) for s in input_scales)
         widths = [width * 2 ** i for i in range(depth)]
         self.down = nn.ModuleList()
-        c = n_coefficients + 1
+        c = n_coefficients * (1 + len(self.input_scales)) + 1
         for w in widths:
-            self.down.append(_conv_block(c, w))
+            self.down.append(_conv_block(c, w, norm=output == "kernel"))
             c = w
         self.up = nn.ModuleList()
         self.fuse = nn.ModuleList()
         for w in reversed(widths[:-1]):
             self.up.append(nn.ConvTranspose2d(c, w, 2, stride=2))
-            self.fuse.append(_conv_block(2 * w, w))
+            self.fuse.append(_conv_block(2 * w, w, norm=output == "kernel"))
             c = w
-        self.out = nn.Conv2d(c, n_coefficients + 1, 1)
+        n_out = (len(self.input_scales) + 1 if output == "kernel" else n_coefficients) + 1
+        self.out = nn.Conv2d(c, n_out, 1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
@@ -131,14 +201,33 @@ class LatentUNet(nn.Module):
         """Image sizes must be multiples of this."""
         return 2 ** (self.depth - 1)
 
+    @property
+    def reach(self) -> int:
+        """Pixels of context the input smoothing needs on each side (3 sigma)."""
+        return int(np.ceil(3 * max(self.input_scales, default=0.0)))
+
     def forward(self, x):
+        p = self.n_coefficients
+        scales = [x[:, :p]] + [gaussian_blur(x[:, :p], s) for s in self.input_scales]
+        h = torch.cat([x] + scales[1:], dim=1)
+        if self.output == "kernel":
+            # The features only choose weights: compress the (for Co, with nearly collinear
+            # references, very large) coefficient values; per-pixel normalisation inside the
+            # blocks keeps the weights' logits from running away (a saturated softmax no
+            # longer learns).
+            h = torch.asinh(h)
         skips = []
         for i, block in enumerate(self.down):
-            x = block(x if i == 0 else F.avg_pool2d(x, 2))
-            skips.append(x)
+            h = block(h if i == 0 else F.avg_pool2d(h, 2))
+            skips.append(h)
         for up, fuse, skip in zip(self.up, self.fuse, reversed(skips[:-1])):
-            x = fuse(torch.cat([up(x), skip], dim=1))
-        return self.out(x)
+            h = fuse(torch.cat([up(h), skip], dim=1))
+        out = self.out(h)
+        if self.output == "residual":
+            return out
+        w = torch.softmax(out[:, :-1], dim=1)
+        mean = sum(w[:, i:i + 1] * m for i, m in enumerate(scales))
+        return torch.cat([mean - scales[0], out[:, -1:]], dim=1)
 
 
 def build_network(variant: str, **hparams) -> nn.Module:
@@ -173,7 +262,9 @@ def build_network(variant: str, **hparams) -> nn.Module:
         raise ValueError(f"unknown hyper-parameter(s) {sorted(unknown)} for variant {variant!r}; "
                          f"allowed: {sorted(DEFAULT_HPARAMS[variant])}.")
     full = {**DEFAULT_HPARAMS[variant], **hparams}
-    return PaperBackgroundNet(**full) if variant == "paper" else LatentUNet(**full)
+    if variant == "paper":
+        return PaperBackgroundNet(**full)
+    return LatentUNet(**{k: v for k, v in full.items() if k not in PIPELINE_HPARAMS})
 
 
 def full_hparams(variant: str, **hparams) -> dict:

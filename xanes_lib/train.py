@@ -23,10 +23,11 @@ import numpy as np
 import torch
 
 from . import __version__
+from .beam import estimate_background
 from .denoise import forward, reference_model
 from .io import atomic_file, read_ground_truth, read_stack
 from .losses import LossWeights, total_loss
-from .model import build_network, count_parameters, full_hparams
+from .model import DEFAULT_HPARAMS, LEGACY_HPARAMS, build_network, count_parameters, full_hparams, pipeline_flags
 from .physics import absorbance
 from .spectra import default_references
 
@@ -108,8 +109,17 @@ class TrainingStack:
     edge_eV: float
 
 
-def load_training_stacks(paths) -> list[TrainingStack]:
+def load_training_stacks(paths, *, lowrank: bool = False) -> list[TrainingStack]:
     """Read simulated stacks and their ground truth (supervised pre-training only).
+
+    Parameters
+    ----------
+    paths : sequence of path-like
+        Simulated stack files (notebook 01).
+    lowrank : bool
+        Divide each whole stack by its low-rank beam background estimate
+        (:func:`xanes_lib.beam.estimate_background`, no ground truth used), as inference does;
+        the background target becomes what that estimate left (``B_true / B_lowrank``).
 
     Raises
     ------
@@ -121,10 +131,14 @@ def load_training_stacks(paths) -> list[TrainingStack]:
         st = read_stack(p)
         gt = read_ground_truth(p)
         edge = float(np.mean([r.half_step_eV() for r in default_references(st.element)]))
-        stacks.append(TrainingStack(Path(p).name, st.element, st.energies_eV,
-                                    np.asarray(st.transmission, np.float32),
-                                    absorbance(np.asarray(gt.transmission, np.float32)),
-                                    np.asarray(gt.background, np.float32), np.asarray(gt.mask, bool), edge))
+        t = np.asarray(st.transmission, np.float32)
+        b = np.asarray(gt.background, np.float32)
+        if lowrank:
+            est = estimate_background(t, st.energies_eV, reference_model(st.energies_eV, st.element))
+            t, b = t / est.background, b / est.background
+        stacks.append(TrainingStack(Path(p).name, st.element, st.energies_eV, t,
+                                    absorbance(np.asarray(gt.transmission, np.float32)), b,
+                                    np.asarray(gt.mask, bool), edge))
     if not stacks:
         raise ValueError("no training stacks given; run notebook 01 to simulate them.")
     return stacks
@@ -259,8 +273,9 @@ def train(config: TrainConfig, train_paths, val_paths, *, checkpoint_path=None, 
         if ck.optimizer_state is not None:
             opt.load_state_dict(ck.optimizer_state)
         history, start = ck.history, int(ck.meta["step"])
-    train_stacks = load_training_stacks(train_paths)
-    val_samples = validation_set(load_training_stacks(val_paths), config)
+    lowrank = config.variant == "latent" and pipeline_flags(hp)["lowrank_background"]
+    train_stacks = load_training_stacks(train_paths, lowrank=lowrank)
+    val_samples = validation_set(load_training_stacks(val_paths, lowrank=lowrank), config)
     weights = LossWeights.from_dict(config.weights)
     warm = LossWeights(**{k: (1.0 if k == "background" else 0.0) for k in weights.to_dict()})
     rng = np.random.default_rng([config.seed, 0, start])
@@ -378,6 +393,8 @@ def load_checkpoint(path, *, device=None, expect_variant: str | None = None,
         raise CheckpointError(f"{path} has checkpoint format {meta['format_version']}, newer than this package "
                               f"reads ({CHECKPOINT_VERSION}); update xanes_lib.")
     variant, hp = meta["variant"], meta["hparams"]
+    if variant == "latent":  # recorded before some hyper-parameters existed
+        hp = {**{k: v for k, v in LEGACY_HPARAMS.items() if k in DEFAULT_HPARAMS[variant]}, **hp}
     if expect_variant is not None and variant != expect_variant:
         raise CheckpointError(f"{path} holds a {variant!r} network, expected {expect_variant!r}.")
     if expect_hparams is not None and dict(expect_hparams) != dict(hp):

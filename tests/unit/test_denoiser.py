@@ -92,11 +92,61 @@ def test_paper_network_size_and_identity_start():
 
 def test_untrained_latent_network_returns_the_plain_fit(ni_stack):
     stack, _ = ni_stack
-    net = model.build_network("latent")
-    res = denoise_stack(net, "latent", stack.transmission, stack.energies_eV, element="Ni")
+    net = model.build_network("latent", output="residual")
     m = reference_model(stack.energies_eV, "Ni")
+    res = denoise_stack(net, "latent", stack.transmission, stack.energies_eV, element="Ni", lowrank=False)
     plain = m.fit(physics.absorbance(stack.transmission.astype(np.float32)))
+    assert res.beam is None
     assert np.allclose(res.coefficients, plain, atol=1e-4 * np.abs(plain).max())
+    # The shipped pipeline divides by the low-rank beam background first (and only by it).
+    res = denoise_stack(net, "latent", stack.transmission, stack.energies_eV, element="Ni")
+    assert res.beam is not None and res.beam.rank >= 1
+    np.testing.assert_allclose(res.background, res.beam.background, rtol=1e-6)
+    corrected = m.fit(physics.absorbance((stack.transmission / res.beam.background).astype(np.float32)))
+    assert np.allclose(res.coefficients, corrected, atol=1e-4 * np.abs(corrected).max())
+    assert not np.allclose(corrected, plain, atol=1e-3 * np.abs(plain).max())
+
+
+def test_kernel_output_is_a_local_average_of_the_data():
+    torch.manual_seed(0)
+    net = model.build_network("latent")
+    with torch.no_grad():  # non-trivial weights, so that the test can fail
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    # A uniform region keeps its value whatever the weights: no prior from the training set.
+    x = torch.ones(1, 5, 32, 32) * torch.tensor([0.7, -0.2, 1.3, 0.4, 0.05])[None, :, None, None]
+    y = net(x)
+    assert float(y[:, :4].abs().max()) < 1e-5
+    # Elsewhere the result lies between the smallest and largest of the averaged maps.
+    x = torch.rand(1, 5, 32, 32)
+    out = x[:, :4] + net(x)[:, :4]
+    maps = torch.stack([x[:, :4]] + [model.gaussian_blur(x[:, :4], s) for s in net.input_scales])
+    assert bool((out >= maps.min(0).values - 1e-5).all() and (out <= maps.max(0).values + 1e-5).all())
+    residual = model.build_network("latent", output="residual")
+    with torch.no_grad():
+        for p in residual.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    assert float(residual(torch.ones(1, 5, 32, 32))[:, :4].abs().max()) > 1e-3
+    with pytest.raises(ValueError, match="input_scales"):
+        model.build_network("latent", output="kernel", input_scales=[])
+
+
+def test_pipeline_flags_of_legacy_checkpoints():
+    assert model.pipeline_flags(model.LEGACY_HPARAMS) == {"lowrank_background": False, "residual_background": True}
+    assert model.pipeline_flags(None) == {"lowrank_background": True, "residual_background": False}
+    with pytest.raises(ValueError, match="unknown hyper-parameter"):
+        model.build_network("paper", lowrank_background=True)
+
+
+def test_training_stacks_corrected_by_the_lowrank_background(small_sets):
+    tr, _ = small_sets
+    raw, = train.load_training_stacks(tr[:1])
+    cor, = train.load_training_stacks(tr[:1], lowrank=True)
+    lowrank = raw.transmission / cor.transmission
+    np.testing.assert_allclose(raw.background / cor.background, lowrank, rtol=1e-5)
+    np.testing.assert_array_equal(raw.true_absorbance, cor.true_absorbance)
+    # What is left for the network is smaller than the beam background itself.
+    assert np.abs(np.log(cor.background)).mean() < 0.5 * np.abs(np.log(raw.background)).mean()
 
 
 @pytest.mark.parametrize("variant", ["latent", "paper"])
@@ -171,3 +221,17 @@ def test_checkpoint_round_trip_resume_and_errors(small_sets, tmp_path, ni_stack)
         train.load_checkpoint(other)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         train.load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_checkpoint_from_before_the_new_hyper_parameters_loads_as_it_was_trained(tmp_path):
+    legacy = {k: v for k, v in model.full_hparams("latent", **model.LEGACY_HPARAMS).items()
+              if k not in model.LEGACY_HPARAMS}
+    net = model.build_network("latent", **model.LEGACY_HPARAMS)
+    path = train.save_checkpoint(tmp_path / "old.pt", net, train.TrainConfig(), history={}, step=0,
+                                 elements=["Ni"], energy_range_eV=(8200.0, 8600.0))
+    doc = torch.load(path, weights_only=True)
+    doc["meta"]["hparams"] = legacy  # as written before input_scales, output and the pipeline flags
+    torch.save(doc, path)
+    ck = train.load_checkpoint(path)
+    assert ck.hparams["output"] == "residual" and ck.hparams["input_scales"] == []
+    assert model.pipeline_flags(ck.hparams) == {"lowrank_background": False, "residual_background": True}
