@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from xanes_lib import __version__, beam, evaluate, io, train
-from xanes_lib.denoise import denoise_stack, reference_model
+from xanes_lib import __version__, evaluate, io, train
+from xanes_lib.denoise import denoise_stack
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = {"Ni_NMC811_dose300": "test_Ni_NMC811_dose300_000.h5", "Co_NMC811_dose1000": "test_Co_NMC811_dose1000_000.h5"}
@@ -44,14 +44,13 @@ def score_stack(path: Path, models: dict) -> dict:
     """All pipelines on one stack."""
     st, gt = io.read_stack(path), io.read_ground_truth(path)
     out = evaluate.run_classical(st, gt)
-    lowrank = beam.estimate_background(st.transmission, st.energies_eV, reference_model(st.energies_eV, st.element))
-    hybrid = evaluate.run_classical(st, gt, background=lowrank.background)
-    out.update({f"lowrank+{k}": v for k, v in hybrid.items()})
+    hybrid = evaluate.run_hybrid(st, gt)
+    out.update(hybrid)
     for name, (ck, resize) in models.items():
         out[name] = evaluate.run_network(ck.net, ck.variant, st, gt, hparams=ck.hparams, resize_to=resize)
     summary = {}
     for label, names in (("classical", list(evaluate.CLASSICAL_GRID) + ["raw"]),
-                         ("hybrid", [f"lowrank+{k}" for k in hybrid])):
+                         ("hybrid", list(hybrid))):
         best = min(names, key=lambda k: out[k]["rmse"])
         best_b = min(names, key=lambda k: out[k]["rmse_boundary"])
         summary[f"best_{label}"], summary[f"best_{label}_boundary"] = best, best_b

@@ -18,7 +18,7 @@ import torch
 from torch.nn import functional as F
 
 from .beam import estimate_background
-from .model import pipeline_flags
+from .model import gaussian_blur, pipeline_flags
 from .physics import LinearAbsorbanceModel, absorbance, build_model
 from .spectra import default_references
 
@@ -76,13 +76,7 @@ def _smooth_blocks(x, block: int, weight=None, sigma_blocks: float = 1.0):
     num = F.avg_pool2d((w * x)[:, None], block, ceil_mode=True, count_include_pad=False)
     den = F.avg_pool2d(w[:, None], block, ceil_mode=True, count_include_pad=False)
     if sigma_blocks > 0:
-        r = max(int(round(3 * sigma_blocks)), 1)
-        g = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=x.dtype, device=x.device) / sigma_blocks) ** 2)
-        g = g / g.sum()
-        def blur(t):
-            t = F.conv2d(F.pad(t, (r, r, 0, 0), mode="replicate"), g.view(1, 1, 1, -1))
-            return F.conv2d(F.pad(t, (0, 0, r, r), mode="replicate"), g.view(1, 1, -1, 1))
-        num, den = blur(num), blur(den)
+        num, den = gaussian_blur(num, sigma_blocks), gaussian_blur(den, sigma_blocks)
     coarse = num / den.clamp_min(1e-6)
     return F.interpolate(coarse, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
 

@@ -151,6 +151,21 @@ def run_classical(stack, truth, *, grid=None, progress=None, background=None) ->
     return results
 
 
+def run_hybrid(stack, truth, *, grid=None, progress=None) -> dict:
+    """:func:`run_classical` after our low-rank beam background (:mod:`xanes_lib.beam`).
+
+    Returns the scores under ``lowrank+<name>``: how much of a network pipeline's gain is
+    the background correction alone.
+    """
+    from .beam import estimate_background
+    from .denoise import reference_model
+
+    e = stack.energies_eV
+    lowrank = estimate_background(stack.transmission, e, reference_model(e, stack.element))
+    scores = run_classical(stack, truth, grid=grid, progress=progress, background=lowrank.background)
+    return {f"lowrank+{k}": v for k, v in scores.items()}
+
+
 def run_network(net, variant: str, stack, truth, *, hparams=None, resize_to=None, device=None) -> dict:
     """Denoise a simulated stack with a network and score the valence fit and the background.
 

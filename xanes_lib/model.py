@@ -201,11 +201,6 @@ class LatentUNet(nn.Module):
         """Image sizes must be multiples of this."""
         return 2 ** (self.depth - 1)
 
-    @property
-    def reach(self) -> int:
-        """Pixels of context the input smoothing needs on each side (3 sigma)."""
-        return int(np.ceil(3 * max(self.input_scales, default=0.0)))
-
     def forward(self, x):
         p = self.n_coefficients
         scales = [x[:, :p]] + [gaussian_blur(x[:, :p], s) for s in self.input_scales]

@@ -27,7 +27,7 @@ from .beam import estimate_background
 from .denoise import forward, reference_model
 from .io import atomic_file, read_ground_truth, read_stack
 from .losses import LossWeights, total_loss
-from .model import DEFAULT_HPARAMS, LEGACY_HPARAMS, build_network, count_parameters, full_hparams, pipeline_flags
+from .model import LEGACY_HPARAMS, build_network, count_parameters, full_hparams, pipeline_flags
 from .physics import absorbance
 from .spectra import default_references
 
@@ -394,7 +394,7 @@ def load_checkpoint(path, *, device=None, expect_variant: str | None = None,
                               f"reads ({CHECKPOINT_VERSION}); update xanes_lib.")
     variant, hp = meta["variant"], meta["hparams"]
     if variant == "latent":  # recorded before some hyper-parameters existed
-        hp = {**{k: v for k, v in LEGACY_HPARAMS.items() if k in DEFAULT_HPARAMS[variant]}, **hp}
+        hp = {**LEGACY_HPARAMS, **hp}
     if expect_variant is not None and variant != expect_variant:
         raise CheckpointError(f"{path} holds a {variant!r} network, expected {expect_variant!r}.")
     if expect_hparams is not None and dict(expect_hparams) != dict(hp):
