@@ -48,12 +48,12 @@ from .beam import BackgroundEstimate, estimate_background
 from .fit import sample_mask
 from .losses import self_consistency, total_variation
 from .physics import absorbance
-from .train import Checkpoint, TrainConfig, pick_device, sample_energies, save_checkpoint
+from .train import Checkpoint, DictConfig, TrainConfig, pick_device, sample_energies, save_checkpoint
 from .validate import check_energies, check_stack
 
 
 @dataclass(frozen=True)
-class AdaptConfig:
+class AdaptConfig(DictConfig):
     """Settings of an adaptation run (recorded in the adapted checkpoint).
 
     Attributes
@@ -113,23 +113,6 @@ class AdaptConfig:
     time_budget_s: float = 540.0
     lowrank_background: bool = True
     seed: int = 0
-
-    def to_dict(self) -> dict:
-        """Plain dictionary (for checkpoints and outputs)."""
-        d = dataclasses.asdict(self)
-        d["n_energies"] = list(self.n_energies)
-        return d
-
-    @classmethod
-    def from_dict(cls, d) -> "AdaptConfig":
-        """Inverse of :meth:`to_dict`; unknown names raise ValueError."""
-        d = dict(d)
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown adaptation setting(s) {sorted(unknown)}.")
-        if "n_energies" in d:
-            d["n_energies"] = tuple(d["n_energies"])
-        return cls(**d)
 
     def check(self, n_energies_stack: int) -> None:
         """Raise ValueError for settings that cannot work on a stack of this many energies."""

@@ -27,6 +27,7 @@ from .beam import estimate_background
 from .denoise import forward, reference_model
 from .io import atomic_file, read_ground_truth, read_stack
 from .losses import LossWeights, total_loss
+from .metrics import boundary_mask
 from .model import LEGACY_HPARAMS, build_network, count_parameters, full_hparams, pipeline_flags
 from .physics import absorbance
 from .spectra import default_references
@@ -40,8 +41,26 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be used: corrupt, of another format, or mismatched."""
 
 
+class DictConfig:
+    """Mixin of the frozen configuration dataclasses: to and from plain dictionaries
+    (checkpoints, JSON outputs); tuple fields become lists and back."""
+
+    def to_dict(self) -> dict:
+        """Plain dictionary (for checkpoints and outputs)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d):
+        """Inverse of :meth:`to_dict`; unknown names raise ValueError."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = set(d) - set(fields)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} setting(s) {sorted(unknown)}; allowed: {sorted(fields)}.")
+        return cls(**{k: tuple(v) if isinstance(fields[k].default, tuple) else v for k, v in d.items()})
+
+
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(DictConfig):
     """Everything that defines a training run (recorded in the checkpoint).
 
     Attributes
@@ -81,19 +100,6 @@ class TrainConfig:
     n_val_crops: int = 12
     seed: int = 0
 
-    def to_dict(self) -> dict:
-        """Plain dictionary (for checkpoints and outputs)."""
-        d = dataclasses.asdict(self)
-        d["n_energies"] = list(self.n_energies)
-        return d
-
-    @classmethod
-    def from_dict(cls, d) -> "TrainConfig":
-        """Inverse of :meth:`to_dict`."""
-        d = dict(d)
-        d["n_energies"] = tuple(d.get("n_energies", (16, 64)))
-        return cls(**d)
-
 
 @dataclass
 class TrainingStack:
@@ -107,6 +113,7 @@ class TrainingStack:
     background: np.ndarray
     mask: np.ndarray
     edge_eV: float
+    boundary: np.ndarray  # pixels near particle edges and chemical boundaries (loss term)
 
 
 def load_training_stacks(paths, *, lowrank: bool = False) -> list[TrainingStack]:
@@ -138,7 +145,8 @@ def load_training_stacks(paths, *, lowrank: bool = False) -> list[TrainingStack]
             t, b = t / est.background, b / est.background
         stacks.append(TrainingStack(Path(p).name, st.element, st.energies_eV, t,
                                     absorbance(np.asarray(gt.transmission, np.float32)), b,
-                                    np.asarray(gt.mask, bool), edge))
+                                    np.asarray(gt.mask, bool), edge,
+                                    boundary_mask(gt.mask, gt.oxidation_state)))
     if not stacks:
         raise ValueError("no training stacks given; run notebook 01 to simulate them.")
     return stacks
@@ -171,13 +179,14 @@ def sample_batch(stack: TrainingStack, rng, *, crop: int, n_energies: int, augme
     sl = (slice(None), slice(y0, y0 + c), slice(x0, x0 + c))
     # Crop first (a view), then pick energies: only the crop is copied.
     arrays = {"transmission": stack.transmission[sl][idx], "absorbance": stack.true_absorbance[sl][idx],
-              "background": stack.background[sl][idx], "mask": stack.mask[sl[1:]][None]}
+              "background": stack.background[sl][idx], "mask": stack.mask[sl[1:]][None],
+              "boundary": stack.boundary[sl[1:]][None]}
     if augment:
         k, flip = int(rng.integers(4)), bool(rng.integers(2))
         for name, arr in arrays.items():
             arr = np.rot90(arr, k, axes=(1, 2))
             arrays[name] = np.ascontiguousarray(arr[:, :, ::-1] if flip else arr)
-    arrays["mask"] = arrays["mask"][0]
+    arrays["mask"], arrays["boundary"] = arrays["mask"][0], arrays["boundary"][0]
     return {"energies_eV": stack.energies_eV[idx], "element": stack.element, **arrays}
 
 

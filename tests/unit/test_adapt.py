@@ -130,7 +130,7 @@ def test_adapt_rejects_bad_input(pretrained):
         adapt.adapt(pretrained, t[:10], e[:10], element="Co", progress=False)
     with pytest.raises(ValueError, match="holdout_fraction"):
         adapt.adapt(pretrained, t, e, element="Co", config=adapt.AdaptConfig(holdout_fraction=0.7), progress=False)
-    with pytest.raises(ValueError, match="unknown adaptation"):
+    with pytest.raises(ValueError, match="unknown AdaptConfig setting"):
         adapt.AdaptConfig.from_dict({"epochs": 3})
 
 

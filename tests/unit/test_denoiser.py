@@ -77,6 +77,19 @@ def test_loss_weights_switch_terms_off():
     target = {"background": torch.ones_like(t) * 1.01, "absorbance": -t.log(), "mask": torch.ones(16, 16, dtype=bool)}
     _, terms = losses.total_loss(out, target, m, w)
     assert set(terms) == {"background"}
+    # The boundary term is the fraction error on the boundary pixels only.
+    w = losses.LossWeights(background=0.0, coefficient=0.0, boundary=1.0, consistency=0.0, tv=0.0)
+    band = torch.zeros(16, 16, dtype=bool)
+    band[:, :3] = True
+    target["absorbance"] = -(t * (1 + 0.05 * torch.rand_like(t))).log()
+    _, terms = losses.total_loss(out, {**target, "boundary": band}, m, w)
+    _, on_mask = losses.total_loss(out, {**target, "boundary": target["mask"]}, m,
+                                   losses.LossWeights(background=0.0, coefficient=0.0, fraction=1.0, consistency=0.0,
+                                                      tv=0.0))
+    assert set(terms) == {"boundary"} and terms["boundary"] > 0
+    assert terms["boundary"] == pytest.approx(float(losses.fraction_loss(
+        out.coefficients, m.fit(target["absorbance"]), denoise.n_references(m), band, out.scale)))
+    assert terms["boundary"] != pytest.approx(on_mask["fraction"])
 
 
 def test_paper_network_size_and_identity_start():
@@ -107,28 +120,30 @@ def test_untrained_latent_network_returns_the_plain_fit(ni_stack):
     assert not np.allclose(corrected, plain, atol=1e-3 * np.abs(plain).max())
 
 
-def test_kernel_output_is_a_local_average_of_the_data():
+@pytest.mark.parametrize("hparams", [{}, {"weighted": False, "side_scales": [2.0]}])
+def test_kernel_output_is_a_local_average_of_the_data(hparams):
     torch.manual_seed(0)
-    net = model.build_network("latent")
+    net = model.build_network("latent", **hparams)
     with torch.no_grad():  # non-trivial weights, so that the test can fail
         for p in net.parameters():
             p.add_(0.05 * torch.randn_like(p))
     # A uniform region keeps its value whatever the weights: no prior from the training set.
     x = torch.ones(1, 5, 32, 32) * torch.tensor([0.7, -0.2, 1.3, 0.4, 0.05])[None, :, None, None]
-    y = net(x)
-    assert float(y[:, :4].abs().max()) < 1e-5
-    # Elsewhere the result lies between the smallest and largest of the averaged maps.
-    x = torch.rand(1, 5, 32, 32)
-    out = x[:, :4] + net(x)[:, :4]
-    maps = torch.stack([x[:, :4]] + [model.gaussian_blur(x[:, :4], s) for s in net.input_scales])
-    assert bool((out >= maps.min(0).values - 1e-5).all() and (out <= maps.max(0).values + 1e-5).all())
-    residual = model.build_network("latent", output="residual")
     with torch.no_grad():
-        for p in residual.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    assert float(residual(torch.ones(1, 5, 32, 32))[:, :4].abs().max()) > 1e-3
-    with pytest.raises(ValueError, match="input_scales"):
-        model.build_network("latent", output="kernel", input_scales=[])
+        y = net(x)
+    assert float(y[:, :4].abs().max()) < 1e-5
+    # Elsewhere the result lies within the range of the data (a convex combination of them).
+    x = torch.rand(1, 5, 32, 32)
+    x[:, :4, :, :16] += 3.0  # a step: values of both sides, never beyond
+    with torch.no_grad():
+        out = x[:, :4] + net(x)[:, :4]
+    lo, hi = x[:, :4].amin((2, 3), keepdim=True), x[:, :4].amax((2, 3), keepdim=True)
+    assert bool((out >= lo - 1e-5).all() and (out <= hi + 1e-5).all())
+    assert not torch.allclose(out, x[:, :4], atol=1e-3)  # it does average
+    if not net.weighted:  # then the result is also between the candidate averages themselves
+        maps = torch.stack(net.candidates(x[:, :4]))
+        assert maps.shape[0] == net.n_candidates == 1 + len(net.input_scales) + 4 * len(net.side_scales)
+        assert bool((out >= maps.min(0).values - 1e-5).all() and (out <= maps.max(0).values + 1e-5).all())
 
 
 def test_pipeline_flags_of_legacy_checkpoints():
@@ -145,6 +160,8 @@ def test_training_stacks_corrected_by_the_lowrank_background(small_sets):
     lowrank = raw.transmission / cor.transmission
     np.testing.assert_allclose(raw.background / cor.background, lowrank, rtol=1e-5)
     np.testing.assert_array_equal(raw.true_absorbance, cor.true_absorbance)
+    # The boundary band (for the boundary loss) lies in the sample, next to its edges.
+    assert cor.boundary.any() and not (cor.boundary & ~cor.mask).any() and (cor.mask & ~cor.boundary).any()
     # What is left for the network is smaller than the beam background itself.
     assert np.abs(np.log(cor.background)).mean() < 0.5 * np.abs(np.log(raw.background)).mean()
 
@@ -237,3 +254,15 @@ def test_checkpoint_from_before_the_new_hyper_parameters_loads_as_it_was_trained
     ck = train.load_checkpoint(path)
     assert ck.hparams["output"] == "residual" and ck.hparams["input_scales"] == []
     assert model.pipeline_flags(ck.hparams) == {"lowrank_background": False, "residual_background": True}
+
+
+def test_weighted_candidates_leave_out_pixels_of_zero_weight():
+    net = model.build_network("latent")
+    maps = torch.zeros(1, 4, 24, 24)
+    maps[..., :12] = 2.0  # a particle on the left, empty field (0) on the right
+    weight = (maps[:, :1] > 0).float()
+    plain, weighted = net.candidates(maps), net.candidates(maps, weight)
+    assert len(plain) == len(weighted) == net.n_candidates
+    rim = (..., slice(None), 11)
+    assert float(plain[-1][rim].max()) < 1.9  # the plain average mixes in the empty field
+    torch.testing.assert_close(weighted[-1][rim], torch.full_like(weighted[-1][rim], 2.0))
