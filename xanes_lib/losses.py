@@ -28,8 +28,9 @@ Every term is normalised so that its weight is O(1) and 0 means perfect:
 ``LossWeights.relative`` (an exponent, not a term) divides the ``coefficient``,
 ``fraction`` and ``boundary`` terms by their value for the plain fit of the measured stack
 raised to that power: with 1, 1 means "no better than the plain fit" and every sample
-weighs the same whatever its noise (otherwise a Co crop, whose two references are nearly collinear, has
-coefficient errors hundreds of times larger than a Ni crop and decides the training alone).
+weighs the same whatever its noise (otherwise a Co crop, whose two references are nearly
+collinear, has coefficient errors hundreds of times larger than a Ni crop and decides the
+training alone).
 """
 
 from __future__ import annotations
