@@ -120,7 +120,8 @@ def test_untrained_latent_network_returns_the_plain_fit(ni_stack):
     assert not np.allclose(corrected, plain, atol=1e-3 * np.abs(plain).max())
 
 
-@pytest.mark.parametrize("hparams", [{}, {"weighted": False, "side_scales": [2.0]}])
+@pytest.mark.parametrize("hparams", [{}, {"step_weight": False},
+                                     {"weighted": False, "step_weight": False, "side_scales": [2.0]}])
 def test_kernel_output_is_a_local_average_of_the_data(hparams):
     torch.manual_seed(0)
     net = model.build_network("latent", **hparams)
@@ -137,8 +138,17 @@ def test_kernel_output_is_a_local_average_of_the_data(hparams):
     x[:, :4, :, :16] += 3.0  # a step: values of both sides, never beyond
     with torch.no_grad():
         out = x[:, :4] + net(x)[:, :4]
-    lo, hi = x[:, :4].amin((2, 3), keepdim=True), x[:, :4].amax((2, 3), keepdim=True)
-    assert bool((out >= lo - 1e-5).all() and (out <= hi + 1e-5).all())
+    def within(a, b):
+        lo, hi = b.amin((2, 3), keepdim=True), b.amax((2, 3), keepdim=True)
+        return bool((a >= lo - 1e-5).all() and (a <= hi + 1e-5).all())
+    if net.step_weight:
+        # The amount (edge step, sum of the two references) and the make-up (their fractions)
+        # are each averages of the data's; E^-3 and the constant too.
+        s_in, s_out = x[:, :2].sum(1, keepdim=True), out[:, :2].sum(1, keepdim=True)
+        assert within(s_out, s_in) and within(out[:, 2:], x[:, 2:4])
+        assert within(out[:, :2] / s_out, x[:, :2] / s_in)
+    else:
+        assert within(out, x[:, :4])
     assert not torch.allclose(out, x[:, :4], atol=1e-3)  # it does average
     if not net.weighted:  # then the result is also between the candidate averages themselves
         maps = torch.stack(net.candidates(x[:, :4]))
@@ -266,3 +276,20 @@ def test_weighted_candidates_leave_out_pixels_of_zero_weight():
     rim = (..., slice(None), 11)
     assert float(plain[-1][rim].max()) < 1.9  # the plain average mixes in the empty field
     torch.testing.assert_close(weighted[-1][rim], torch.full_like(weighted[-1][rim], 2.0))
+
+
+def test_step_weight_leaves_out_the_empty_field_and_keeps_plain_averages_there():
+    net = model.build_network("latent", weighted=False)  # the edge-step weight alone
+    assert net.step_weight
+    maps = torch.zeros(1, 4, 32, 32)
+    maps[:, :2, :, :16] = torch.tensor([0.6, 0.4])[None, :, None, None]  # edge step 1 on the left
+    maps[:, 2:, :, :16] = 0.3  # E^-3 and constant terms: not part of the edge step
+    step = net.edge_step(maps)
+    assert float(step[..., :14].min()) > 0.99 and float(step[..., 18:].max()) <= 1e-3 + 1e-7
+    rim = (..., slice(None), 15)
+    weighted = net.candidates(maps, step)[-1]
+    torch.testing.assert_close(weighted[:, :2][rim], maps[:, :2][rim], atol=1e-3, rtol=0)
+    # Far from any positive step every weight is at its floor: the plain average.
+    torch.testing.assert_close(weighted[..., 28:], net.candidates(maps)[-1][..., 28:], atol=1e-5, rtol=0)
+    # A network trained before the option loads without it (its checkpoint lacks the key).
+    assert model.LEGACY_HPARAMS["step_weight"] is False
