@@ -37,6 +37,7 @@ nbval: $(STAMP)
 # Re-train the shipped denoiser weights (data/denoiser_*.pt) with notebook 02's full recipe
 # (needs the data of notebook 01: run `make run` or notebook 01 first; ~30 min on 2 cores).
 weights: $(STAMP)
+	mkdir -p $(OUT)
 	$(BIN)/papermill notebooks/02_train_denoiser.ipynb $(OUT)/02_train_denoiser_release.ipynb \
 		--cwd notebooks -p release_dir ../data
 
