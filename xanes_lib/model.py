@@ -301,7 +301,7 @@ class LatentUNet(nn.Module):
         >>> a = torch.tensor([0.2, 0.6, 1.0, 0.5]).view(1, 4, 1, 1)
         >>> c = torch.tensor([0.9, 0.3, 7.0, 7.0]).view(1, 4, 1, 1)
         >>> [round(v, 3) for v in LatentUNet.amount_and_composition(a, c).flatten().tolist()]
-        [0.599, 0.201, 1.0, 0.5]
+        [0.6, 0.2, 1.0, 0.5]
         """
         k = amount.shape[1] - 2
         s_a = amount[:, :k].sum(1, keepdim=True)
