@@ -205,8 +205,9 @@ class LatentUNet(nn.Module):
     sum of the reference coefficients, i.e. the amount of the edge element in the beam,
     smoothed by 1 px, >= 1e-3): when a fraction is estimated from averaged coefficients, the
     weights of least variance are proportional to the signal (an amount t of the element
-    with noise sigma: w ~ t / sigma^2), so thin rims and the empty field, whose coefficients
-    are mostly noise, count less in their neighbours' averages. Those weights are used for
+    with noise sigma: w ~ t / sigma^2; sigma is taken as uniform), so thin rims and the
+    empty field, whose coefficients are mostly noise, count less in their neighbours'
+    averages. Those weights are used for
     the make-up (reference fractions) only; the amount of the element in each pixel (its
     edge step) comes from the averages without them, so that a rim is not made thicker by
     its neighbours (:meth:`amount_and_composition`). Measured on the held-out Co NMC811
