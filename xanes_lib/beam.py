@@ -147,7 +147,6 @@ def estimate_background(transmission, energies_eV, model, *, max_rank: int = 12,
     n_e, ny, nx = t.shape
     a = absorbance(t.astype(np.float64))
     a_s = ndimage.gaussian_filter(a, (0, smooth_px, smooth_px), mode="nearest").reshape(n_e, -1)
-    k = model.n_params - 2
     m = model.matrix
     pinv = np.linalg.pinv(m)
     q = np.eye(n_e) - m @ pinv

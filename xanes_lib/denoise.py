@@ -19,7 +19,7 @@ from torch.nn import functional as F
 
 from .beam import estimate_background
 from .model import gaussian_blur, pipeline_flags
-from .physics import LinearAbsorbanceModel, absorbance, build_model
+from .physics import DEFAULT_BACKGROUND, LinearAbsorbanceModel, absorbance, build_model
 from .spectra import default_references
 
 
@@ -50,7 +50,7 @@ def reference_model(energies_eV, element: str | None = None, references=None) ->
 
 def n_references(model: LinearAbsorbanceModel) -> int:
     """Number of reference columns K of a model built by :func:`reference_model`."""
-    return model.n_params - 2
+    return model.n_params - len(DEFAULT_BACKGROUND)
 
 
 def coefficient_scale(coefficients, n_refs: int, *, stride: int = 4) -> float:

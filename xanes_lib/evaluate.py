@@ -13,6 +13,8 @@ import numpy as np
 from scipy import ndimage
 
 from . import fit
+from .beam import estimate_background
+from .denoise import reference_model
 from .metrics import background_error, boundary_mask, oxidation_state_metrics
 from .physics import absorbance
 from .spectra import default_references
@@ -157,9 +159,6 @@ def run_hybrid(stack, truth, *, grid=None, progress=None) -> dict:
     Returns the scores under ``lowrank+<name>``: how much of a network pipeline's gain is
     the background correction alone.
     """
-    from .beam import estimate_background
-    from .denoise import reference_model
-
     e = stack.energies_eV
     lowrank = estimate_background(stack.transmission, e, reference_model(e, stack.element))
     scores = run_classical(stack, truth, grid=grid, progress=progress, background=lowrank.background)

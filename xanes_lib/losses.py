@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .physics import LinearAbsorbanceModel
+from .physics import DEFAULT_BACKGROUND, LinearAbsorbanceModel
 
 #: Names of the loss terms, in the order they are reported.
 TERMS = ("background", "coefficient", "fraction", "boundary", "consistency", "tv", "stack")
@@ -149,7 +149,7 @@ def total_loss(out, target, model: LinearAbsorbanceModel, weights: LossWeights) 
     """
     w = weights.to_dict()
     s = out.scale
-    k = model.n_params - 2
+    k = model.n_params - len(DEFAULT_BACKGROUND)
     need_true_c = w["coefficient"] or w["fraction"] or w["boundary"]
     true_c = model.fit(target["absorbance"]) if need_true_c else None
     terms = {}

@@ -26,6 +26,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .physics import DEFAULT_BACKGROUND
+
 #: Default hyper-parameters of each variant.
 DEFAULT_HPARAMS = {
     "paper": {"n_features": 16, "n_blocks": 4, "growth": 16, "residual_scale": 0.2},
@@ -207,12 +209,11 @@ class LatentUNet(nn.Module):
     weights of least variance are proportional to the signal (an amount t of the element
     with noise sigma: w ~ t / sigma^2; sigma is taken as uniform), so thin rims and the
     empty field, whose coefficients are mostly noise, count less in their neighbours'
-    averages. Those weights are used for
-    the make-up (reference fractions) only; the amount of the element in each pixel (its
-    edge step) comes from the averages without them, so that a rim is not made thicker by
-    its neighbours (:meth:`amount_and_composition`). Measured on the held-out Co NMC811
-    stack at 1000 photons (RMSE / within 3 px of edges and boundaries): trained without it
-    0.240 / 0.317, trained with it 0.207 / 0.268.
+    averages. Those weights are used for the make-up (reference fractions) only; the amount
+    of the element in each pixel (its edge step) comes from the averages without them, so
+    that a rim is not made thicker by its neighbours (:meth:`amount_and_composition`).
+    Measured on the held-out Co NMC811 stack at 1000 photons (RMSE / within 3 px of edges
+    and boundaries): trained without it 0.240 / 0.317, trained with it 0.207 / 0.268.
 
     It cannot pull a pixel towards values learnt from the training set (a prior that
     would bias data unlike the simulations); it only chooses how wide to average, narrow at
@@ -277,11 +278,12 @@ class LatentUNet(nn.Module):
     @staticmethod
     def edge_step(maps):
         """Averaging weight from the edge step: the sum of the reference coefficient maps
-        (all but the last two, ``E^-3`` and the constant: :func:`xanes_lib.denoise.reference_model`),
+        (all but the smooth terms, ``E^-3`` and the constant: ``physics.DEFAULT_BACKGROUND``),
         smoothed by a Gaussian of 1 px and clipped to [1e-3, 1] (the coefficients are
         normalised by the stack's 99th percentile of the edge step; the floor keeps a plain
         average where no pixel in reach has a positive step, the empty field)."""
-        return gaussian_blur(maps[:, :-2].sum(1, keepdim=True), 1.0).clamp(1e-3, 1.0)
+        k = maps.shape[1] - len(DEFAULT_BACKGROUND)
+        return gaussian_blur(maps[:, :k].sum(1, keepdim=True), 1.0).clamp(1e-3, 1.0)
 
     @staticmethod
     def amount_and_composition(amount, composition, eps: float = 0.02):
@@ -304,11 +306,12 @@ class LatentUNet(nn.Module):
         >>> [round(v, 3) for v in LatentUNet.amount_and_composition(a, c).flatten().tolist()]
         [0.6, 0.2, 1.0, 0.5]
         """
-        k = amount.shape[1] - 2
+        k = amount.shape[1] - len(DEFAULT_BACKGROUND)
         s_a = amount[:, :k].sum(1, keepdim=True)
         s_c = composition[:, :k].sum(1, keepdim=True)
-        g = s_c.pow(2) / (s_c.pow(2) + eps ** 2)
-        refs = (1 - g) * amount[:, :k] + composition[:, :k] * (s_a * s_c / (s_c.pow(2) + eps ** 2))
+        den = s_c.pow(2) + eps ** 2
+        g = s_c.pow(2) / den
+        refs = (1 - g) * amount[:, :k] + composition[:, :k] * (s_a * s_c / den)
         return torch.cat([refs, amount[:, k:]], dim=1)
 
     @property
@@ -337,14 +340,18 @@ class LatentUNet(nn.Module):
             return out
         n = self.n_candidates
         w = torch.softmax(out[:, :n], dim=1)
+
+        def mix(maps):  # the pixel-wise weighted mean of the candidates
+            return sum(w[:, i:i + 1] * m for i, m in enumerate(maps))
+
         weight = torch.sigmoid(out[:, n:n + 1]) if self.weighted else None
         if weight is not None:
             scales = self.candidates(x[:, :p], weight)
-        mean = sum(w[:, i:i + 1] * m for i, m in enumerate(scales))
+        mean = mix(scales)
         if self.step_weight:
             step = self.edge_step(x[:, :p])
-            comp = self.candidates(x[:, :p], step if weight is None else weight * step)
-            mean = self.amount_and_composition(mean, sum(w[:, i:i + 1] * m for i, m in enumerate(comp)))
+            mean = self.amount_and_composition(
+                mean, mix(self.candidates(x[:, :p], step if weight is None else weight * step)))
         return torch.cat([mean - scales[0], out[:, -1:]], dim=1)
 
 

@@ -82,8 +82,14 @@ def _apply(matrix: np.ndarray, x):
     return (m @ x.reshape(lead, -1)).reshape((matrix.shape[0],) + rest)
 
 
+#: Smooth terms appended after the basis spectra by default: the absorption of everything
+#: but the edge (``(E/E0)^-3``) and a constant. Coefficient maps list the references first,
+#: then these.
+DEFAULT_BACKGROUND = ("inverse_cube", "constant")
+
+
 def build_model(energies_eV, basis, *, names=None, e0_eV: float | None = None,
-                background=("inverse_cube", "constant")) -> LinearAbsorbanceModel:
+                background=DEFAULT_BACKGROUND) -> LinearAbsorbanceModel:
     """Assemble the design matrix of the absorbance model.
 
     Parameters
