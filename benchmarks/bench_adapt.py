@@ -16,28 +16,28 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from xanes_lib import adapt, evaluate, simulate, train
-from xanes_lib.denoise import denoise_stack
+from xanes_lib import denoising, evaluation, simulation
+from xanes_lib.denoising import denoise_stack
 
 HERE = Path(__file__).resolve().parent
 
 
 def main(seed: int = 0) -> dict:
-    e = simulate.default_energy_grid("Co")
+    e = simulation.default_energy_grid("Co")
     e = e[np.linspace(0, e.size - 1, 60).round().astype(int)]
-    cfg = simulate.SimulationConfig(element="Co", dose=1000.0, energies_eV=tuple(e), foreign_particles=1,
+    cfg = simulation.SimulationConfig(element="Co", dose=1000.0, energies_eV=tuple(e), foreign_particles=1,
                                     background_patterns=("bands", "rings")).replace(
         phantom_shape=(512, 512), phantom_pixel_size_nm=100.0)
-    stack, truth = simulate.simulate_stack(cfg, seed=seed)
-    ck = train.load_checkpoint(HERE.parent / "data" / "denoiser_latent.pt", device="cpu")
+    stack, truth = simulation.simulate_stack(cfg, seed=seed)
+    ck = denoising.load_checkpoint(HERE.parent / "data" / "denoiser_latent.pt", device="cpu")
 
     def rmse(t):
-        fitted = evaluate.oxidation_state_fit(t, stack.energies_eV, "Co", mask=truth.mask)
-        return evaluate.score_pipeline(fitted, truth)["rmse"]
+        fitted = evaluation.oxidation_state_fit(t, stack.energies_eV, "Co", mask=truth.mask)
+        return evaluation.score_pipeline(fitted, truth)["rmse"]
 
     as_is = denoise_stack(ck.net, "latent", stack.transmission, stack.energies_eV, element="Co", hparams=ck.hparams)
     t0 = time.perf_counter()
-    res = adapt.adapt(ck, stack.transmission, stack.energies_eV, element="Co", config=adapt.AdaptConfig(seed=seed),
+    res = denoising.adapt(ck, stack.transmission, stack.energies_eV, element="Co", config=denoising.AdaptConfig(seed=seed),
                       progress=False)
     seconds = time.perf_counter() - t0
     out = {"shape": list(stack.transmission.shape), "seed": seed, "adapt_seconds": round(seconds, 1),

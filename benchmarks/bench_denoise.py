@@ -6,7 +6,7 @@ at its best parameter, chosen with the truth), the paper variant (tiled at full 
 and with the published resize-to-256), ours, and the ablation of ours without the physics
 terms: oxidation-state RMSE and bias inside the mask, RMSE near edges and chemical
 boundaries, 2-sigma coverage, background error inside and outside particles. The same
-classical denoisers are also scored after our low-rank beam background (:mod:`xanes_lib.beam`),
+classical denoisers are also scored after our low-rank beam background (:mod:`xanes_lib.denoising.beam`),
 as hybrid pipelines ``lowrank+<method>``: they tell how much of our gain is the background
 correction and how much the network. It also times the inference of a 60 x 1024 x 1024
 stack. Writes JSON to ``benchmarks/results/``
@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from xanes_lib import __version__, evaluate, io, train
-from xanes_lib.denoise import denoise_stack
+from xanes_lib import __version__, denoising, evaluation, io
+from xanes_lib.denoising import denoise_stack
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = {"Ni_NMC811_dose300": "test_Ni_NMC811_dose300_000.h5", "Co_NMC811_dose1000": "test_Co_NMC811_dose1000_000.h5"}
@@ -43,13 +43,13 @@ def _round(d):
 def score_stack(path: Path, models: dict) -> dict:
     """All pipelines on one stack."""
     st, gt = io.read_stack(path), io.read_ground_truth(path)
-    out = evaluate.run_classical(st, gt)
-    hybrid = evaluate.run_hybrid(st, gt)
+    out = evaluation.run_classical(st, gt)
+    hybrid = evaluation.run_hybrid(st, gt)
     out.update(hybrid)
     for name, (ck, resize) in models.items():
-        out[name] = evaluate.run_network(ck.net, ck.variant, st, gt, hparams=ck.hparams, resize_to=resize)
+        out[name] = evaluation.run_network(ck.net, ck.variant, st, gt, hparams=ck.hparams, resize_to=resize)
     summary = {}
-    for label, names in (("classical", list(evaluate.CLASSICAL_GRID) + ["raw"]),
+    for label, names in (("classical", list(evaluation.CLASSICAL_GRID) + ["raw"]),
                          ("hybrid", list(hybrid))):
         best = min(names, key=lambda k: out[k]["rmse"])
         best_b = min(names, key=lambda k: out[k]["rmse_boundary"])
@@ -94,11 +94,11 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-timing", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(max(torch.get_num_threads(), 1))
-    paper = train.load_checkpoint(args.paper)
+    paper = denoising.load_checkpoint(args.paper)
     models = {"paper_tiled": (paper, None), "paper_resize256": (paper, 256),
-              "ours": (train.load_checkpoint(args.ours), None)}
+              "ours": (denoising.load_checkpoint(args.ours), None)}
     if Path(args.ablation).is_file():
-        models["ours_without_physics"] = (train.load_checkpoint(args.ablation), None)
+        models["ours_without_physics"] = (denoising.load_checkpoint(args.ablation), None)
     report = {"package_version": __version__, "torch": torch.__version__, "machine": platform.machine(),
               "threads": torch.get_num_threads(),
               "checkpoints": {k: {"variant": ck.variant, "steps": ck.meta["step"], "seed": ck.meta["seed"]}

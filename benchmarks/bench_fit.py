@@ -1,4 +1,4 @@
-"""Benchmark of the per-pixel valence fit (xanes_lib.fit.fit_references).
+"""Benchmark of the per-pixel valence fit (xanes_lib.mapping.fit_references).
 
 A synthetic 100 x 2048 x 2048 float32 transmission stack (two Ni references, smooth random
 thickness / fraction / background maps, 1 % Gaussian noise) is fitted:
@@ -43,10 +43,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from xanes_lib import __version__  # noqa: E402
-from xanes_lib.fit import fit_references  # noqa: E402
+from xanes_lib.mapping import fit_references  # noqa: E402
 from xanes_lib.io import Stack  # noqa: E402
 from xanes_lib.physics import build_model  # noqa: E402
-from xanes_lib.simulate import default_energy_grid  # noqa: E402
+from xanes_lib.simulation import default_energy_grid  # noqa: E402
 from xanes_lib.spectra import default_references  # noqa: E402
 
 GIB = float(1 << 30)

@@ -15,6 +15,10 @@ import sys
 import time
 from pathlib import Path
 
+__all__ = [
+    "NOTEBOOKS_DIR", "list_notebooks", "run_notebook", "export_figures", "main",
+]
+
 #: The repository's notebooks folder (the package is installed in editable mode).
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 _NAME = re.compile(r"^\d\d_[a-z0-9_]+\.ipynb$")

@@ -6,6 +6,10 @@ import numpy as np
 
 from .physics import absorbance, build_model
 
+__all__ = [
+    "show_map", "fitted_curve", "plot_pixel_fit", "explorer",
+]
+
 
 def show_map(ax, image, *, title: str, label: str, cmap: str = "viridis", mask=None, **kwargs):
     """Image with a colour bar; pixels outside ``mask`` are blank.

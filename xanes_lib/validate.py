@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
+__all__ = [
+    "KEV_MAX", "EV_MIN", "check_energies", "detect_energy_unit", "energies_to_ev", "check_stack",
+    "find_nonfinite",
+]
+
 #: Hard X-ray absorption edges used with TXM lie between ~4 and ~30 keV. Energies in keV
 #: are therefore below this bound and energies in eV above ``EV_MIN``.
 KEV_MAX = 200.0

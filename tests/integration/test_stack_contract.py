@@ -4,15 +4,15 @@ import h5py
 import numpy as np
 import pytest
 
-from xanes_lib import datasets, io
-from xanes_lib.simulate import SimulationConfig
+from xanes_lib import io, simulation
+from xanes_lib.simulation import SimulationConfig
 
 
 @pytest.fixture(scope="module")
 def sim_file(tmp_path_factory):
     cfg = SimulationConfig(element="Co", dose=2000.0, save_flat_dark=True).replace(
         phantom_shape=(40, 48), phantom_pixel_size_nm=300.0)
-    return datasets.write_dataset(tmp_path_factory.mktemp("sim"), "contract", [cfg], [21])[0]
+    return simulation.write_dataset(tmp_path_factory.mktemp("sim"), "contract", [cfg], [21])[0]
 
 
 def test_keys_types_and_units_on_disk(sim_file):

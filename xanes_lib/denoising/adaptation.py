@@ -1,0 +1,465 @@
+"""Self-supervised adaptation of a pre-trained denoiser to one new measurement.
+
+No ground truth is used: :func:`xanes_lib.denoising.adaptation` has no argument for it and reads no file. It
+alternates, round after round (the method of ``docs/METHOD.md``):
+
+1. **re-fit** — the network is applied to the whole stack (:func:`xanes_lib.denoising.inference.denoise_stack`):
+   the background is estimated and smoothed, the coefficient maps of the corrected stack are
+   fitted, and the sample mask is found from their edge step;
+2. **self-validation** — a fixed set of energies is held out from everything else; the
+   coefficients obtained *without* them predict their corrected absorbance inside the sample
+   (:func:`self_validation_score`);
+3. **update** — a few hundred Adam steps on crops and sub-stacks of the measurement.
+
+The update loss of the ``latent`` variant is a *cross-energy self-consistency*: the sub-stack
+is split into two disjoint sets of energies; the network sees only the first and the
+coefficients it returns must rebuild, through the physics model, the background-corrected
+absorbance of the second. The photon noise of two different energies is independent, so
+the only way to lower this loss is to predict the signal better (the Noise2Noise argument,
+here across energies), never to copy the noise. A small fidelity term keeps the
+coefficients close to the data of the energies the network sees. The ``paper`` variant
+keeps the published loss: self-consistency of the corrected stack with its own fit, a
+small fidelity to the raw absorbance and the total variation of the background.
+
+The background of the latent variant is fixed within a round (the smoothed estimate of the
+last re-fit) and re-estimated at every re-fit, as in the method. Adaptation stops when the
+self-validation score has not improved for ``patience`` rounds (the best round's weights are
+restored), when the coefficient maps stop changing, at ``max_epochs`` rounds, or at the
+time budget. Whatever the network cannot explain with the references stays in the output
+(see :func:`xanes_lib.denoising.inference.forward`), so that a phase missing from the references remains
+visible in the fit residual (:mod:`xanes_lib.mapping.phases`).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .. import __version__
+from .inference import DenoiseResult, denoise_stack, forward, latent_inputs, n_references, \
+    reference_model
+from .beam import BackgroundEstimate, estimate_background
+from ..mapping import sample_mask
+from .losses import self_consistency, total_variation
+from ..physics import absorbance
+from .training import Checkpoint, DictConfig, TrainConfig, pick_device, sample_energies, save_checkpoint
+from ..validate import check_energies, check_stack
+
+__all__ = [
+    "AdaptConfig", "AdaptResult", "holdout_energies", "data_mask", "self_validation_score", "adapt",
+    "stack_fingerprint", "save_adapted",
+]
+
+
+@dataclass(frozen=True)
+class AdaptConfig(DictConfig):
+    """Settings of an adaptation run (recorded in the adapted checkpoint).
+
+    Attributes
+    ----------
+    max_epochs : int
+        Maximum number of rounds (re-fit, self-validation, update).
+    steps_per_epoch : int
+        Adam steps of one round.
+    refit_every : int
+        Rounds between re-fits of the whole stack (the background and the self-validation
+        score are renewed at each re-fit; stopping is decided there).
+    lr : float
+        Adam learning rate (smaller than in pre-training: the network is fine-tuned).
+    crop : int
+        Crop size of the update steps (pixels).
+    n_energies : tuple of int
+        Range (inclusive) of the sub-stack size of an update step.
+    target_fraction : float
+        Share of a sub-stack's energies held back as the target of the cross-energy loss.
+    fidelity : float
+        Weight of the fidelity term (data of the energies the network sees).
+    consistency, tv : float
+        Paper variant: weights of self-consistency and of the background's total variation.
+    holdout_fraction : float
+        Share of the energies held out for the self-validation score (never used for updates).
+    patience : int
+        Re-fits without an improvement of the score by ``min_improvement`` before stopping.
+    min_improvement : float
+        Relative improvement of the score that counts.
+    min_change : float
+        Stop when the relative RMS change of the reference coefficient maps inside the sample
+        between two re-fits is below this (0 switches the criterion off).
+    time_budget_s : float
+        Stop after the round that passes this wall time (seconds).
+    lowrank_background : bool
+        First remove the low-rank beam background of the measurement
+        (:func:`xanes_lib.denoising.beam.estimate_background`); the network then adapts to, and
+        corrects what is left of, the background on the corrected stack.
+    seed : int
+        Seed of the hold-out set, the sampling and the crops.
+    """
+
+    max_epochs: int = 12
+    steps_per_epoch: int = 60
+    refit_every: int = 1
+    lr: float = 2e-4
+    crop: int = 128
+    n_energies: tuple = (40, 80)
+    target_fraction: float = 0.4
+    fidelity: float = 0.05
+    consistency: float = 1.0
+    tv: float = 0.01
+    holdout_fraction: float = 0.25
+    patience: int = 3
+    min_improvement: float = 0.002
+    min_change: float = 0.0
+    time_budget_s: float = 540.0
+    lowrank_background: bool = True
+    seed: int = 0
+
+    def check(self, n_energies_stack: int) -> None:
+        """Raise ValueError for settings that cannot work on a stack of this many energies."""
+        for name in ("max_epochs", "steps_per_epoch", "refit_every", "crop", "patience"):
+            if int(getattr(self, name)) < (0 if name == "max_epochs" else 1):
+                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}.")
+        if not 0 < self.holdout_fraction < 0.5:
+            raise ValueError(f"holdout_fraction must lie in (0, 0.5); got {self.holdout_fraction}.")
+        if not 0 < self.target_fraction < 1:
+            raise ValueError(f"target_fraction must lie in (0, 1); got {self.target_fraction}.")
+        if not self.lr > 0 or self.time_budget_s <= 0:
+            raise ValueError(f"lr and time_budget_s must be > 0; got {self.lr}, {self.time_budget_s}.")
+        if n_energies_stack < 16:
+            raise ValueError(f"the stack has {n_energies_stack} energies; adaptation needs at least 16 "
+                             "(energies are held out for self-validation and for the loss).")
+
+
+@dataclass
+class AdaptResult:
+    """Outcome of :func:`xanes_lib.denoising.adaptation`.
+
+    Attributes
+    ----------
+    net : torch.nn.Module
+        The adapted network (a copy; the input model is not modified), best round's weights.
+    variant : str
+    hparams : dict
+    history : list of dict
+        One entry per re-fit: ``epoch`` (rounds of updates done), ``steps``, ``train_loss``
+        (mean of the round), ``score`` (self-validation), ``coefficient_change``,
+        ``background_change``, ``mask_pixels``, ``seconds`` (since the start).
+    best_epoch : int
+        Epoch whose weights were kept (0: the model as given).
+    stop_reason : str
+    result : DenoiseResult
+        The whole stack denoised by the kept network; its ``background`` includes the
+        low-rank background, and ``corrected``/``denoised`` are relative to the raw stack.
+    beam : BackgroundEstimate or None
+        The low-rank background removed first (None when switched off).
+    mask : numpy.ndarray
+        (Y, X) sample mask found from the data at the kept epoch.
+    holdout : numpy.ndarray
+        Indices of the energies held out for self-validation.
+    config : AdaptConfig
+    seconds : float
+    """
+
+    net: torch.nn.Module
+    variant: str
+    hparams: dict
+    history: list
+    best_epoch: int
+    stop_reason: str
+    result: DenoiseResult
+    beam: BackgroundEstimate | None
+    mask: np.ndarray
+    holdout: np.ndarray
+    config: AdaptConfig
+    seconds: float
+
+    def residual_map(self, transmission, energies_eV, *, element=None, references=None,
+                     smooth_px: float = 2.0) -> np.ndarray:
+        """Fit residual map for phases outside the references (:func:`xanes_lib.mapping.phases.residual_map`).
+
+        It is taken from the measurement corrected by the low-rank background only, smoothed
+        by a Gaussian of ``smooth_px``: that background gives pixels it cannot explain a low
+        weight, while the network's own background correction was measured to absorb part of
+        an unseen phase. Without a low-rank background the corrected stack is used.
+        """
+        from scipy import ndimage
+
+        from ..mapping.phases import residual_map
+
+        t = np.asarray(transmission, np.float32)
+        t = t / self.beam.background if self.beam is not None else self.result.corrected
+        t = ndimage.gaussian_filter(t, (0, smooth_px, smooth_px)) if smooth_px > 0 else t
+        return residual_map(t, energies_eV, element=element, references=references)
+
+
+def holdout_energies(energies_eV, fraction: float, rng) -> np.ndarray:
+    """Indices of energies held out for self-validation: spread over the whole scan.
+
+    The scan is cut into ``round(fraction * E)`` consecutive groups of energies and one
+    energy is drawn at random in each (the first and the last energy are never held out).
+    """
+    e = np.asarray(energies_eV)
+    n = max(int(round(fraction * e.size)), 3)
+    edges = np.linspace(1, e.size - 1, n + 1).astype(int)
+    return np.array([int(rng.integers(lo, max(hi, lo + 1))) for lo, hi in zip(edges[:-1], edges[1:])])
+
+
+def data_mask(coefficients, n_refs: int) -> np.ndarray:
+    """Sample mask from coefficient maps: Otsu threshold of the edge step (no ground truth)."""
+    return sample_mask(np.asarray(coefficients[:n_refs]).sum(0)).mask
+
+
+def self_validation_score(net, variant: str, transmission, energies_eV, holdout, background, mask, *,
+                          element=None, references=None, hparams=None, device=None) -> float:
+    """Disagreement with held-out energies, inside the sample (needs no ground truth).
+
+    The network denoises the stack *without* the held-out energies. The held-out images,
+    corrected by the background of the last re-fit, are fitted on their own by the same
+    physics model: their reference coefficient maps are noisy but unbiased, and their photon
+    noise is independent of everything the network saw. The score is the mean squared
+    difference of the reference coefficient maps inside ``mask``, divided by the mean squared
+    edge step there. Its expectation is the squared error of the network's maps plus a
+    constant (the noise of the held-out fit), so it rises and falls with the true error.
+    Smooth errors shared by all energies, which look like a background, are not seen by it.
+    """
+    keep = np.setdiff1d(np.arange(len(energies_eV)), holdout)
+    res = denoise_stack(net, variant, transmission[keep], energies_eV[keep], element=element,
+                        references=references, hparams=hparams, lowrank=False, device=device)
+    model_h = reference_model(energies_eV[holdout], element, references)
+    k = n_references(model_h)
+    a_h = absorbance(np.asarray(transmission[holdout], np.float64)) + np.log(np.asarray(background[holdout],
+                                                                                        np.float64))
+    c_h = model_h.fit(a_h[:, mask])[:k]
+    c = res.coefficients[:k][:, mask].astype(np.float64)
+    step2 = np.mean(c.sum(0) ** 2)
+    return float(np.mean((c - c_h) ** 2) / max(step2, 1e-12))
+
+
+def _crop_sample(rng, n_y: int, n_x: int, crop: int):
+    c = min(crop, n_y, n_x)
+    y0, x0 = int(rng.integers(0, n_y - c + 1)), int(rng.integers(0, n_x - c + 1))
+    return slice(y0, y0 + c), slice(x0, x0 + c), int(rng.integers(4)), bool(rng.integers(2))
+
+
+def _augment(x, k: int, flip: bool):
+    x = torch.rot90(x, k, dims=(-2, -1))
+    return torch.flip(x, dims=(-1,)) if flip else x
+
+
+def _step_loss(net, variant: str, t, beta, energies, idx, rng, cfg: AdaptConfig, element, references, hp,
+               scale: float, edge_eV: float):
+    """Loss of one update step on a crop ``t`` (E, y, x) with fixed background ``beta``."""
+    e = energies[idx]
+    if variant == "paper":
+        model = reference_model(e, element, references)
+        out = forward(net, variant, t[idx], model, scale=scale, hparams=hp)
+        a = absorbance(t[idx])
+        return (cfg.consistency * self_consistency(out.corrected_absorbance, model, scale)
+                + cfg.fidelity * (out.corrected_absorbance - a).pow(2).mean() / scale ** 2
+                + cfg.tv * total_variation(out.background))
+    # Split the energies into input and target sets; both keep pre- and post-edge points.
+    # The target's coefficient maps, fitted from its own (independent) photon noise, are an
+    # unbiased but noisy view of the truth: the network's best prediction of them is the
+    # denoised map (Noise2Noise across energies).
+    tgt = np.sort(idx[sample_energies(energies[idx], edge_eV, max(int(round(cfg.target_fraction * idx.size)), 8),
+                                      rng)])
+    inp = np.setdiff1d(idx, tgt)
+    model_in = reference_model(energies[inp], element, references)
+    model_t = reference_model(energies[tgt], element, references)
+    x, c0, _ = latent_inputs(absorbance(t[inp]), model_in, scale)
+    y = net(x)[0]
+    coeffs = c0 + scale * y[:-1]
+    k = n_references(model_in)
+    with torch.no_grad():
+        c_t = model_t.fit(absorbance(t[tgt]) - beta[tgt])
+    cross = (coeffs[:k] - c_t[:k]).pow(2).mean() / scale ** 2
+    fid = (absorbance(t[inp]) - beta[inp] - model_in.predict(coeffs)).pow(2).mean() / scale ** 2
+    return cross + cfg.fidelity * fid
+
+
+def _relative_change(new, old, mask) -> float:
+    d = np.sqrt(np.mean((new - old)[:, mask] ** 2))
+    return float(d / max(np.sqrt(np.mean(old[:, mask] ** 2)), 1e-12))
+
+
+def adapt(model: Checkpoint, transmission, energies_eV, *, element: str | None = None, references=None,
+          config: AdaptConfig = AdaptConfig(), device=None, progress: bool = True, callback=None) -> AdaptResult:
+    """Adapt a pre-trained denoiser to one measurement, without ground truth.
+
+    Parameters
+    ----------
+    model : xanes_lib.denoising.training.Checkpoint
+        The pre-trained model (:func:`xanes_lib.denoising.training.load_checkpoint`); it is copied, not
+        modified.
+    transmission : array_like
+        (E, Y, X) measured, flat-field corrected transmission; not modified.
+    energies_eV : array_like
+        (E,) strictly increasing energies.
+    element : str, optional
+        Edge element; its shipped references are used when ``references`` is None.
+    references : sequence, optional
+        Reference spectra (objects with ``.name`` and ``.spectrum(energies_eV)``).
+    config : AdaptConfig
+    device : str, optional
+        None picks CUDA when present.
+    progress : bool
+        Show a progress bar.
+    callback : callable, optional
+        ``callback(epoch, result)`` after each re-fit with the :class:`DenoiseResult` of the
+        current network (e.g. to score a simulated stack in a notebook).
+
+    Returns
+    -------
+    AdaptResult
+
+    Raises
+    ------
+    ValueError
+        Bad stack or energies, no element nor references, settings that cannot work.
+    """
+    from tqdm.auto import tqdm
+
+    t_start = time.perf_counter()
+    e = check_energies(energies_eV, name="energies_eV")
+    t_np = check_stack(transmission, name="transmission", n_energies=e.size)
+    if np.any(t_np <= 0):
+        raise ValueError(f"transmission holds {int(np.sum(t_np <= 0))} values <= 0; -ln T is undefined there. "
+                         "Clip or mask them (e.g. np.clip(T, 1e-6, None)) before adapting.")
+    if element is None and references is None:
+        raise ValueError("give the element (e.g. 'Co') or the reference spectra.")
+    config.check(e.size)
+    variant, hp = model.variant, dict(model.hparams)
+    device = pick_device(device)
+    net = copy.deepcopy(model.net).to(device)
+    full_model = reference_model(e, element, references)
+    lowrank = estimate_background(t_np, e, full_model) if config.lowrank_background else None
+    if lowrank is not None:
+        t_np = (t_np / lowrank.background).astype(np.float32)
+    rng = np.random.default_rng([config.seed, 5])
+    holdout = holdout_energies(e, config.holdout_fraction, rng)
+    train_idx = np.setdiff1d(np.arange(e.size), holdout)
+    t_all = torch.from_numpy(np.ascontiguousarray(t_np, dtype=np.float32)).to(device)
+    k = n_references(full_model)
+    edge_eV = _edge_energy(e, full_model, k)
+    opt = torch.optim.Adam(net.parameters(), lr=config.lr)
+    n_y, n_x = t_np.shape[1:]
+
+    def refit():
+        # The low-rank background is this function's business (config.lowrank_background).
+        res = denoise_stack(net, variant, t_np, e, element=element, references=references, hparams=hp,
+                            lowrank=False, device=device)
+        return res, data_mask(res.coefficients, k)
+
+    def as_raw(res: DenoiseResult) -> DenoiseResult:
+        # Results relative to the raw stack: the low-rank background is part of B.
+        if lowrank is None:
+            return res
+        return dataclasses.replace(res, background=(res.background * lowrank.background).astype(np.float32))
+
+    history, best = [], None
+    res, mask = refit()
+    score = self_validation_score(net, variant, t_np, e, holdout, res.background, mask, element=element,
+                                  references=references, hparams=hp, device=device)
+    history.append(dict(epoch=0, steps=0, train_loss=float("nan"), score=score, coefficient_change=float("nan"),
+                        background_change=float("nan"), mask_pixels=int(mask.sum()),
+                        seconds=time.perf_counter() - t_start))
+    if callback is not None:
+        callback(0, as_raw(res))
+    best = dict(epoch=0, score=score, state=copy.deepcopy(net.state_dict()), res=res, mask=mask)
+    stop_reason, since_best, steps = f"max_epochs ({config.max_epochs}) reached", 0, 0
+    bar = tqdm(total=config.max_epochs, disable=not progress, desc=f"adapt {variant}")
+    scale = float(res.scale)
+    for epoch in range(1, config.max_epochs + 1):
+        beta = torch.from_numpy(-np.log(res.background)).to(device)
+        net.train()
+        losses = []
+        for _ in range(config.steps_per_epoch):
+            ys, xs, rot, flip = _crop_sample(rng, n_y, n_x, config.crop)
+            n = int(rng.integers(config.n_energies[0], config.n_energies[1] + 1))
+            sub = sample_energies(e[train_idx], edge_eV, n, rng)
+            idx = train_idx[sub]
+            t_c = _augment(t_all[:, ys, xs], rot, flip)
+            b_c = _augment(beta[:, ys, xs], rot, flip)
+            loss = _step_loss(net, variant, t_c, b_c, e, idx, rng, config, element, references, hp, scale, edge_eV)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+            opt.step()
+            losses.append(float(loss.detach()))
+            steps += 1
+        bar.update(1)
+        if epoch % config.refit_every and epoch != config.max_epochs:
+            continue
+        old_c, old_b = res.coefficients[:k], res.background
+        res, mask = refit()
+        score = self_validation_score(net, variant, t_np, e, holdout, res.background, mask, element=element,
+                                      references=references, hparams=hp, device=device)
+        change = _relative_change(res.coefficients[:k], old_c, mask)
+        history.append(dict(epoch=epoch, steps=steps, train_loss=float(np.mean(losses)), score=score,
+                            coefficient_change=change,
+                            background_change=float(np.sqrt(np.mean((res.background - old_b) ** 2))),
+                            mask_pixels=int(mask.sum()), seconds=time.perf_counter() - t_start))
+        bar.set_postfix(score=f"{score:.4g}", change=f"{change:.3g}")
+        if callback is not None:
+            callback(epoch, as_raw(res))
+        if score < best["score"] * (1 - config.min_improvement):
+            best = dict(epoch=epoch, score=score, state=copy.deepcopy(net.state_dict()), res=res, mask=mask)
+            since_best = 0
+        else:
+            since_best += 1
+        if since_best >= config.patience:
+            stop_reason = f"no improvement of the self-validation score for {since_best} re-fits"
+            break
+        if config.min_change > 0 and change < config.min_change:
+            stop_reason = f"coefficient maps changed by {change:.2g} < min_change {config.min_change}"
+            break
+        if time.perf_counter() - t_start > config.time_budget_s:
+            stop_reason = f"time budget {config.time_budget_s:.0f} s reached"
+            break
+    bar.close()
+    net.load_state_dict(best["state"])
+    net.eval()
+    return AdaptResult(net, variant, hp, history, best["epoch"], stop_reason, as_raw(best["res"]), lowrank,
+                       best["mask"], holdout, config, time.perf_counter() - t_start)
+
+
+def _edge_energy(energies, model, k: int) -> float:
+    """Energy of the steepest mean rise of the reference columns (edge of the sub-stack sampler)."""
+    mean_ref = model.matrix[:, :k].mean(1)
+    return float(energies[int(np.argmax(np.gradient(mean_ref, energies)))])
+
+
+def stack_fingerprint(transmission) -> str:
+    """SHA-256 of the transmission array's bytes (float32), naming the data adapted to."""
+    return hashlib.sha256(np.ascontiguousarray(transmission, dtype=np.float32).tobytes()).hexdigest()
+
+
+def save_adapted(path, result: AdaptResult, source: Checkpoint, *, transmission, energies_eV,
+                 element: str | None = None, references=None, input_name: str | None = None):
+    """Write the adapted network as a checkpoint that records what it was adapted to.
+
+    The metadata gain ``adapted_to``: the input's name, fingerprint (:func:`stack_fingerprint`),
+    shape, element, energy range and reference names; the adaptation settings, the kept epoch,
+    the stop reason, the final self-validation score and the source checkpoint's variant, step
+    and seed. It is read back by :func:`xanes_lib.denoising.training.load_checkpoint`.
+    """
+    e = np.asarray(energies_eV, dtype=np.float64)
+    names = list(reference_model(e, element, references).names[:-2])
+    adapted = {"input": input_name, "fingerprint": stack_fingerprint(transmission),
+               "shape": list(np.shape(transmission)), "element": element, "references": names,
+               "energy_range_eV": [float(e[0]), float(e[-1])], "config": result.config.to_dict(),
+               "best_epoch": int(result.best_epoch), "stop_reason": result.stop_reason,
+               "score": float(result.history[[h["epoch"] for h in result.history].index(result.best_epoch)]["score"]),
+               "epochs_run": int(result.history[-1]["epoch"]), "seconds": float(result.seconds),
+               "package_version": __version__,
+               "source": {k: source.meta.get(k) for k in ("variant", "step", "seed", "elements", "package_version")}}
+    cfg: TrainConfig = source.config
+    return save_checkpoint(path, result.net, cfg, history={"pretraining": source.history, "adaptation": result.history},
+                           step=int(source.meta.get("step", 0)), elements=source.meta.get("elements", []),
+                           energy_range_eV=source.meta.get("energy_range_eV", [float(e[0]), float(e[-1])]),
+                           extra={"adapted_to": adapted})

@@ -1,0 +1,351 @@
+"""Apply a denoiser network to a stack: the forward pass with its physics, and tiled inference.
+
+:func:`forward` is the one differentiable path from a measured transmission stack to the
+corrected stack, used by training (:mod:`xanes_lib.denoising.training`), adaptation and inference alike.
+:func:`denoise_stack` applies it to a whole stack of any size in overlapping tiles whose
+margins are cut off, so that the result does not depend on the tiling (no seams) and memory
+stays bounded by the tile size.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from .beam import estimate_background
+from .networks import gaussian_blur, pipeline_flags
+from ..physics import LinearAbsorbanceModel, absorbance, n_references, reference_model
+
+__all__ = [
+    "coefficient_scale", "ForwardOutput", "latent_inputs", "forward", "DenoiseResult", "denoise_stack",
+]
+
+
+def coefficient_scale(coefficients, n_refs: int, *, stride: int = 4) -> float:
+    """Per-stack normalisation of the coefficient maps: the 99th percentile of the edge step.
+
+    Computed on every ``stride``-th row and column so that it is cheap and the same for a
+    stack however it is tiled. Floored at 1e-3 (an edge step of 0.001 in -ln T).
+    """
+    c = coefficients[:n_refs, ::stride, ::stride]
+    step = c.sum(0) if isinstance(c, np.ndarray) else c.sum(0).detach().cpu().numpy()
+    return float(max(np.percentile(step, 99.0), 1e-3))
+
+
+def _smooth_blocks(x, block: int, weight=None, sigma_blocks: float = 1.0):
+    """Weighted spatial low-pass of each image of an (E, Y, X) tensor (differentiable).
+
+    Normalised convolution on a coarse grid: block sums of ``weight * x`` and of ``weight``
+    are smoothed by a Gaussian of ``sigma_blocks`` blocks, divided, and upsampled
+    bilinearly. Where the weight is low (inside particles, whose spectra the references do
+    not explain exactly) the value comes from the neighbouring blocks.
+    """
+    w = torch.ones_like(x[:1]) if weight is None else weight
+    num = F.avg_pool2d((w * x)[:, None], block, ceil_mode=True, count_include_pad=False)
+    den = F.avg_pool2d(w[:, None], block, ceil_mode=True, count_include_pad=False)
+    if sigma_blocks > 0:
+        num, den = gaussian_blur(num, sigma_blocks), gaussian_blur(den, sigma_blocks)
+    coarse = num / den.clamp_min(1e-6)
+    return F.interpolate(coarse, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+
+
+def _gauss3(x):
+    """3x3 binomial smoothing (sigma ~ 0.7 px) of each image of an (E, Y, X) tensor."""
+    k = torch.tensor([0.25, 0.5, 0.25], dtype=x.dtype, device=x.device)
+    k2 = (k[:, None] * k[None, :])[None, None]
+    return F.conv2d(F.pad(x[:, None], (1, 1, 1, 1), mode="replicate"), k2)[:, 0]
+
+
+@dataclass
+class ForwardOutput:
+    """Tensors of one forward pass, all for the same (E, Y, X) stack.
+
+    Attributes
+    ----------
+    background : torch.Tensor
+        (E, Y, X) estimated multiplicative background B.
+    corrected_absorbance : torch.Tensor
+        (E, Y, X) ``-ln(T / B)``: background removed, photon noise kept.
+    denoised_absorbance : torch.Tensor
+        (E, Y, X) background removed and noise suppressed (equals ``corrected_absorbance``
+        for the paper variant, which removes only the background).
+    coefficients : torch.Tensor
+        (P, Y, X) coefficient maps of the denoised stack (latent space).
+    raw_coefficients : torch.Tensor
+        (P, Y, X) coefficient maps of the plain fit of the measured stack.
+    scale : float
+        The per-stack normalisation of the coefficients.
+    """
+
+    background: torch.Tensor
+    corrected_absorbance: torch.Tensor
+    denoised_absorbance: torch.Tensor
+    coefficients: torch.Tensor
+    raw_coefficients: torch.Tensor
+    scale: float
+
+
+def latent_inputs(a, model: LinearAbsorbanceModel, scale: float | None = None):
+    """Network input of the latent variant: normalised coefficients and the noise-level map.
+
+    Returns the (1, P + 1, Y, X) input, the raw coefficients (P, Y, X) and the scale used
+    (:func:`coefficient_scale` of this stack when ``scale`` is None).
+    """
+    c0 = model.fit(a)
+    if scale is None:
+        scale = coefficient_scale(c0, n_references(model))
+    resid = a - model.predict(c0)
+    n_e, p = model.matrix.shape
+    k = n_references(model)
+    # Standard deviation of a reference coefficient if the residual were pure noise.
+    gain = float(np.sqrt(np.mean(np.diag(model.pinv @ model.pinv.T)[:k]) * n_e / max(n_e - p, 1)))
+    noise = resid.pow(2).mean(0, keepdim=True).sqrt() * gain
+    return torch.cat([c0 / scale, noise / scale])[None], c0, scale
+
+
+def forward(net, variant: str, transmission, model: LinearAbsorbanceModel, *, scale: float | None = None,
+            hparams: dict | None = None, energy_batch: int | None = None) -> ForwardOutput:
+    """Differentiable forward pass of a denoiser on one (E, Y, X) transmission tensor.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        The network (:func:`xanes_lib.denoising.networks.build_network`).
+    variant : {"paper", "latent"}
+        Which network it is.
+    transmission : torch.Tensor
+        (E, Y, X) measured transmission (flat-field corrected).
+    model : LinearAbsorbanceModel
+        Physics model on the stack's energies (:func:`reference_model`).
+    scale : float, optional
+        Coefficient normalisation; None computes it from this tensor
+        (:func:`coefficient_scale`). Give the whole stack's value when passing a tile.
+    hparams : dict, optional
+        The variant's hyper-parameters (``smooth_block`` and ``residual_background`` of the
+        latent variant; a low-rank background is removed before this function, not in it).
+    energy_batch : int, optional
+        Paper variant: images per network call (bounds memory); None: all at once.
+
+    Returns
+    -------
+    ForwardOutput
+    """
+    a = absorbance(transmission)
+    k = n_references(model)
+    if variant == "paper":
+        n = energy_batch or transmission.shape[0]
+        b = torch.cat([net(transmission[i:i + n, None])[:, 0] for i in range(0, transmission.shape[0], n)])
+        b = b.clamp_min(1e-3)
+        corrected = a + b.log()
+        coeffs = model.fit(corrected)
+        raw = model.fit(a)
+        s = coefficient_scale(raw, k) if scale is None else scale
+        return ForwardOutput(b, corrected, corrected, coeffs, raw, s)
+    if variant != "latent":
+        raise ValueError(f"unknown variant {variant!r}; choose 'paper' or 'latent'.")
+    block = int((hparams or {}).get("smooth_block", 8))
+    x, c0, s = latent_inputs(a, model, scale)
+    y = net(x)[0]
+    coeffs = c0 + s * y[:-1]
+    if pipeline_flags(hparams)["residual_background"]:
+        # The background is what the denoised physics model leaves unexplained, smoothed in
+        # space; the network's last channel weights the pixels (low where the references
+        # may not explain the sample exactly).
+        beta = _smooth_blocks(a - model.predict(coeffs), block, torch.sigmoid(y[-1:] + 2.0),
+                              float((hparams or {}).get("smooth_sigma_blocks", 1.0)))
+    else:
+        beta = torch.zeros_like(a)
+    corrected = a - beta
+    # Keep the part of the data that no mix of references explains (phases outside the
+    # references stay visible), lightly smoothed; the in-model part is the denoised fit.
+    outside = corrected - model.predict(model.fit(corrected))
+    denoised = model.predict(coeffs) + _gauss3(outside)
+    return ForwardOutput(torch.exp(-beta), corrected, denoised, coeffs, c0, s)
+
+
+@dataclass
+class DenoiseResult:
+    """Result of :func:`denoise_stack` (numpy arrays).
+
+    Attributes
+    ----------
+    corrected : numpy.ndarray
+        (E, Y, X) float32 transmission with the background removed (``T / B``).
+    denoised : numpy.ndarray
+        (E, Y, X) float32 transmission with background and noise removed.
+    background : numpy.ndarray
+        (E, Y, X) float32 estimated background B.
+    coefficients : numpy.ndarray
+        (P, Y, X) float32 coefficient maps of the denoised stack.
+    coefficient_names : tuple of str
+    scale : float
+        Coefficient normalisation used (one value for the whole stack).
+    seconds : float
+        Wall time of the inference.
+    tiles : int
+        Number of tiles processed.
+    mode : str
+        "tiled" or "resize" (the paper's resize-to-256 inference).
+    beam : xanes_lib.denoising.beam.BackgroundEstimate or None
+        The low-rank beam background removed before the network (already included in
+        ``background``), when the pipeline uses one.
+    """
+
+    corrected: np.ndarray
+    denoised: np.ndarray
+    background: np.ndarray
+    coefficients: np.ndarray
+    coefficient_names: tuple
+    scale: float
+    seconds: float
+    tiles: int
+    mode: str
+    beam: object = None
+
+
+def _tile_starts(n: int, tile: int, margin: int, align: int) -> list[int]:
+    """Starts of the inner regions (multiples of ``align``) covering ``0..n``."""
+    inner = tile - 2 * margin
+    if inner <= 0 or inner % align:
+        raise ValueError(f"tile {tile} with margin {margin} leaves an inner size {inner}; it must be a "
+                         f"positive multiple of {align}.")
+    return list(range(0, n, inner))
+
+
+def denoise_stack(net, variant: str, transmission, energies_eV, *, element: str | None = None,
+                  references=None, hparams: dict | None = None, tile: int = 512, margin: int = 64,
+                  energy_batch: int = 16, resize_to: int | None = None, lowrank: bool | None = None,
+                  device=None) -> DenoiseResult:
+    """Denoise a whole stack of any size in overlapping tiles (or resized, for ``paper``).
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        Network of the given variant.
+    variant : {"paper", "latent"}
+    transmission : array_like
+        (E, Y, X) measured transmission; not modified.
+    energies_eV : array_like
+        (E,) energies.
+    element : str, optional
+        Edge element (chooses the shipped references); or give ``references``.
+    references : sequence, optional
+        Reference spectra for the physics model.
+    hparams : dict, optional
+        Hyper-parameters of the variant.
+    tile, margin : int
+        Tile size and the margin cut off each side (at least the network's reach; the inner
+        size ``tile - 2 margin`` must be a multiple of the block size of the variant).
+    energy_batch : int
+        Images per batch for the paper variant (bounds memory).
+    resize_to : int, optional
+        Paper variant only: the published inference, every image resized to
+        ``resize_to x resize_to`` and the background resized back.
+    lowrank : bool, optional
+        Remove the low-rank beam background (:func:`xanes_lib.denoising.beam.estimate_background`, on
+        the whole stack) before the network. None: as the network was trained
+        (``lowrank_background`` of ``hparams``). Pass False when the stack is already
+        corrected by it.
+    device : str or torch.device, optional
+        None picks CUDA when present.
+
+    Returns
+    -------
+    DenoiseResult
+    """
+    t0 = time.perf_counter()
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    t = np.asarray(transmission)
+    if t.ndim != 3:
+        raise ValueError(f"transmission must be (E, Y, X); got shape {t.shape}.")
+    model = reference_model(energies_eV, element, references)
+    if t.shape[0] != model.matrix.shape[0]:
+        raise ValueError(f"{t.shape[0]} images but {model.matrix.shape[0]} energies.")
+    beam = None
+    if lowrank or (lowrank is None and variant == "latent" and pipeline_flags(hparams)["lowrank_background"]):
+        try:
+            beam = estimate_background(t, energies_eV, model)
+        except ValueError as exc:
+            if lowrank:
+                raise
+            warnings.warn(f"no low-rank background ({exc}); the network sees the uncorrected stack, "
+                          "whose background it was not trained for.", stacklevel=2)
+    if beam is not None:
+        t = (t / beam.background).astype(np.float32)
+    res = _denoise_corrected(net, variant, t, model, hparams=hparams, tile=tile, margin=margin,
+                             energy_batch=energy_batch, resize_to=resize_to, device=device)
+    res.seconds = time.perf_counter() - t0
+    if beam is not None:
+        # corrected and denoised are already relative to the raw stack; B includes the beam's.
+        res.beam = beam
+        res.background *= beam.background
+    return res
+
+
+def _denoise_corrected(net, variant: str, t, model, *, hparams, tile: int, margin: int, energy_batch: int,
+                       resize_to, device) -> DenoiseResult:
+    """:func:`denoise_stack` after the optional low-rank background: the network's part."""
+    t0 = time.perf_counter()
+    n_e, ny, nx = t.shape
+    k = n_references(model)
+    a_fit = model.fit(absorbance(t[:, ::4, ::4].astype(np.float32)))
+    scale = coefficient_scale(a_fit, k, stride=1)
+    out = {name: np.empty((n_e, ny, nx), np.float32) for name in ("corrected", "denoised", "background")}
+    coeffs = np.empty((model.n_params, ny, nx), np.float32)
+    net = net.to(device).eval()
+    if resize_to is not None:
+        if variant != "paper":
+            raise ValueError("resize_to is the paper variant's published inference; use tiles for 'latent'.")
+        _resize_paper(net, t, out, resize_to, energy_batch, device)
+        a_corr = absorbance(out["corrected"])
+        coeffs[:] = model.fit(a_corr)
+        return DenoiseResult(out["corrected"], out["denoised"], out["background"], coeffs,
+                             model.names, scale, time.perf_counter() - t0, 1, "resize")
+    align = 1
+    hp = hparams or {}
+    if variant == "latent":
+        align = int(np.lcm(int(hp.get("smooth_block", 8)), 2 ** (int(hp.get("depth", 3)) - 1)))
+    n_tiles = 0
+    with torch.no_grad():
+        for y0 in _tile_starts(ny, tile, margin, align):
+            for x0 in _tile_starts(nx, tile, margin, align):
+                inner = tile - 2 * margin
+                ys, xs = max(y0 - margin, 0), max(x0 - margin, 0)
+                ye, xe = min(y0 + inner + margin, ny), min(x0 + inner + margin, nx)
+                # Pad to the network's multiple; the padding lies outside the kept region.
+                chunk = torch.from_numpy(np.ascontiguousarray(t[:, ys:ye, xs:xe], dtype=np.float32)).to(device)
+                ph, pw = (-chunk.shape[1]) % align, (-chunk.shape[2]) % align
+                if ph or pw:
+                    chunk = F.pad(chunk[None], (0, pw, 0, ph), mode="replicate")[0]
+                res = forward(net, variant, chunk, model, scale=scale, hparams=hp, energy_batch=energy_batch)
+                sy, sx = y0 - ys, x0 - xs
+                hy, hx = min(inner, ny - y0), min(inner, nx - x0)
+                sl = (slice(None), slice(sy, sy + hy), slice(sx, sx + hx))
+                dst = (slice(None), slice(y0, y0 + hy), slice(x0, x0 + hx))
+                out["background"][dst] = res.background[sl].cpu().numpy()
+                out["corrected"][dst] = torch.exp(-res.corrected_absorbance[sl]).cpu().numpy()
+                out["denoised"][dst] = torch.exp(-res.denoised_absorbance[sl]).cpu().numpy()
+                coeffs[dst] = res.coefficients[sl].cpu().numpy()
+                n_tiles += 1
+    return DenoiseResult(out["corrected"], out["denoised"], out["background"], coeffs, model.names,
+                         scale, time.perf_counter() - t0, n_tiles, "tiled")
+
+
+def _resize_paper(net, t, out, size: int, energy_batch: int, device) -> None:
+    """The published inference: resize to ``size``, predict B, resize B back."""
+    n_e, ny, nx = t.shape
+    with torch.no_grad():
+        for i in range(0, n_e, energy_batch):
+            x = torch.from_numpy(np.ascontiguousarray(t[i:i + energy_batch], dtype=np.float32)).to(device)[:, None]
+            small = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+            b = F.interpolate(net(small), size=(ny, nx), mode="bilinear", align_corners=False)[:, 0]
+            b = b.clamp_min(1e-3)
+            out["background"][i:i + energy_batch] = b.cpu().numpy()
+            corr = (x[:, 0] / b).cpu().numpy()
+            out["corrected"][i:i + energy_batch] = corr
+            out["denoised"][i:i + energy_batch] = corr

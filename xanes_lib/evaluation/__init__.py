@@ -1,0 +1,15 @@
+"""Scoring against ground truth (simulated files only): classical pipelines and metrics.
+
+- :mod:`.classical`  classical denoisers (Gaussian, TV, non-local means, PCA) + fit, pipelines scored
+- :mod:`.metrics`    oxidation-state accuracy, boundary masks, background error, ROC AUC
+"""
+
+from .classical import (CLASSICAL_GRID, noise_sigma, classical_denoise, oxidation_state_fit, score_pipeline,
+                        run_classical, run_hybrid, run_network)
+from .metrics import (oxidation_state_metrics, boundary_mask, background_error, roc_auc, matched_negatives)
+
+__all__ = [
+    "CLASSICAL_GRID", "noise_sigma", "classical_denoise", "oxidation_state_fit", "score_pipeline",
+    "run_classical", "run_hybrid", "run_network", "oxidation_state_metrics", "boundary_mask",
+    "background_error", "roc_auc", "matched_negatives",
+]

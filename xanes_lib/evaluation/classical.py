@@ -1,0 +1,185 @@
+"""Compare denoising pipelines on simulated stacks: classical denoisers, the networks, scores.
+
+Every pipeline turns a measured stack into a transmission stack (and, when it estimates one,
+a background); :func:`oxidation_state_fit` then runs the same valence fit as notebook 04
+on it, and :func:`score_pipeline` compares with the ground truth (simulated files only).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from scipy import ndimage
+
+from .. import mapping
+from ..denoising.beam import estimate_background
+from .metrics import background_error, boundary_mask, oxidation_state_metrics
+from ..physics import absorbance, reference_model
+from ..spectra import default_references
+
+__all__ = [
+    "CLASSICAL_GRID", "noise_sigma", "classical_denoise", "oxidation_state_fit", "score_pipeline",
+    "run_classical", "run_hybrid", "run_network",
+]
+
+#: Classical pipelines and the parameter values tried for each (the best is kept with the truth).
+CLASSICAL_GRID = {
+    "gaussian": {"sigma": [1.0, 2.0, 3.0, 4.0]},
+    "tv": {"weight": [0.02, 0.05, 0.1]},
+    "nlm": {"h_factor": [0.8]},
+    "pca": {"n_components": [3, 5, 8]},
+}
+
+
+def noise_sigma(image) -> float:
+    """Robust noise standard deviation of an image: MAD of horizontal neighbour differences.
+
+    Examples
+    --------
+    >>> round(noise_sigma(np.random.default_rng(0).normal(0, 0.1, (200, 200))), 2)
+    0.1
+    """
+    d = np.diff(np.asarray(image, np.float64), axis=-1).ravel()
+    return float(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2.0))
+
+
+def classical_denoise(transmission, method: str, **params) -> np.ndarray:
+    """Denoise a transmission stack with a classical method (a new float32 array).
+
+    Parameters
+    ----------
+    transmission : array_like
+        (E, Y, X) transmission; not modified.
+    method : {"gaussian", "tv", "nlm", "pca"}
+        "gaussian": each image smoothed with ``sigma`` (pixels). "tv": Chambolle total
+        variation of each image with ``weight``. "nlm": scikit-image non-local means of each
+        image, ``h = h_factor x`` the noise sigma (:func:`noise_sigma`). "pca": the absorbance spectra
+        truncated to their first ``n_components`` principal components along energy.
+
+    Returns
+    -------
+    numpy.ndarray
+        (E, Y, X) float32.
+    """
+    from skimage.restoration import denoise_nl_means, denoise_tv_chambolle
+
+    t = np.asarray(transmission, dtype=np.float32)
+    if method == "gaussian":
+        return ndimage.gaussian_filter(t, sigma=(0, params["sigma"], params["sigma"])).astype(np.float32)
+    if method == "tv":
+        return np.stack([denoise_tv_chambolle(im, weight=params["weight"]) for im in t]).astype(np.float32)
+    if method == "nlm":
+        out = np.empty_like(t)
+        for i, im in enumerate(t):
+            sig = noise_sigma(im)
+            out[i] = denoise_nl_means(im, h=params.get("h_factor", 0.8) * sig, sigma=sig, patch_size=5,
+                                      patch_distance=6, fast_mode=True)
+        return out
+    if method == "pca":
+        a = absorbance(t).reshape(t.shape[0], -1).astype(np.float64)
+        mean = a.mean(1, keepdims=True)
+        u, sv, vt = np.linalg.svd(a - mean, full_matrices=False)
+        r = int(params["n_components"])
+        rec = mean + (u[:, :r] * sv[:r]) @ vt[:r]
+        return np.exp(-rec).reshape(t.shape).astype(np.float32)
+    raise ValueError(f"unknown classical method {method!r}; choose from {sorted(CLASSICAL_GRID)}.")
+
+
+def oxidation_state_fit(transmission, energies_eV, element: str, *, mask, references=None,
+                        mode: str = "nonneg_sum_to_one", fit_shift: bool = False) -> mapping.ReferenceFit:
+    """The valence fit of notebook 04 on a (processed) stack, on the given pixels.
+
+    With ``fit_shift`` the reference energy shift is first fitted on the mean spectrum of
+    ``mask`` (as notebook 04 can). It is off by default: simulated stacks are calibrated,
+    and for Co (0.9 eV between Co3+ and Co4+) a shift is nearly degenerate with the
+    oxidation state (on a noise-free Co stack it biases the state by -0.2).
+    """
+    refs = references if references is not None else default_references(element)
+    a = absorbance(np.asarray(transmission, dtype=np.float64))
+    shift = mapping.fit_energy_shift(energies_eV, a[:, mask].mean(axis=1), refs).shift_eV if fit_shift else 0.0
+    return mapping.fit_references(a, energies_eV, refs, mask=mask, mode=mode, shift_eV=shift)
+
+
+def score_pipeline(res: mapping.ReferenceFit, truth, *, background=None, boundary_width: int = 3) -> dict:
+    """Accuracy of a valence fit (and of a background estimate) against the ground truth.
+
+    Returns
+    -------
+    dict
+        ``rmse``, ``bias``, ``coverage_2sigma`` inside the true mask; ``rmse_boundary`` within
+        ``boundary_width`` pixels of particle edges and chemical boundaries, ``rmse_interior``
+        elsewhere in the mask; ``background_rms_inside``/``_outside`` and their ratios to no
+        correction (``background_ratio_inside``/``_outside``; 1.0 when no background is given).
+    """
+    m = truth.mask
+    out = oxidation_state_metrics(res.oxidation_state, res.oxidation_state_std, truth.oxidation_state, m)
+    near = boundary_mask(m, truth.oxidation_state, width=boundary_width)
+    out["rmse_boundary"] = oxidation_state_metrics(res.oxidation_state, res.oxidation_state_std,
+                                                   truth.oxidation_state, m & near)["rmse"]
+    out["rmse_interior"] = oxidation_state_metrics(res.oxidation_state, res.oxidation_state_std,
+                                                   truth.oxidation_state, m & ~near)["rmse"]
+    b = np.ones_like(truth.background) if background is None else background
+    out.update(background_error(b, truth.background, m))
+    return out
+
+
+def run_classical(stack, truth, *, grid=None, progress=None, background=None) -> dict:
+    """Score every classical pipeline (and the raw stack) on one simulated stack.
+
+    For each method the parameter value with the lowest oxidation-state RMSE against the
+    truth is kept (the baselines at their strongest). Returns ``{name: scores}`` where each
+    scores dict also holds ``params`` and ``seconds`` (denoising time).
+
+    ``background`` (E, Y, X), e.g. the low-rank beam background of :mod:`xanes_lib.denoising.beam`, is
+    divided out first and scored as the pipelines' background estimate (hybrid pipelines:
+    our background correction, classical denoising).
+    """
+    grid = CLASSICAL_GRID if grid is None else grid
+    e, el = stack.energies_eV, stack.element
+    t = stack.transmission if background is None else (stack.transmission / background).astype(np.float32)
+    results = {"raw": {**score_pipeline(oxidation_state_fit(t, e, el, mask=truth.mask), truth,
+                                        background=background), "params": {}, "seconds": 0.0}}
+    for method, params in grid.items():
+        best = None
+        (name, values), = params.items()
+        for v in values:
+            t0 = time.perf_counter()
+            den = classical_denoise(t, method, **{name: v})
+            secs = time.perf_counter() - t0
+            sc = score_pipeline(oxidation_state_fit(den, e, el, mask=truth.mask), truth, background=background)
+            sc.update(params={name: v}, seconds=secs)
+            if best is None or sc["rmse"] < best["rmse"]:
+                best = sc
+            if progress:
+                progress(f"{method} {name}={v}: RMSE {sc['rmse']:.3f}")
+        results[method] = best
+    return results
+
+
+def run_hybrid(stack, truth, *, grid=None, progress=None) -> dict:
+    """:func:`run_classical` after our low-rank beam background (:mod:`xanes_lib.denoising.beam`).
+
+    Returns the scores under ``lowrank+<name>``: how much of a network pipeline's gain is
+    the background correction alone.
+    """
+    e = stack.energies_eV
+    lowrank = estimate_background(stack.transmission, e, reference_model(e, stack.element))
+    scores = run_classical(stack, truth, grid=grid, progress=progress, background=lowrank.background)
+    return {f"lowrank+{k}": v for k, v in scores.items()}
+
+
+def run_network(net, variant: str, stack, truth, *, hparams=None, resize_to=None, device=None) -> dict:
+    """Denoise a simulated stack with a network and score the valence fit and the background.
+
+    The valence fit uses the denoised stack (background and noise removed); the background
+    score uses the network's background estimate.
+    """
+    from ..denoising.inference import denoise_stack
+
+    res = denoise_stack(net, variant, stack.transmission, stack.energies_eV, element=stack.element,
+                        hparams=hparams, resize_to=resize_to, device=device)
+    sc = score_pipeline(oxidation_state_fit(res.denoised, stack.energies_eV, stack.element, mask=truth.mask),
+                        truth, background=res.background)
+    sc.update(params={"resize_to": resize_to} if resize_to else {}, seconds=res.seconds)
+    return sc

@@ -1,0 +1,163 @@
+"""Accuracy of maps against ground truth (simulated files only)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "oxidation_state_metrics", "boundary_mask", "background_error", "roc_auc", "matched_negatives",
+]
+
+
+def oxidation_state_metrics(estimate, std, truth, mask) -> dict:
+    """RMSE, bias and 2-sigma coverage of an oxidation-state map inside a mask.
+
+    Parameters
+    ----------
+    estimate, std : array_like
+        (Y, X) estimated oxidation state and its standard deviation (NaN where not fitted).
+    truth : array_like
+        (Y, X) true oxidation state (NaN outside the sample).
+    mask : array_like of bool
+        (Y, X) pixels to score; pixels where any input is NaN are left out and counted.
+
+    Returns
+    -------
+    dict
+        ``rmse``, ``bias`` (mean of estimate - truth), ``coverage_2sigma`` (share of pixels
+        with ``|estimate - truth| <= 2 std``), ``n_pixels`` scored and ``n_missing`` (in the
+        mask but NaN).
+
+    Examples
+    --------
+    >>> m = oxidation_state_metrics([[2.1, 2.9]], [[0.1, 0.1]], [[2.0, 3.0]], [[True, True]])
+    >>> round(m["rmse"], 3), round(m["bias"], 3), m["coverage_2sigma"]
+    (0.1, 0.0, 1.0)
+    """
+    est, sd, tru = (np.asarray(a, dtype=np.float64) for a in (estimate, std, truth))
+    m = np.asarray(mask, dtype=bool)
+    if not (est.shape == sd.shape == tru.shape == m.shape):
+        raise ValueError(f"shapes differ: estimate {est.shape}, std {sd.shape}, truth {tru.shape}, "
+                         f"mask {m.shape}; all must be the same (Y, X).")
+    ok = m & np.isfinite(est) & np.isfinite(sd) & np.isfinite(tru)
+    err = est[ok] - tru[ok]
+    if err.size == 0:
+        return dict(rmse=np.nan, bias=np.nan, coverage_2sigma=np.nan, n_pixels=0, n_missing=int(m.sum()))
+    return dict(rmse=float(np.sqrt(np.mean(err ** 2))), bias=float(err.mean()),
+                coverage_2sigma=float(np.mean(np.abs(err) <= 2 * sd[ok])),
+                n_pixels=int(ok.sum()), n_missing=int((m & ~ok).sum()))
+
+
+def boundary_mask(mask, state, *, width: int = 3, jump: float = 0.1) -> np.ndarray:
+    """Pixels within ``width`` pixels of a particle edge or of a chemical boundary.
+
+    Parameters
+    ----------
+    mask : array_like of bool
+        (Y, X) sample mask.
+    state : array_like
+        (Y, X) true oxidation state (NaN outside the sample).
+    width : int
+        Distance in pixels.
+    jump : float
+        A chemical boundary lies between neighbouring sample pixels whose states differ by
+        more than ``jump``.
+
+    Returns
+    -------
+    numpy.ndarray
+        (Y, X) bool.
+
+    Examples
+    --------
+    >>> m = np.zeros((9, 9), bool); m[1:8, 1:8] = True
+    >>> int(boundary_mask(m, np.where(m, 3.0, np.nan), width=1)[4, 4]), int(boundary_mask(m, np.where(m, 3.0, np.nan), width=1)[1, 4])
+    (0, 1)
+    """
+    from scipy import ndimage
+
+    m = np.asarray(mask, bool)
+    s = np.where(m, np.asarray(state, float), np.nan)
+    edge = m & ~ndimage.binary_erosion(m, border_value=0)
+    chem = np.zeros_like(m)
+    for axis in (0, 1):
+        d = np.abs(np.diff(s, axis=axis)) > jump  # NaN compares False
+        lo = [slice(None)] * 2
+        hi = [slice(None)] * 2
+        lo[axis], hi[axis] = slice(None, -1), slice(1, None)
+        chem[tuple(lo)] |= d
+        chem[tuple(hi)] |= d
+    seeds = edge | chem
+    if width > 0:
+        seeds = ndimage.binary_dilation(seeds, iterations=width)
+    return seeds & m
+
+
+def background_error(estimate, truth, mask) -> dict:
+    """RMS error of a background estimate inside and outside the sample, and vs no correction.
+
+    Parameters
+    ----------
+    estimate, truth : array_like
+        (E, Y, X) estimated and true multiplicative background B.
+    mask : array_like of bool
+        (Y, X) sample mask.
+
+    Returns
+    -------
+    dict
+        ``background_rms_inside``, ``background_rms_outside``, and the ratios to the error of
+        assuming ``B = 1`` (``background_ratio_inside``, ``background_ratio_outside``).
+    """
+    est, tru = np.asarray(estimate, np.float64), np.asarray(truth, np.float64)
+    if est.shape != tru.shape:
+        raise ValueError(f"background shapes differ: estimate {est.shape}, truth {tru.shape}.")
+    m = np.asarray(mask, bool)
+    out = {}
+    for name, sel in (("inside", m), ("outside", ~m)):
+        if not sel.any():
+            out[f"background_rms_{name}"] = out[f"background_ratio_{name}"] = float("nan")
+            continue
+        err = np.sqrt(np.mean((est[:, sel] - tru[:, sel]) ** 2))
+        none = np.sqrt(np.mean((tru[:, sel] - 1.0) ** 2))
+        out[f"background_rms_{name}"] = float(err)
+        out[f"background_ratio_{name}"] = float(err / none) if none > 0 else float("nan")
+    return out
+
+
+def roc_auc(scores, positives, negatives) -> float:
+    """Area under the ROC curve of ``scores`` separating two sets of pixels.
+
+    The Mann-Whitney statistic: the probability that a positive pixel scores higher than a
+    negative one (ties count one half). 1 is perfect separation, 0.5 is chance.
+
+    Examples
+    --------
+    >>> roc_auc([1.0, 2.0, 3.0, 4.0], [False, False, True, True], [True, True, False, False])
+    1.0
+    """
+    from scipy.stats import rankdata
+
+    s = np.asarray(scores, dtype=np.float64)
+    pos, neg = (np.asarray(m, dtype=bool) & np.isfinite(s) for m in (positives, negatives))
+    if pos.shape != s.shape or neg.shape != s.shape:
+        raise ValueError(f"scores {s.shape} and the masks must have the same shape.")
+    n_p, n_n = int(pos.sum()), int(neg.sum())
+    if n_p == 0 or n_n == 0:
+        raise ValueError(f"need positive and negative pixels; got {n_p} and {n_n}.")
+    ranks = rankdata(np.concatenate([s[pos], s[neg]]))
+    return float((ranks[:n_p].sum() - n_p * (n_p + 1) / 2) / (n_p * n_n))
+
+
+def matched_negatives(amount, positives, candidates, *, quantiles=(0.1, 0.9)) -> np.ndarray:
+    """Candidate pixels whose ``amount`` (e.g. areal density) lies in the positives' range.
+
+    The range is given by the ``quantiles`` of ``amount`` over the positives, so that a score
+    that merely grows with thickness cannot separate the two sets.
+    """
+    x = np.asarray(amount, dtype=np.float64)
+    pos = np.asarray(positives, dtype=bool)
+    if not pos.any():
+        raise ValueError("no positive pixel to match.")
+    lo, hi = np.quantile(x[pos], quantiles)
+    return np.asarray(candidates, dtype=bool) & ~pos & (x >= lo) & (x <= hi)

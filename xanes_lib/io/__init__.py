@@ -1,0 +1,24 @@
+"""Files in and out: stack files (HDF5, FXI-compatible), results files, flat-field correction.
+
+- :mod:`.stacks`     the stack-file contract: :class:`Stack`, :class:`GroundTruth`, checks, writing
+- :mod:`.reading`    :func:`read_stack` (validated, read-only), ground truth for simulation and tests
+- :mod:`.results`    results files: maps of oxidation state, std, fractions, edge energy, residual
+- :mod:`.flatfield`  ``(I - dark) / (flat - dark)`` with checks
+- ``_hdf5``          private helpers: attribute codecs, deterministic arrays, atomic writes
+
+Energies are eV in memory and keV only on disk (``X_eng``). Inputs are opened read-only;
+outputs are written to a temporary file and renamed (whole or not at all).
+"""
+
+from .stacks import (IMAGES_KEY, ENERGY_KEY, FLAT_KEY, DARK_KEY, PIXEL_SIZE_KEY, GROUND_TRUTH_KEY,
+                     CANDIDATE_ELEMENTS, Stack, GroundTruth, infer_element, write_stack)
+from .reading import (read_stack, has_ground_truth, read_ground_truth, stack_checksum)
+from .results import (ValenceResults, write_results, read_results, RESULTS_FORMAT, MAP_KEYS)
+from .flatfield import (flat_field_correct)
+
+__all__ = [
+    "IMAGES_KEY", "ENERGY_KEY", "FLAT_KEY", "DARK_KEY", "PIXEL_SIZE_KEY", "GROUND_TRUTH_KEY",
+    "CANDIDATE_ELEMENTS", "Stack", "GroundTruth", "infer_element", "write_stack", "read_stack",
+    "has_ground_truth", "read_ground_truth", "stack_checksum", "ValenceResults", "write_results",
+    "read_results", "RESULTS_FORMAT", "MAP_KEYS", "flat_field_correct",
+]

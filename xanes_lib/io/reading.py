@@ -1,0 +1,296 @@
+"""Reading stack files: validation on read, ground truth for simulation and tests only.
+
+Files are opened read-only. ``ground_truth/`` is read only by :func:`read_ground_truth`,
+which is meant for simulation, metrics and tests; :func:`read_stack` never opens it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+
+import h5py
+import numpy as np
+
+from ..validate import EV_MIN, KEV_MAX, check_energies, check_stack, energies_to_ev, find_nonfinite
+from .stacks import (_RESERVED_ROOT_ATTRS, DARK_KEY, ENERGY_KEY, FLAT_KEY, GROUND_TRUTH_KEY, IMAGES_KEY,
+                     PIXEL_SIZE_KEY)
+from ._hdf5 import read_attrs, to_python
+from .stacks import GroundTruth, Stack, _check_frame, _check_label, _real_array, _validate_ground_truth, infer_element
+
+__all__ = [
+    "read_stack", "has_ground_truth", "read_ground_truth", "stack_checksum",
+]
+
+
+
+
+_ENERGY_DECIMALS_EV = 6           # keV -> eV round-off is removed by rounding to 1 micro-eV
+_PIXEL_UNITS_NM = {"nm": 1.0, "um": 1e3, "µm": 1e3, "μm": 1e3, "micron": 1e3, "mm": 1e6}
+_PIXEL_SIZE_RE = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([^\s\d]+)?\s*$")
+
+
+def _open_read(source: str) -> h5py.File:
+    if not os.path.exists(source):
+        raise FileNotFoundError(f"{source} does not exist; check the path (relative paths start "
+                                "from the current working directory).")
+    try:
+        return h5py.File(source, "r")
+    except OSError as err:
+        raise OSError(f"{source} could not be opened as an HDF5 file ({err}); is it a stack file "
+                      "(.h5) and completely copied?") from err
+
+
+def _require_dataset(f: h5py.File, key: str, source: str) -> h5py.Dataset:
+    if key not in f:
+        raise ValueError(f"{source} has no {key!r} dataset (keys present: {sorted(f.keys())}). A stack "
+                         f"file needs {IMAGES_KEY!r} (E, Y, X) transmission and {ENERGY_KEY!r} (E,) "
+                         "energies in keV (the FXI export layout); rename the datasets or re-export.")
+    obj = f[key]
+    if not isinstance(obj, h5py.Dataset):
+        raise ValueError(f"{key!r} in {source} is a {type(obj).__name__}, not a dataset; "
+                         "the stack layout expects a dataset there.")
+    return obj
+
+
+def _read_energies(ds: h5py.Dataset, source: str, energy_unit: str | None) -> np.ndarray:
+    where = f"{ENERGY_KEY} in {source}"
+    if ds.ndim != 1:
+        raise ValueError(f"{where} must be 1-D (one energy per image); got shape {ds.shape}. "
+                         "Flatten it (X_eng.ravel()) when it is a column.")
+    raw = _real_array(ds[()], ENERGY_KEY).astype(np.float64)
+    if energy_unit is None:
+        finite = raw[np.isfinite(raw)]
+        if finite.size and finite.max() > KEV_MAX:
+            raise ValueError(f"{where} looks like eV ({finite[0]:.1f} ... {finite[-1]:.1f}); the FXI "
+                             "convention is keV: divide by 1000 or pass energy_unit='eV'.")
+        unit = "keV"
+    else:
+        unit = energy_unit
+    energies = check_energies(raw, name=ENERGY_KEY, unit=unit, source=source)
+    energies_eV, _ = energies_to_ev(energies, unit=unit, source=source)
+    if energies_eV[0] < EV_MIN or energies_eV[-1] > KEV_MAX * 1000.0:
+        raise ValueError(f"{where} gives {energies_eV[0]:g} ... {energies_eV[-1]:g} eV when read as "
+                         f"{unit}; hard X-ray edges lie at 1-200 keV. Check energy_unit "
+                         "(None reads keV, the FXI convention).")
+    energies_eV = np.round(energies_eV, _ENERGY_DECIMALS_EV)
+    return check_energies(energies_eV, name=ENERGY_KEY, unit="eV", source=source)
+
+
+def _parse_pixel_size(ds, source: str) -> float:
+    where = f"{PIXEL_SIZE_KEY!r} in {source}"
+    fix = "write it as a string such as '20.0 nm' (units nm, um or mm)."
+    value = to_python(ds[()]) if isinstance(ds, h5py.Dataset) else None
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    if not isinstance(value, str):
+        raise ValueError(f"{where} is unparsable: {value!r} has no unit; {fix}")
+    match = _PIXEL_SIZE_RE.match(value)
+    unit = match.group(2) if match else None
+    if match is None or unit is None or unit.lower() not in {u.lower() for u in _PIXEL_UNITS_NM}:
+        raise ValueError(f"{where} is unparsable: {value!r}; {fix}")
+    factor = next(f for u, f in _PIXEL_UNITS_NM.items() if u.lower() == unit.lower())
+    size_nm = float(match.group(1)) * factor
+    if not (math.isfinite(size_nm) and size_nm > 0):
+        raise ValueError(f"{where} is {value!r}: a pixel size must be positive; {fix}")
+    return size_nm
+
+
+def _read_label(f: h5py.File, key: str, source: str) -> str | None:
+    if key not in f.attrs:
+        return None
+    value = to_python(f.attrs[key])
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"attribute {key!r} of {source} must be a non-empty string; got {value!r}. "
+                         "Rewrite it (e.g. 'Ni', 'K').")
+    return value.strip()
+
+
+def read_stack(path, *, load_flat_dark: bool = True, energy_unit: str | None = None,
+               element: str | None = None, allow_nonfinite: bool = False) -> Stack:
+    """Read a stack file (FXI export or xanes_lib file), checking it against the contract.
+
+    The file is opened read-only and ``ground_truth/`` is never opened, so analysis code
+    cannot see the truth of a simulated file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The HDF5 file.
+    load_flat_dark : bool
+        Read ``img_bkg`` and ``img_dark`` when present (False skips them, and their checks).
+    energy_unit : {None, "keV", "eV"}
+        Unit of ``X_eng``. None means keV (the FXI convention) and raises when the values
+        look like eV (> 200).
+    element : str, optional
+        Absorbing element. None takes the ``element`` attribute of the file, or when it is
+        missing (plain FXI exports) infers it with :func:`infer_element` and records
+        ``attrs["element_inferred"] = True``.
+    allow_nonfinite : bool
+        If False, NaN or inf in ``img_xanes`` raises.
+
+    Returns
+    -------
+    Stack
+        ``transmission`` as float32, ``energies_eV`` in eV (float64, rounded to 1 micro-eV
+        to remove the keV -> eV round-off), ``edge`` from the file or "K" by default,
+        ``attrs`` with the other root attributes, ``source`` = ``path``.
+
+    Raises
+    ------
+    ValueError
+        Naming the file and the key: a missing ``img_xanes`` or ``X_eng`` (the keys present
+        are listed), ``img_xanes`` not 3-D or of integer dtype (raw counts), a length mismatch
+        between ``img_xanes`` and ``X_eng``, NaN/inf in ``img_xanes`` (count and first index),
+        energies not strictly increasing or looking like eV, ``img_bkg``/``img_dark`` of the
+        wrong shape, an unparsable ``Pixel Size``, or an element that cannot be inferred.
+    FileNotFoundError, OSError
+        If the file does not exist or is not HDF5.
+    """
+    source = os.fspath(path)
+    if energy_unit not in (None, "keV", "eV"):
+        raise ValueError(f"energy_unit must be None (keV, the FXI convention), 'keV' or 'eV'; "
+                         f"got {energy_unit!r}.")
+    element = _check_label(element, "element")
+    with _open_read(source) as f:
+        images_ds = _require_dataset(f, IMAGES_KEY, source)
+        energies_ds = _require_dataset(f, ENERGY_KEY, source)
+        energies_eV = _read_energies(energies_ds, source, energy_unit)
+        if images_ds.ndim != 3:
+            raise ValueError(f"{IMAGES_KEY} in {source} must be 3-D (energies, rows, columns); got shape "
+                             f"{images_ds.shape}. A single image needs a leading energy axis.")
+        if images_ds.shape[0] != energies_eV.size:
+            raise ValueError(f"{IMAGES_KEY} in {source} has {images_ds.shape[0]} images but {ENERGY_KEY} "
+                             f"has {energies_eV.size} energies; they must match one to one (is the "
+                             "stack transposed, or the export incomplete?).")
+        dtype = images_ds.dtype
+        if not np.issubdtype(dtype, np.floating):
+            raise ValueError(f"{IMAGES_KEY} in {source} has dtype {dtype}, not float: it looks like raw "
+                             "detector counts, while the contract stores transmission (I-dark)/(flat-dark). "
+                             "Correct it with xanes_lib.io.flatfield.flat_field_correct(images, flat, dark) "
+                             "and write the result with write_stack.")
+        transmission = images_ds[()].astype(np.float32, copy=False)
+        check_stack(transmission, name=IMAGES_KEY, source=source, n_energies=energies_eV.size,
+                    allow_nonfinite=True)
+        if not allow_nonfinite:
+            count, first = find_nonfinite(transmission)
+            if count:
+                raise ValueError(f"{IMAGES_KEY} in {source} holds {count} NaN or inf value(s), first at "
+                                 f"index {first}; repair or mask them, or pass allow_nonfinite=True to "
+                                 "read them as they are.")
+        flat = dark = None
+        if load_flat_dark:
+            fix = "Pass load_flat_dark=False to read the stack without them."
+            if FLAT_KEY in f:
+                flat = _check_frame(_require_dataset(f, FLAT_KEY, source)[()], FLAT_KEY,
+                                    transmission.shape, source=source, fix=fix)
+            if DARK_KEY in f:
+                dark = _check_frame(_require_dataset(f, DARK_KEY, source)[()], DARK_KEY,
+                                    transmission.shape, source=source, fix=fix)
+        pixel_size_nm = _parse_pixel_size(f[PIXEL_SIZE_KEY], source) if PIXEL_SIZE_KEY in f else None
+        file_element = _read_label(f, "element", source)
+        file_edge = _read_label(f, "edge", source)
+        attrs = read_attrs(f, source=source, exclude=_RESERVED_ROOT_ATTRS)
+    if element is None:
+        element = file_element
+    if element is None:
+        try:
+            element = infer_element(energies_eV)
+        except ValueError as err:
+            raise ValueError(f"{source} has no 'element' attribute and {err}") from None
+        attrs["element_inferred"] = True
+    return Stack(transmission=transmission, energies_eV=energies_eV, element=element,
+                 edge=file_edge if file_edge is not None else "K", pixel_size_nm=pixel_size_nm,
+                 flat=flat, dark=dark, attrs=attrs, source=source)
+
+
+def has_ground_truth(path) -> bool:
+    """Tell whether a stack file holds a ``ground_truth/`` group (a simulated file).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The HDF5 file.
+
+    Returns
+    -------
+    bool
+    """
+    source = os.fspath(path)
+    with _open_read(source) as f:
+        return isinstance(f.get(GROUND_TRUTH_KEY), h5py.Group)
+
+
+def read_ground_truth(path) -> GroundTruth:
+    """Read the ground truth of a simulated stack file.
+
+    For simulation, metrics and tests only: analysis code must not use the truth.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A file written by :func:`write_stack` with ``ground_truth=``.
+
+    Returns
+    -------
+    GroundTruth
+        Arrays with the dtypes they were written with (``mask`` bool), ``references`` as a
+        list of str, ``params`` from the group's attributes; ``foreign_mask`` (bool) when the
+        file holds ``ground_truth/foreign_mask``, None otherwise (older files, stacks without
+        a foreign phase).
+
+    Raises
+    ------
+    ValueError
+        If the file has no ``ground_truth`` group (not a simulated file), or a dataset or
+        attribute of it is missing or has a shape that does not match ``img_xanes``.
+    """
+    source = os.fspath(path)
+    with _open_read(source) as f:
+        if not isinstance(f.get(GROUND_TRUTH_KEY), h5py.Group):
+            raise ValueError(f"{source} has no {GROUND_TRUTH_KEY!r} group: it is not a simulated file "
+                             "(measured data has no ground truth). Use has_ground_truth(path) to check, "
+                             "or read a file written by the simulator.")
+        shape = _require_dataset(f, IMAGES_KEY, source).shape
+        if len(shape) != 3:
+            raise ValueError(f"{IMAGES_KEY} in {source} must be 3-D; got shape {shape}.")
+        g = f[GROUND_TRUTH_KEY]
+        data = {}
+        for name in ("transmission", "background", "fractions", "oxidation_state", "mask",
+                     "areal_density"):
+            data[name] = _require_dataset(g, name, f"{source}:{GROUND_TRUTH_KEY}")[()]
+        if "foreign_mask" in g:
+            data["foreign_mask"] = _require_dataset(g, "foreign_mask",
+                                                    f"{source}:{GROUND_TRUTH_KEY}")[()]
+        for ds_name, attr in (("fractions", "references"), ("areal_density", "unit")):
+            if attr not in g[ds_name].attrs:
+                raise ValueError(f"{GROUND_TRUTH_KEY}/{ds_name} in {source} lacks the attribute {attr!r}; "
+                                 "the simulated file is incomplete: write it again with write_stack.")
+        references = to_python(g["fractions"].attrs["references"])
+        references = [references] if isinstance(references, str) else list(references)
+        unit = to_python(g["areal_density"].attrs["unit"])
+        params = read_attrs(g, source=source)
+    truth = GroundTruth(references=references, areal_density_unit=unit, params=params, **data)
+    _validate_ground_truth(truth, shape, source=source, prefix=GROUND_TRUTH_KEY)
+    return truth
+
+
+def stack_checksum(path) -> str:
+    """Return the SHA-256 of a file's bytes, as 64 hex digits.
+
+    Results files record it to name their input exactly.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Any file.
+
+    Returns
+    -------
+    str
+    """
+    source = os.fspath(path)
+    with open(source, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()

@@ -1,0 +1,26 @@
+"""From a stack to maps: normalisation, edge energies, mask, linear-combination fit, flags.
+
+- :mod:`.normalization`  pre-/post-edge lines and edge step of every pixel
+- :mod:`.edges`          edge energies (half step, derivative) and white-line energies
+- :mod:`.mask`           the sample mask
+- :mod:`.lcf`            :func:`fit_references`: per-pixel reference fit with uncertainties
+- :mod:`.energy_shift`   :func:`fit_energy_shift`: one shift of the references
+- :mod:`.phases`         residual map and flags for phases outside the references
+
+Energies are eV; arrays put energies first ((E, Y, X) stacks, (Y, X) maps, (K, Y, X)
+per-reference maps).
+"""
+
+from .normalization import (PRE_EDGE_GAP_EV, POST_EDGE_START_EV, NormalizedSpectra, normalize_spectra)
+from .edges import (edge_energy, white_line_energy)
+from .mask import (SampleMask, sample_mask)
+from .lcf import (FIT_MODES, MAX_NONNEG_REFERENCES, ReferenceFit, fit_references)
+from .energy_shift import (EnergyShiftFit, fit_energy_shift)
+from .phases import (residual_map, flag_unexplained)
+
+__all__ = [
+    "PRE_EDGE_GAP_EV", "POST_EDGE_START_EV", "NormalizedSpectra", "normalize_spectra", "edge_energy",
+    "white_line_energy", "SampleMask", "sample_mask", "FIT_MODES", "MAX_NONNEG_REFERENCES",
+    "ReferenceFit", "fit_references", "EnergyShiftFit", "fit_energy_shift", "residual_map",
+    "flag_unexplained",
+]

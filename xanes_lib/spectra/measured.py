@@ -1,0 +1,100 @@
+"""Users' measured reference spectra: two-column text files (energy in eV or keV)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from .parametric import _MIN_ROWS
+from ..validate import check_energies, energies_to_ev
+from .references import TabulatedReference
+
+__all__ = [
+    "load_measured_reference",
+]
+
+
+
+
+_SPLIT = re.compile(r"[,\s]+")
+
+
+def _read_two_columns(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    rows = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for lineno, raw in enumerate(f, start=1):
+            line = raw.split("#", 1)[0].strip()
+            if not line:
+                continue
+            cols = [c for c in _SPLIT.split(line) if c]
+            if len(cols) != 2:
+                raise ValueError(f"{path}, line {lineno}: expected 2 columns (energy, normalised "
+                                 f"absorption) but found {len(cols)}: {line[:60]!r}. Keep exactly two "
+                                 "columns separated by spaces, tabs or a comma; mark header lines "
+                                 "with '#'.")
+            try:
+                rows.append((float(cols[0]), float(cols[1])))
+            except ValueError:
+                raise ValueError(f"{path}, line {lineno}: non-numeric value in {line[:60]!r}. "
+                                 "Only numbers are allowed; mark header or comment lines with "
+                                 "'#'.") from None
+    if len(rows) < _MIN_ROWS:
+        raise ValueError(f"{path} holds {len(rows)} data rows; a reference spectrum needs at least "
+                         f"{_MIN_ROWS}. Check the file (is it the right one, is the data commented "
+                         "out?).")
+    a = np.asarray(rows, dtype=np.float64)
+    bad = np.argwhere(~np.isfinite(a))
+    if bad.size:
+        r, c = bad[0]
+        raise ValueError(f"{path}: data row {r + 1} holds a non-finite value ({a[r, c]}) in column "
+                         f"{c + 1}; remove or repair that row.")
+    return a[:, 0], a[:, 1]
+
+
+def load_measured_reference(path, *, name: str | None = None, element: str | None = None,
+                            oxidation_state: float | None = None, unit: str | None = None,
+                            edge: str = "K") -> TabulatedReference:
+    """Read a user's measured reference spectrum from a two-column text file.
+
+    Parameters
+    ----------
+    path : str or Path
+        Text file: energy and normalised absorption per row, separated by whitespace or a
+        comma; ``#`` starts a comment; blank lines are ignored.
+    name : str, optional
+        Reference name; None uses the file name without extension.
+    element : str, optional
+        Absorbing element (None: unknown).
+    oxidation_state : float, optional
+        Formal oxidation state (None: unknown).
+    unit : {"eV", "keV", None}
+        Unit of the energy column; None detects it from the magnitude (see
+        :func:`xanes_lib.validate.detect_energy_unit`).
+    edge : str
+        Absorption edge.
+
+    Returns
+    -------
+    TabulatedReference
+        Energies converted to eV; ``source`` is the file path.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ValueError
+        Naming the file, for: a row without exactly two columns, non-numeric content, fewer
+        than 10 rows, non-finite values, an ambiguous energy unit, or energies that do not
+        increase strictly.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"measured reference file {p} not found.")
+    raw_e, values = _read_two_columns(p)
+    e_ev, used = energies_to_ev(raw_e, unit=unit, source=str(p))
+    check_energies(raw_e, name="energies", unit=used, source=str(p), min_points=_MIN_ROWS)
+    return TabulatedReference(name=name if name is not None else p.stem, element=element, edge=edge,
+                              oxidation_state=oxidation_state, energies_eV=e_ev, values=values,
+                              source=str(p))
