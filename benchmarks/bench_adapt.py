@@ -17,7 +17,6 @@ import numpy as np
 import torch
 
 from xanes_lib import denoising, evaluation, simulation
-from xanes_lib.denoising import denoise_stack
 
 HERE = Path(__file__).resolve().parent
 
@@ -26,7 +25,7 @@ def main(seed: int = 0) -> dict:
     e = simulation.default_energy_grid("Co")
     e = e[np.linspace(0, e.size - 1, 60).round().astype(int)]
     cfg = simulation.SimulationConfig(element="Co", dose=1000.0, energies_eV=tuple(e), foreign_particles=1,
-                                    background_patterns=("bands", "rings")).replace(
+                                      background_patterns=("bands", "rings")).replace(
         phantom_shape=(512, 512), phantom_pixel_size_nm=100.0)
     stack, truth = simulation.simulate_stack(cfg, seed=seed)
     ck = denoising.load_checkpoint(HERE.parent / "data" / "denoiser_latent.pt", device="cpu")
@@ -35,10 +34,10 @@ def main(seed: int = 0) -> dict:
         fitted = evaluation.oxidation_state_fit(t, stack.energies_eV, "Co", mask=truth.mask)
         return evaluation.score_pipeline(fitted, truth)["rmse"]
 
-    as_is = denoise_stack(ck.net, "latent", stack.transmission, stack.energies_eV, element="Co", hparams=ck.hparams)
+    as_is = ck.denoise(stack.transmission, stack.energies_eV, element="Co")
     t0 = time.perf_counter()
-    res = denoising.adapt(ck, stack.transmission, stack.energies_eV, element="Co", config=denoising.AdaptConfig(seed=seed),
-                      progress=False)
+    res = denoising.adapt(ck, stack.transmission, stack.energies_eV, element="Co",
+                          config=denoising.AdaptConfig(seed=seed), progress=False)
     seconds = time.perf_counter() - t0
     out = {"shape": list(stack.transmission.shape), "seed": seed, "adapt_seconds": round(seconds, 1),
            "rounds": res.history[-1]["epoch"], "best_epoch": res.best_epoch, "stop_reason": res.stop_reason,

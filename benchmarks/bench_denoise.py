@@ -30,7 +30,6 @@ import numpy as np
 import torch
 
 from xanes_lib import __version__, denoising, evaluation, io
-from xanes_lib.denoising import denoise_stack
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = {"Ni_NMC811_dose300": "test_Ni_NMC811_dose300_000.h5", "Co_NMC811_dose1000": "test_Co_NMC811_dose1000_000.h5"}
@@ -47,7 +46,7 @@ def score_stack(path: Path, models: dict) -> dict:
     hybrid = evaluation.run_hybrid(st, gt)
     out.update(hybrid)
     for name, (ck, resize) in models.items():
-        out[name] = evaluation.run_network(ck.net, ck.variant, st, gt, hparams=ck.hparams, resize_to=resize)
+        out[name] = evaluation.run_network(ck, st, gt, resize_to=resize)
     summary = {}
     for label, names in (("classical", list(evaluation.CLASSICAL_GRID) + ["raw"]),
                          ("hybrid", list(hybrid))):
@@ -72,13 +71,11 @@ def time_inference(models: dict, path: Path, size: int = 1024, n_energies: int =
         if ck.variant == "paper" and resize is None:
             # Full resolution is too slow to run whole on a CPU: time one 512 x 512 tile of all
             # energies and scale by the number of tiles.
-            one = denoise_stack(ck.net, ck.variant, big[:, :512, :512], st.energies_eV[idx], element=st.element,
-                                hparams=ck.hparams, tile=512, margin=64)
+            one = ck.denoise(big[:, :512, :512], st.energies_eV[idx], element=st.element, tile=512, margin=64)
             n_tiles = int(np.ceil(size / 384)) ** 2
             times[name] = {"seconds": one.seconds / one.tiles * n_tiles, "extrapolated_from_tiles": one.tiles}
             continue
-        res = denoise_stack(ck.net, ck.variant, big, st.energies_eV[idx], element=st.element, hparams=ck.hparams,
-                            resize_to=resize)
+        res = ck.denoise(big, st.energies_eV[idx], element=st.element, resize_to=resize)
         times[name] = {"seconds": res.seconds, "tiles": res.tiles}
     return {"shape": [n_energies, size, size], **times}
 

@@ -2,12 +2,18 @@
 
 The only package of ``xanes_lib`` that imports torch.
 
-- :mod:`.beam`        low-rank estimate of the beam background of a measurement (numpy only)
-- :mod:`.networks`    the networks: ``paper`` (RRDB background network) and ``latent`` (ours)
-- :mod:`.losses`      physics-informed loss terms through the closed-form fit
-- :mod:`.inference`   the forward pass with its physics, tiled inference of whole stacks
-- :mod:`.training`    pre-training loop, checkpoints (save, load, resume, release)
-- :mod:`.adaptation`  self-supervised adaptation to one measurement (no ground truth)
+- :mod:`.beam`         low-rank estimate of the beam background of a measurement (numpy only)
+- :mod:`.config`       validated configurations: networks, loss weights, training, adaptation
+  (no torch)
+- :mod:`.networks`     the networks: ``paper`` (RRDB background network) and ``latent`` (ours)
+- :mod:`.denoiser`     :class:`Denoiser`: network + configuration + provenance, built by
+  :func:`build_denoiser`, with ``.denoise(stack)``
+- :mod:`.losses`       physics-informed loss terms through the closed-form fit
+- :mod:`.inference`    the forward pass with its physics, tiled inference of whole stacks
+- :mod:`.checkpoints`  versioned checkpoint files: save, load (with migration), release
+- :mod:`.training`     the pre-training loop
+- :mod:`.recipes`      the training configurations of notebook 02, ``make weights`` and tests
+- :mod:`.adaptation`   self-supervised adaptation to one measurement (no ground truth)
 
 The public names are re-exported lazily: ``from xanes_lib.denoising import beam`` or
 ``estimate_background`` does not import torch; the first use of a torch name does.
@@ -17,22 +23,25 @@ import importlib
 
 #: Public name -> submodule that defines it.
 _EXPORTS = {
-    "BackgroundEstimate": "beam", "estimate_background": "beam", "DEFAULT_HPARAMS": "networks",
-    "PIPELINE_HPARAMS": "networks", "LEGACY_HPARAMS": "networks", "pipeline_flags": "networks",
-    "DenseBlock": "networks", "RRDB": "networks", "PaperBackgroundNet": "networks", "PixelNorm":
-    "networks", "SIDES": "networks", "gaussian_blur": "networks", "LatentUNet": "networks",
-    "build_network": "networks", "full_hparams": "networks", "count_parameters": "networks", "TERMS":
-    "losses", "LossWeights": "losses", "background_identity": "losses", "coefficient_loss": "losses",
-    "fractions": "losses", "fraction_loss": "losses", "self_consistency": "losses", "total_variation":
-    "losses", "stack_loss": "losses", "total_loss": "losses", "coefficient_scale": "inference",
-    "ForwardOutput": "inference", "latent_inputs": "inference", "forward": "inference", "DenoiseResult":
-    "inference", "denoise_stack": "inference", "CHECKPOINT_FORMAT": "training", "CHECKPOINT_VERSION":
-    "training", "CheckpointError": "training", "DictConfig": "training", "TrainConfig": "training",
+    "BackgroundEstimate": "beam", "estimate_background": "beam", "Config": "config", "PaperHParams":
+    "config", "LatentHParams": "config", "HPARAMS_CLASSES": "config", "VARIANTS": "config",
+    "NetworkConfig": "config", "LOSS_TERMS": "config", "LossWeights": "config", "TrainConfig": "config",
+    "AdaptConfig": "config", "DEFAULT_HPARAMS": "networks", "PIPELINE_HPARAMS": "networks",
+    "pipeline_flags": "networks", "DenseBlock": "networks", "RRDB": "networks", "PaperBackgroundNet":
+    "networks", "PixelNorm": "networks", "SIDES": "networks", "gaussian_blur": "networks", "LatentUNet":
+    "networks", "build_network": "networks", "count_parameters": "networks", "background_identity":
+    "losses", "coefficient_loss": "losses", "fractions": "losses", "fraction_loss": "losses",
+    "self_consistency": "losses", "total_variation": "losses", "stack_loss": "losses", "total_loss":
+    "losses", "Denoiser": "denoiser", "build_denoiser": "denoiser", "pick_device": "denoiser",
+    "coefficient_scale": "inference", "ForwardOutput": "inference", "latent_inputs": "inference",
+    "forward": "inference", "DenoiseResult": "inference", "denoise_stack": "inference",
+    "CHECKPOINT_FORMAT": "checkpoints", "CHECKPOINT_VERSION": "checkpoints", "V1_LATENT_HPARAMS":
+    "checkpoints", "CheckpointError": "checkpoints", "migrate_meta": "checkpoints", "save_checkpoint":
+    "checkpoints", "load_checkpoint": "checkpoints", "strip_for_release": "checkpoints",
     "TrainingStack": "training", "load_training_stacks": "training", "sample_energies": "training",
-    "sample_batch": "training", "pick_device": "training", "validation_set": "training", "evaluate":
-    "training", "TrainResult": "training", "train": "training", "Checkpoint": "training",
-    "save_checkpoint": "training", "load_checkpoint": "training", "strip_for_release": "training",
-    "AdaptConfig": "adaptation", "AdaptResult": "adaptation", "holdout_energies": "adaptation",
+    "sample_batch": "training", "validation_set": "training", "evaluate": "training", "TrainResult":
+    "training", "training_meta": "training", "train": "training", "RECIPES": "recipes", "RECIPE_STEPS":
+    "recipes", "recipe": "recipes", "AdaptResult": "adaptation", "holdout_energies": "adaptation",
     "data_mask": "adaptation", "self_validation_score": "adaptation", "adapt": "adaptation",
     "stack_fingerprint": "adaptation", "save_adapted": "adaptation",
 }

@@ -32,7 +32,6 @@ visible in the fit residual (:mod:`xanes_lib.mapping.phases`).
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import time
@@ -42,97 +41,21 @@ import numpy as np
 import torch
 
 from .. import __version__
-from .inference import DenoiseResult, denoise_stack, forward, latent_inputs, n_references, \
-    reference_model
-from .beam import BackgroundEstimate, estimate_background
 from ..mapping import sample_mask
-from .losses import self_consistency, total_variation
-from ..physics import absorbance
-from .training import Checkpoint, DictConfig, TrainConfig, pick_device, sample_energies, save_checkpoint
+from ..physics import absorbance, n_references, reference_model
 from ..validate import check_energies, check_stack
+from .beam import BackgroundEstimate, estimate_background
+from .checkpoints import save_checkpoint
+from .config import AdaptConfig
+from .denoiser import Denoiser, pick_device
+from .inference import DenoiseResult, denoise_stack, forward, latent_inputs
+from .losses import self_consistency, total_variation
+from .training import sample_energies
 
 __all__ = [
-    "AdaptConfig", "AdaptResult", "holdout_energies", "data_mask", "self_validation_score", "adapt",
-    "stack_fingerprint", "save_adapted",
+    "AdaptResult", "holdout_energies", "data_mask", "self_validation_score", "adapt", "stack_fingerprint",
+    "save_adapted",
 ]
-
-
-@dataclass(frozen=True)
-class AdaptConfig(DictConfig):
-    """Settings of an adaptation run (recorded in the adapted checkpoint).
-
-    Attributes
-    ----------
-    max_epochs : int
-        Maximum number of rounds (re-fit, self-validation, update).
-    steps_per_epoch : int
-        Adam steps of one round.
-    refit_every : int
-        Rounds between re-fits of the whole stack (the background and the self-validation
-        score are renewed at each re-fit; stopping is decided there).
-    lr : float
-        Adam learning rate (smaller than in pre-training: the network is fine-tuned).
-    crop : int
-        Crop size of the update steps (pixels).
-    n_energies : tuple of int
-        Range (inclusive) of the sub-stack size of an update step.
-    target_fraction : float
-        Share of a sub-stack's energies held back as the target of the cross-energy loss.
-    fidelity : float
-        Weight of the fidelity term (data of the energies the network sees).
-    consistency, tv : float
-        Paper variant: weights of self-consistency and of the background's total variation.
-    holdout_fraction : float
-        Share of the energies held out for the self-validation score (never used for updates).
-    patience : int
-        Re-fits without an improvement of the score by ``min_improvement`` before stopping.
-    min_improvement : float
-        Relative improvement of the score that counts.
-    min_change : float
-        Stop when the relative RMS change of the reference coefficient maps inside the sample
-        between two re-fits is below this (0 switches the criterion off).
-    time_budget_s : float
-        Stop after the round that passes this wall time (seconds).
-    lowrank_background : bool
-        First remove the low-rank beam background of the measurement
-        (:func:`xanes_lib.denoising.beam.estimate_background`); the network then adapts to, and
-        corrects what is left of, the background on the corrected stack.
-    seed : int
-        Seed of the hold-out set, the sampling and the crops.
-    """
-
-    max_epochs: int = 12
-    steps_per_epoch: int = 60
-    refit_every: int = 1
-    lr: float = 2e-4
-    crop: int = 128
-    n_energies: tuple = (40, 80)
-    target_fraction: float = 0.4
-    fidelity: float = 0.05
-    consistency: float = 1.0
-    tv: float = 0.01
-    holdout_fraction: float = 0.25
-    patience: int = 3
-    min_improvement: float = 0.002
-    min_change: float = 0.0
-    time_budget_s: float = 540.0
-    lowrank_background: bool = True
-    seed: int = 0
-
-    def check(self, n_energies_stack: int) -> None:
-        """Raise ValueError for settings that cannot work on a stack of this many energies."""
-        for name in ("max_epochs", "steps_per_epoch", "refit_every", "crop", "patience"):
-            if int(getattr(self, name)) < (0 if name == "max_epochs" else 1):
-                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}.")
-        if not 0 < self.holdout_fraction < 0.5:
-            raise ValueError(f"holdout_fraction must lie in (0, 0.5); got {self.holdout_fraction}.")
-        if not 0 < self.target_fraction < 1:
-            raise ValueError(f"target_fraction must lie in (0, 1); got {self.target_fraction}.")
-        if not self.lr > 0 or self.time_budget_s <= 0:
-            raise ValueError(f"lr and time_budget_s must be > 0; got {self.lr}, {self.time_budget_s}.")
-        if n_energies_stack < 16:
-            raise ValueError(f"the stack has {n_energies_stack} energies; adaptation needs at least 16 "
-                             "(energies are held out for self-validation and for the loss).")
 
 
 @dataclass
@@ -141,10 +64,8 @@ class AdaptResult:
 
     Attributes
     ----------
-    net : torch.nn.Module
-        The adapted network (a copy; the input model is not modified), best round's weights.
-    variant : str
-    hparams : dict
+    denoiser : Denoiser
+        The adapted denoiser (a copy; the input is not modified) with the best round's weights.
     history : list of dict
         One entry per re-fit: ``epoch`` (rounds of updates done), ``steps``, ``train_loss``
         (mean of the round), ``score`` (self-validation), ``coefficient_change``,
@@ -165,9 +86,7 @@ class AdaptResult:
     seconds : float
     """
 
-    net: torch.nn.Module
-    variant: str
-    hparams: dict
+    denoiser: Denoiser
     history: list
     best_epoch: int
     stop_reason: str
@@ -214,8 +133,8 @@ def data_mask(coefficients, n_refs: int) -> np.ndarray:
     return sample_mask(np.asarray(coefficients[:n_refs]).sum(0)).mask
 
 
-def self_validation_score(net, variant: str, transmission, energies_eV, holdout, background, mask, *,
-                          element=None, references=None, hparams=None, device=None) -> float:
+def self_validation_score(denoiser: Denoiser, transmission, energies_eV, holdout, background, mask, *,
+                          element=None, references=None, device=None) -> float:
     """Disagreement with held-out energies, inside the sample (needs no ground truth).
 
     The network denoises the stack *without* the held-out energies. The held-out images,
@@ -228,8 +147,8 @@ def self_validation_score(net, variant: str, transmission, energies_eV, holdout,
     Smooth errors shared by all energies, which look like a background, are not seen by it.
     """
     keep = np.setdiff1d(np.arange(len(energies_eV)), holdout)
-    res = denoise_stack(net, variant, transmission[keep], energies_eV[keep], element=element,
-                        references=references, hparams=hparams, lowrank=False, device=device)
+    res = denoise_stack(denoiser, transmission[keep], energies_eV[keep], element=element,
+                        references=references, lowrank=False, device=device)
     model_h = reference_model(energies_eV[holdout], element, references)
     k = n_references(model_h)
     a_h = absorbance(np.asarray(transmission[holdout], np.float64)) + np.log(np.asarray(background[holdout],
@@ -251,13 +170,13 @@ def _augment(x, k: int, flip: bool):
     return torch.flip(x, dims=(-1,)) if flip else x
 
 
-def _step_loss(net, variant: str, t, beta, energies, idx, rng, cfg: AdaptConfig, element, references, hp,
+def _step_loss(denoiser: Denoiser, t, beta, energies, idx, rng, cfg: AdaptConfig, element, references,
                scale: float, edge_eV: float):
     """Loss of one update step on a crop ``t`` (E, y, x) with fixed background ``beta``."""
     e = energies[idx]
-    if variant == "paper":
+    if denoiser.variant == "paper":
         model = reference_model(e, element, references)
-        out = forward(net, variant, t[idx], model, scale=scale, hparams=hp)
+        out = forward(denoiser, t[idx], model, scale=scale)
         a = absorbance(t[idx])
         return (cfg.consistency * self_consistency(out.corrected_absorbance, model, scale)
                 + cfg.fidelity * (out.corrected_absorbance - a).pow(2).mean() / scale ** 2
@@ -272,7 +191,7 @@ def _step_loss(net, variant: str, t, beta, energies, idx, rng, cfg: AdaptConfig,
     model_in = reference_model(energies[inp], element, references)
     model_t = reference_model(energies[tgt], element, references)
     x, c0, _ = latent_inputs(absorbance(t[inp]), model_in, scale)
-    y = net(x)[0]
+    y = denoiser.net(x)[0]
     coeffs = c0 + scale * y[:-1]
     k = n_references(model_in)
     with torch.no_grad():
@@ -287,15 +206,39 @@ def _relative_change(new, old, mask) -> float:
     return float(d / max(np.sqrt(np.mean(old[:, mask] ** 2)), 1e-12))
 
 
-def adapt(model: Checkpoint, transmission, energies_eV, *, element: str | None = None, references=None,
-          config: AdaptConfig = AdaptConfig(), device=None, progress: bool = True, callback=None) -> AdaptResult:
+def _check_inputs(transmission, energies_eV, element, references, config: AdaptConfig):
+    """The validated energies and stack of :func:`adapt` (ValueError naming what is wrong)."""
+    e = check_energies(energies_eV, name="energies_eV")
+    t = check_stack(transmission, name="transmission", n_energies=e.size)
+    if np.any(t <= 0):
+        raise ValueError(f"transmission holds {int(np.sum(t <= 0))} values <= 0; -ln T is undefined there. "
+                         "Clip or mask them (e.g. np.clip(T, 1e-6, None)) before adapting.")
+    if element is None and references is None:
+        raise ValueError("give the element (e.g. 'Co') or the reference spectra.")
+    config.check(e.size)
+    return e, t
+
+
+def _stop_reason(config: AdaptConfig, since_best: int, change: float, elapsed_s: float) -> str | None:
+    """Why adaptation stops after this re-fit, or None to go on."""
+    if since_best >= config.patience:
+        return f"no improvement of the self-validation score for {since_best} re-fits"
+    if config.min_change > 0 and change < config.min_change:
+        return f"coefficient maps changed by {change:.2g} < min_change {config.min_change}"
+    if elapsed_s > config.time_budget_s:
+        return f"time budget {config.time_budget_s:.0f} s reached"
+    return None
+
+
+def adapt(denoiser: Denoiser, transmission, energies_eV, *, element: str | None = None, references=None,
+          config: AdaptConfig | None = None, device=None, progress: bool = True, callback=None) -> AdaptResult:
     """Adapt a pre-trained denoiser to one measurement, without ground truth.
 
     Parameters
     ----------
-    model : xanes_lib.denoising.training.Checkpoint
-        The pre-trained model (:func:`xanes_lib.denoising.training.load_checkpoint`); it is copied, not
-        modified.
+    denoiser : Denoiser
+        The pre-trained denoiser (:func:`xanes_lib.denoising.load_checkpoint`); it is copied,
+        not modified.
     transmission : array_like
         (E, Y, X) measured, flat-field corrected transmission; not modified.
     energies_eV : array_like
@@ -304,7 +247,8 @@ def adapt(model: Checkpoint, transmission, energies_eV, *, element: str | None =
         Edge element; its shipped references are used when ``references`` is None.
     references : sequence, optional
         Reference spectra (objects with ``.name`` and ``.spectrum(energies_eV)``).
-    config : AdaptConfig
+    config : AdaptConfig, optional
+        None: the defaults.
     device : str, optional
         None picks CUDA when present.
     progress : bool
@@ -325,17 +269,11 @@ def adapt(model: Checkpoint, transmission, energies_eV, *, element: str | None =
     from tqdm.auto import tqdm
 
     t_start = time.perf_counter()
-    e = check_energies(energies_eV, name="energies_eV")
-    t_np = check_stack(transmission, name="transmission", n_energies=e.size)
-    if np.any(t_np <= 0):
-        raise ValueError(f"transmission holds {int(np.sum(t_np <= 0))} values <= 0; -ln T is undefined there. "
-                         "Clip or mask them (e.g. np.clip(T, 1e-6, None)) before adapting.")
-    if element is None and references is None:
-        raise ValueError("give the element (e.g. 'Co') or the reference spectra.")
-    config.check(e.size)
-    variant, hp = model.variant, dict(model.hparams)
+    config = AdaptConfig() if config is None else config
+    e, t_np = _check_inputs(transmission, energies_eV, element, references, config)
     device = pick_device(device)
-    net = copy.deepcopy(model.net).to(device)
+    adapted = denoiser.copy().to(device)
+    net = adapted.net
     full_model = reference_model(e, element, references)
     lowrank = estimate_background(t_np, e, full_model) if config.lowrank_background else None
     if lowrank is not None:
@@ -351,9 +289,12 @@ def adapt(model: Checkpoint, transmission, energies_eV, *, element: str | None =
 
     def refit():
         # The low-rank background is this function's business (config.lowrank_background).
-        res = denoise_stack(net, variant, t_np, e, element=element, references=references, hparams=hp,
-                            lowrank=False, device=device)
-        return res, data_mask(res.coefficients, k)
+        res = denoise_stack(adapted, t_np, e, element=element, references=references, lowrank=False,
+                            device=device)
+        mask = data_mask(res.coefficients, k)
+        score = self_validation_score(adapted, t_np, e, holdout, res.background, mask, element=element,
+                                      references=references, device=device)
+        return res, mask, score
 
     def as_raw(res: DenoiseResult) -> DenoiseResult:
         # Results relative to the raw stack: the low-rank background is part of B.
@@ -361,18 +302,15 @@ def adapt(model: Checkpoint, transmission, energies_eV, *, element: str | None =
             return res
         return dataclasses.replace(res, background=(res.background * lowrank.background).astype(np.float32))
 
-    history, best = [], None
-    res, mask = refit()
-    score = self_validation_score(net, variant, t_np, e, holdout, res.background, mask, element=element,
-                                  references=references, hparams=hp, device=device)
-    history.append(dict(epoch=0, steps=0, train_loss=float("nan"), score=score, coefficient_change=float("nan"),
-                        background_change=float("nan"), mask_pixels=int(mask.sum()),
-                        seconds=time.perf_counter() - t_start))
+    res, mask, score = refit()
+    history = [dict(epoch=0, steps=0, train_loss=float("nan"), score=score, coefficient_change=float("nan"),
+                    background_change=float("nan"), mask_pixels=int(mask.sum()),
+                    seconds=time.perf_counter() - t_start)]
     if callback is not None:
         callback(0, as_raw(res))
-    best = dict(epoch=0, score=score, state=copy.deepcopy(net.state_dict()), res=res, mask=mask)
+    best = dict(epoch=0, score=score, state=_copy_state(net), res=res, mask=mask)
     stop_reason, since_best, steps = f"max_epochs ({config.max_epochs}) reached", 0, 0
-    bar = tqdm(total=config.max_epochs, disable=not progress, desc=f"adapt {variant}")
+    bar = tqdm(total=config.max_epochs, disable=not progress, desc=f"adapt {adapted.variant}")
     scale = float(res.scale)
     for epoch in range(1, config.max_epochs + 1):
         beta = torch.from_numpy(-np.log(res.background)).to(device)
@@ -381,11 +319,10 @@ def adapt(model: Checkpoint, transmission, energies_eV, *, element: str | None =
         for _ in range(config.steps_per_epoch):
             ys, xs, rot, flip = _crop_sample(rng, n_y, n_x, config.crop)
             n = int(rng.integers(config.n_energies[0], config.n_energies[1] + 1))
-            sub = sample_energies(e[train_idx], edge_eV, n, rng)
-            idx = train_idx[sub]
+            idx = train_idx[sample_energies(e[train_idx], edge_eV, n, rng)]
             t_c = _augment(t_all[:, ys, xs], rot, flip)
             b_c = _augment(beta[:, ys, xs], rot, flip)
-            loss = _step_loss(net, variant, t_c, b_c, e, idx, rng, config, element, references, hp, scale, edge_eV)
+            loss = _step_loss(adapted, t_c, b_c, e, idx, rng, config, element, references, scale, edge_eV)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
@@ -396,9 +333,7 @@ def adapt(model: Checkpoint, transmission, energies_eV, *, element: str | None =
         if epoch % config.refit_every and epoch != config.max_epochs:
             continue
         old_c, old_b = res.coefficients[:k], res.background
-        res, mask = refit()
-        score = self_validation_score(net, variant, t_np, e, holdout, res.background, mask, element=element,
-                                      references=references, hparams=hp, device=device)
+        res, mask, score = refit()
         change = _relative_change(res.coefficients[:k], old_c, mask)
         history.append(dict(epoch=epoch, steps=steps, train_loss=float(np.mean(losses)), score=score,
                             coefficient_change=change,
@@ -408,24 +343,24 @@ def adapt(model: Checkpoint, transmission, energies_eV, *, element: str | None =
         if callback is not None:
             callback(epoch, as_raw(res))
         if score < best["score"] * (1 - config.min_improvement):
-            best = dict(epoch=epoch, score=score, state=copy.deepcopy(net.state_dict()), res=res, mask=mask)
+            best = dict(epoch=epoch, score=score, state=_copy_state(net), res=res, mask=mask)
             since_best = 0
         else:
             since_best += 1
-        if since_best >= config.patience:
-            stop_reason = f"no improvement of the self-validation score for {since_best} re-fits"
-            break
-        if config.min_change > 0 and change < config.min_change:
-            stop_reason = f"coefficient maps changed by {change:.2g} < min_change {config.min_change}"
-            break
-        if time.perf_counter() - t_start > config.time_budget_s:
-            stop_reason = f"time budget {config.time_budget_s:.0f} s reached"
+        reason = _stop_reason(config, since_best, change, time.perf_counter() - t_start)
+        if reason is not None:
+            stop_reason = reason
             break
     bar.close()
     net.load_state_dict(best["state"])
     net.eval()
-    return AdaptResult(net, variant, hp, history, best["epoch"], stop_reason, as_raw(best["res"]), lowrank,
+    return AdaptResult(adapted, history, best["epoch"], stop_reason, as_raw(best["res"]), lowrank,
                        best["mask"], holdout, config, time.perf_counter() - t_start)
+
+
+def _copy_state(net) -> dict:
+    """A copy of the network's weights (kept for the best round)."""
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
 
 
 def _edge_energy(energies, model, k: int) -> float:
@@ -439,27 +374,33 @@ def stack_fingerprint(transmission) -> str:
     return hashlib.sha256(np.ascontiguousarray(transmission, dtype=np.float32).tobytes()).hexdigest()
 
 
-def save_adapted(path, result: AdaptResult, source: Checkpoint, *, transmission, energies_eV,
+def save_adapted(path, result: AdaptResult, source: Denoiser, *, transmission, energies_eV,
                  element: str | None = None, references=None, input_name: str | None = None):
-    """Write the adapted network as a checkpoint that records what it was adapted to.
+    """Write the adapted denoiser as a checkpoint that records what it was adapted to.
 
     The metadata gain ``adapted_to``: the input's name, fingerprint (:func:`stack_fingerprint`),
     shape, element, energy range and reference names; the adaptation settings, the kept epoch,
     the stop reason, the final self-validation score and the source checkpoint's variant, step
-    and seed. It is read back by :func:`xanes_lib.denoising.training.load_checkpoint`.
+    and seed. It is read back by :func:`xanes_lib.denoising.load_checkpoint`.
     """
     e = np.asarray(energies_eV, dtype=np.float64)
-    names = list(reference_model(e, element, references).names[:-2])
+    model = reference_model(e, element, references)
+    scores = {h["epoch"]: h["score"] for h in result.history}
     adapted = {"input": input_name, "fingerprint": stack_fingerprint(transmission),
-               "shape": list(np.shape(transmission)), "element": element, "references": names,
+               "shape": list(np.shape(transmission)), "element": element,
+               "references": list(model.names[:n_references(model)]),
                "energy_range_eV": [float(e[0]), float(e[-1])], "config": result.config.to_dict(),
                "best_epoch": int(result.best_epoch), "stop_reason": result.stop_reason,
-               "score": float(result.history[[h["epoch"] for h in result.history].index(result.best_epoch)]["score"]),
+               "score": float(scores[result.best_epoch]),
                "epochs_run": int(result.history[-1]["epoch"]), "seconds": float(result.seconds),
                "package_version": __version__,
-               "source": {k: source.meta.get(k) for k in ("variant", "step", "seed", "elements", "package_version")}}
-    cfg: TrainConfig = source.config
-    return save_checkpoint(path, result.net, cfg, history={"pretraining": source.history, "adaptation": result.history},
-                           step=int(source.meta.get("step", 0)), elements=source.meta.get("elements", []),
-                           energy_range_eV=source.meta.get("energy_range_eV", [float(e[0]), float(e[-1])]),
-                           extra={"adapted_to": adapted})
+               "source": {"variant": source.variant,
+                          **{k: source.meta.get(k) for k in ("step", "seed", "elements", "package_version")}}}
+    # Provenance of the pre-training carries over; its held-out scores describe the source only.
+    meta = {k: source.meta[k] for k in ("train_config", "seed") if k in source.meta}
+    out = Denoiser(result.denoiser.net, source.config,
+                   meta={**meta, "step": int(source.meta.get("step", 0)), "elements": source.meta.get("elements", []),
+                         "energy_range_eV": source.meta.get("energy_range_eV", [float(e[0]), float(e[-1])]),
+                         "package_version": __version__, "adapted_to": adapted},
+                   history={"pretraining": source.history, "adaptation": result.history})
+    return save_checkpoint(path, out)

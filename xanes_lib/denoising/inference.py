@@ -18,7 +18,8 @@ import torch
 from torch.nn import functional as F
 
 from .beam import estimate_background
-from .networks import gaussian_blur, pipeline_flags
+from .denoiser import Denoiser, pick_device
+from .networks import gaussian_blur
 from ..physics import LinearAbsorbanceModel, absorbance, n_references, reference_model
 
 __all__ = [
@@ -108,26 +109,23 @@ def latent_inputs(a, model: LinearAbsorbanceModel, scale: float | None = None):
     return torch.cat([c0 / scale, noise / scale])[None], c0, scale
 
 
-def forward(net, variant: str, transmission, model: LinearAbsorbanceModel, *, scale: float | None = None,
-            hparams: dict | None = None, energy_batch: int | None = None) -> ForwardOutput:
+def forward(denoiser: Denoiser, transmission, model: LinearAbsorbanceModel, *, scale: float | None = None,
+            energy_batch: int | None = None) -> ForwardOutput:
     """Differentiable forward pass of a denoiser on one (E, Y, X) transmission tensor.
 
     Parameters
     ----------
-    net : torch.nn.Module
-        The network (:func:`xanes_lib.denoising.networks.build_network`).
-    variant : {"paper", "latent"}
-        Which network it is.
+    denoiser : Denoiser
+        The network with its variant and hyper-parameters (``smooth_block`` and
+        ``residual_background`` of the latent variant matter here; a low-rank background is
+        removed before this function, not in it).
     transmission : torch.Tensor
         (E, Y, X) measured transmission (flat-field corrected).
     model : LinearAbsorbanceModel
-        Physics model on the stack's energies (:func:`reference_model`).
+        Physics model on the stack's energies (:func:`xanes_lib.physics.reference_model`).
     scale : float, optional
         Coefficient normalisation; None computes it from this tensor
         (:func:`coefficient_scale`). Give the whole stack's value when passing a tile.
-    hparams : dict, optional
-        The variant's hyper-parameters (``smooth_block`` and ``residual_background`` of the
-        latent variant; a low-rank background is removed before this function, not in it).
     energy_batch : int, optional
         Paper variant: images per network call (bounds memory); None: all at once.
 
@@ -135,9 +133,10 @@ def forward(net, variant: str, transmission, model: LinearAbsorbanceModel, *, sc
     -------
     ForwardOutput
     """
+    net, hparams = denoiser.net, denoiser.config.hparams
     a = absorbance(transmission)
     k = n_references(model)
-    if variant == "paper":
+    if denoiser.variant == "paper":
         n = energy_batch or transmission.shape[0]
         b = torch.cat([net(transmission[i:i + n, None])[:, 0] for i in range(0, transmission.shape[0], n)])
         b = b.clamp_min(1e-3)
@@ -146,18 +145,16 @@ def forward(net, variant: str, transmission, model: LinearAbsorbanceModel, *, sc
         raw = model.fit(a)
         s = coefficient_scale(raw, k) if scale is None else scale
         return ForwardOutput(b, corrected, corrected, coeffs, raw, s)
-    if variant != "latent":
-        raise ValueError(f"unknown variant {variant!r}; choose 'paper' or 'latent'.")
-    block = int((hparams or {}).get("smooth_block", 8))
+    block = hparams.smooth_block
     x, c0, s = latent_inputs(a, model, scale)
     y = net(x)[0]
     coeffs = c0 + s * y[:-1]
-    if pipeline_flags(hparams)["residual_background"]:
+    if denoiser.residual_background:
         # The background is what the denoised physics model leaves unexplained, smoothed in
         # space; the network's last channel weights the pixels (low where the references
         # may not explain the sample exactly).
         beta = _smooth_blocks(a - model.predict(coeffs), block, torch.sigmoid(y[-1:] + 2.0),
-                              float((hparams or {}).get("smooth_sigma_blocks", 1.0)))
+                              float(hparams.smooth_sigma_blocks))
     else:
         beta = torch.zeros_like(a)
     corrected = a - beta
@@ -217,17 +214,15 @@ def _tile_starts(n: int, tile: int, margin: int, align: int) -> list[int]:
     return list(range(0, n, inner))
 
 
-def denoise_stack(net, variant: str, transmission, energies_eV, *, element: str | None = None,
-                  references=None, hparams: dict | None = None, tile: int = 512, margin: int = 64,
-                  energy_batch: int = 16, resize_to: int | None = None, lowrank: bool | None = None,
-                  device=None) -> DenoiseResult:
+def denoise_stack(denoiser: Denoiser, transmission, energies_eV, *, element: str | None = None,
+                  references=None, tile: int = 512, margin: int = 64, energy_batch: int = 16,
+                  resize_to: int | None = None, lowrank: bool | None = None, device=None) -> DenoiseResult:
     """Denoise a whole stack of any size in overlapping tiles (or resized, for ``paper``).
 
     Parameters
     ----------
-    net : torch.nn.Module
-        Network of the given variant.
-    variant : {"paper", "latent"}
+    denoiser : Denoiser
+        The trained denoiser (:func:`xanes_lib.denoising.load_checkpoint`).
     transmission : array_like
         (E, Y, X) measured transmission; not modified.
     energies_eV : array_like
@@ -236,8 +231,6 @@ def denoise_stack(net, variant: str, transmission, energies_eV, *, element: str 
         Edge element (chooses the shipped references); or give ``references``.
     references : sequence, optional
         Reference spectra for the physics model.
-    hparams : dict, optional
-        Hyper-parameters of the variant.
     tile, margin : int
         Tile size and the margin cut off each side (at least the network's reach; the inner
         size ``tile - 2 margin`` must be a multiple of the block size of the variant).
@@ -247,10 +240,9 @@ def denoise_stack(net, variant: str, transmission, energies_eV, *, element: str 
         Paper variant only: the published inference, every image resized to
         ``resize_to x resize_to`` and the background resized back.
     lowrank : bool, optional
-        Remove the low-rank beam background (:func:`xanes_lib.denoising.beam.estimate_background`, on
-        the whole stack) before the network. None: as the network was trained
-        (``lowrank_background`` of ``hparams``). Pass False when the stack is already
-        corrected by it.
+        Remove the low-rank beam background (:func:`xanes_lib.denoising.beam.estimate_background`,
+        on the whole stack) before the network. None: as the network was trained
+        (``denoiser.lowrank_background``). Pass False when the stack is already corrected by it.
     device : str or torch.device, optional
         None picks CUDA when present.
 
@@ -259,7 +251,7 @@ def denoise_stack(net, variant: str, transmission, energies_eV, *, element: str 
     DenoiseResult
     """
     t0 = time.perf_counter()
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = pick_device(device)
     t = np.asarray(transmission)
     if t.ndim != 3:
         raise ValueError(f"transmission must be (E, Y, X); got shape {t.shape}.")
@@ -267,7 +259,7 @@ def denoise_stack(net, variant: str, transmission, energies_eV, *, element: str 
     if t.shape[0] != model.matrix.shape[0]:
         raise ValueError(f"{t.shape[0]} images but {model.matrix.shape[0]} energies.")
     beam = None
-    if lowrank or (lowrank is None and variant == "latent" and pipeline_flags(hparams)["lowrank_background"]):
+    if lowrank or (lowrank is None and denoiser.lowrank_background):
         try:
             beam = estimate_background(t, energies_eV, model)
         except ValueError as exc:
@@ -277,8 +269,8 @@ def denoise_stack(net, variant: str, transmission, energies_eV, *, element: str 
                           "whose background it was not trained for.", stacklevel=2)
     if beam is not None:
         t = (t / beam.background).astype(np.float32)
-    res = _denoise_corrected(net, variant, t, model, hparams=hparams, tile=tile, margin=margin,
-                             energy_batch=energy_batch, resize_to=resize_to, device=device)
+    res = _denoise_corrected(denoiser, t, model, tile=tile, margin=margin, energy_batch=energy_batch,
+                             resize_to=resize_to, device=device)
     res.seconds = time.perf_counter() - t0
     if beam is not None:
         # corrected and denoised are already relative to the raw stack; B includes the beam's.
@@ -287,7 +279,7 @@ def denoise_stack(net, variant: str, transmission, energies_eV, *, element: str 
     return res
 
 
-def _denoise_corrected(net, variant: str, t, model, *, hparams, tile: int, margin: int, energy_batch: int,
+def _denoise_corrected(denoiser: Denoiser, t, model, *, tile: int, margin: int, energy_batch: int,
                        resize_to, device) -> DenoiseResult:
     """:func:`denoise_stack` after the optional low-rank background: the network's part."""
     t0 = time.perf_counter()
@@ -297,9 +289,9 @@ def _denoise_corrected(net, variant: str, t, model, *, hparams, tile: int, margi
     scale = coefficient_scale(a_fit, k, stride=1)
     out = {name: np.empty((n_e, ny, nx), np.float32) for name in ("corrected", "denoised", "background")}
     coeffs = np.empty((model.n_params, ny, nx), np.float32)
-    net = net.to(device).eval()
+    net = denoiser.net.to(device).eval()
     if resize_to is not None:
-        if variant != "paper":
+        if denoiser.variant != "paper":
             raise ValueError("resize_to is the paper variant's published inference; use tiles for 'latent'.")
         _resize_paper(net, t, out, resize_to, energy_batch, device)
         a_corr = absorbance(out["corrected"])
@@ -307,9 +299,9 @@ def _denoise_corrected(net, variant: str, t, model, *, hparams, tile: int, margi
         return DenoiseResult(out["corrected"], out["denoised"], out["background"], coeffs,
                              model.names, scale, time.perf_counter() - t0, 1, "resize")
     align = 1
-    hp = hparams or {}
-    if variant == "latent":
-        align = int(np.lcm(int(hp.get("smooth_block", 8)), 2 ** (int(hp.get("depth", 3)) - 1)))
+    if denoiser.variant == "latent":
+        hp = denoiser.config.hparams
+        align = int(np.lcm(hp.smooth_block, 2 ** (hp.depth - 1)))
     n_tiles = 0
     with torch.no_grad():
         for y0 in _tile_starts(ny, tile, margin, align):
@@ -322,7 +314,7 @@ def _denoise_corrected(net, variant: str, t, model, *, hparams, tile: int, margi
                 ph, pw = (-chunk.shape[1]) % align, (-chunk.shape[2]) % align
                 if ph or pw:
                     chunk = F.pad(chunk[None], (0, pw, 0, ph), mode="replicate")[0]
-                res = forward(net, variant, chunk, model, scale=scale, hparams=hp, energy_batch=energy_batch)
+                res = forward(denoiser, chunk, model, scale=scale, energy_batch=energy_batch)
                 sy, sx = y0 - ys, x0 - xs
                 hy, hx = min(inner, ny - y0), min(inner, nx - x0)
                 sl = (slice(None), slice(sy, sy + hy), slice(sx, sx + hx))

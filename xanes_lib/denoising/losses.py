@@ -35,50 +35,15 @@ training alone).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 
 from ..physics import DEFAULT_BACKGROUND, LinearAbsorbanceModel
+from .config import LossWeights
 
 __all__ = [
-    "TERMS", "LossWeights", "background_identity", "coefficient_loss", "fractions", "fraction_loss",
+    "background_identity", "coefficient_loss", "fractions", "fraction_loss",
     "self_consistency", "total_variation", "stack_loss", "total_loss",
 ]
-
-#: Names of the loss terms, in the order they are reported.
-TERMS = ("background", "coefficient", "fraction", "boundary", "consistency", "tv", "stack")
-
-
-@dataclass(frozen=True)
-class LossWeights:
-    """Weight of each loss term; 0 switches a term off (ablations are one parameter).
-
-    ``relative`` is the exponent of the normalisation of the coefficient and fraction terms
-    by their plain-fit value (0: absolute terms; 1: relative to the plain fit).
-    """
-
-    background: float = 1.0
-    coefficient: float = 1.0
-    fraction: float = 0.0
-    boundary: float = 0.0
-    consistency: float = 0.1
-    tv: float = 0.01
-    stack: float = 0.0
-    relative: float = 0.0
-
-    def to_dict(self) -> dict:
-        """Plain dictionary (for checkpoints)."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d) -> "LossWeights":
-        """Inverse of :meth:`to_dict`; unknown names raise ValueError."""
-        unknown = set(d) - set(TERMS) - {"relative"}
-        if unknown:
-            raise ValueError(f"unknown loss term(s) {sorted(unknown)}; choose from {TERMS} (and 'relative').")
-        return cls(**{k: float(v) for k, v in d.items()})
-
 
 def background_identity(background, true_background):
     """``MSE(B, B_true) / MSE(1, B_true)`` (1 = no better than no correction)."""

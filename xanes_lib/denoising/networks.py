@@ -27,21 +27,16 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..physics import DEFAULT_BACKGROUND
+from .config import HPARAMS_CLASSES, NetworkConfig
 
 __all__ = [
-    "DEFAULT_HPARAMS", "PIPELINE_HPARAMS", "LEGACY_HPARAMS", "pipeline_flags", "DenseBlock", "RRDB",
+    "DEFAULT_HPARAMS", "PIPELINE_HPARAMS", "pipeline_flags", "DenseBlock", "RRDB",
     "PaperBackgroundNet", "PixelNorm", "SIDES", "gaussian_blur", "LatentUNet", "build_network",
-    "full_hparams", "count_parameters",
+    "count_parameters",
 ]
 
-#: Default hyper-parameters of each variant.
-DEFAULT_HPARAMS = {
-    "paper": {"n_features": 16, "n_blocks": 4, "growth": 16, "residual_scale": 0.2},
-    "latent": {"n_coefficients": 4, "width": 24, "depth": 3, "smooth_block": 8, "smooth_sigma_blocks": 1.0,
-               "input_scales": [1.0, 2.0, 4.0, 8.0], "side_scales": [], "weighted": True, "step_weight": True,
-               "output": "kernel",
-               "lowrank_background": True, "residual_background": False},
-}
+#: Default hyper-parameters of each variant (the defaults of its configuration class).
+DEFAULT_HPARAMS = {variant: cls().to_dict() for variant, cls in HPARAMS_CLASSES.items()}
 
 #: Hyper-parameters that choose the pipeline around the latent network, not its layers.
 #: ``lowrank_background``: the stack is first divided by the low-rank beam background
@@ -50,24 +45,16 @@ DEFAULT_HPARAMS = {
 #: denoised fit leaves unexplained.
 PIPELINE_HPARAMS = ("lowrank_background", "residual_background")
 
-#: Values of latent hyper-parameters that a checkpoint written before they existed means
-#: (the first version of the variant: its own background only, no smoothed inputs).
-LEGACY_HPARAMS = {"input_scales": [], "side_scales": [], "weighted": False, "step_weight": False,
-                  "output": "residual",
-                  "lowrank_background": False, "residual_background": True}
 
-
-def pipeline_flags(hparams: dict | None) -> dict:
-    """The pipeline hyper-parameters of a latent network (missing ones: today's defaults;
-    :func:`xanes_lib.denoising.training.load_checkpoint` fills in :data:`LEGACY_HPARAMS` for old files).
+def pipeline_flags(hparams: dict) -> dict:
+    """The pipeline hyper-parameters of a latent network's full hyper-parameters.
 
     Examples
     --------
-    >>> pipeline_flags({"width": 24})
+    >>> pipeline_flags(DEFAULT_HPARAMS["latent"])
     {'lowrank_background': True, 'residual_background': False}
     """
-    hp = hparams or {}
-    return {k: bool(hp.get(k, DEFAULT_HPARAMS["latent"][k])) for k in PIPELINE_HPARAMS}
+    return {k: bool(hparams[k]) for k in PIPELINE_HPARAMS}
 
 
 class DenseBlock(nn.Module):
@@ -361,47 +348,28 @@ class LatentUNet(nn.Module):
         return torch.cat([mean - scales[0], out[:, -1:]], dim=1)
 
 
-def build_network(variant: str, **hparams) -> nn.Module:
-    """Instantiate a network variant with its hyper-parameters (defaults filled in).
+def build_network(config: NetworkConfig) -> nn.Module:
+    """Instantiate the network of a configuration (weights initialised at random).
 
     Parameters
     ----------
-    variant : {"paper", "latent"}
-        Which network.
-    **hparams
-        Overrides of :data:`DEFAULT_HPARAMS` for that variant.
+    config : NetworkConfig
+        Variant and hyper-parameters (:meth:`NetworkConfig.create` validates them).
 
     Returns
     -------
     torch.nn.Module
 
-    Raises
-    ------
-    ValueError
-        For an unknown variant or hyper-parameter.
-
     Examples
     --------
-    >>> net = build_network("paper")
+    >>> net = build_network(NetworkConfig.create("paper"))
     >>> 0.3e6 < count_parameters(net) < 0.5e6
     True
     """
-    if variant not in DEFAULT_HPARAMS:
-        raise ValueError(f"unknown network variant {variant!r}; choose from {sorted(DEFAULT_HPARAMS)}.")
-    unknown = set(hparams) - set(DEFAULT_HPARAMS[variant])
-    if unknown:
-        raise ValueError(f"unknown hyper-parameter(s) {sorted(unknown)} for variant {variant!r}; "
-                         f"allowed: {sorted(DEFAULT_HPARAMS[variant])}.")
-    full = {**DEFAULT_HPARAMS[variant], **hparams}
-    if variant == "paper":
-        return PaperBackgroundNet(**full)
-    return LatentUNet(**{k: v for k, v in full.items() if k not in PIPELINE_HPARAMS})
-
-
-def full_hparams(variant: str, **hparams) -> dict:
-    """The complete hyper-parameter dictionary of a variant (defaults plus overrides)."""
-    build_network(variant, **hparams)  # validates
-    return {**DEFAULT_HPARAMS[variant], **hparams}
+    hp = config.hparams.to_dict()
+    if config.variant == "paper":
+        return PaperBackgroundNet(**hp)
+    return LatentUNet(**{k: v for k, v in hp.items() if k not in PIPELINE_HPARAMS})
 
 
 def count_parameters(net: nn.Module) -> int:

@@ -13,100 +13,30 @@ The first ``warmup_steps`` use the background term only (the published schedule)
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .. import __version__
-from .beam import estimate_background
-from .inference import forward, reference_model
-from ..io import read_ground_truth, read_stack
-from ..io._hdf5 import atomic_file
-from .losses import LossWeights, total_loss
 from ..evaluation.metrics import boundary_mask
-from .networks import LEGACY_HPARAMS, build_network, count_parameters, full_hparams, pipeline_flags
-from ..physics import absorbance
+from ..io import read_ground_truth, read_stack
+from ..physics import absorbance, reference_model
 from ..spectra import default_references
+from .beam import estimate_background
+from .checkpoints import load_checkpoint, save_checkpoint
+from .config import LossWeights, TrainConfig
+from .denoiser import Denoiser, build_denoiser, pick_device
+from .inference import forward
+from .losses import total_loss
 
 __all__ = [
-    "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "CheckpointError", "DictConfig", "TrainConfig",
-    "TrainingStack", "load_training_stacks", "sample_energies", "sample_batch", "pick_device",
-    "validation_set", "evaluate", "TrainResult", "train", "Checkpoint", "save_checkpoint",
-    "load_checkpoint", "strip_for_release",
+    "TrainingStack", "load_training_stacks", "sample_energies", "sample_batch", "validation_set",
+    "evaluate", "TrainResult", "training_meta", "train",
 ]
-
-#: Identifies checkpoint files of this package.
-CHECKPOINT_FORMAT = "xanes_lib.denoiser"
-CHECKPOINT_VERSION = 1
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be used: corrupt, of another format, or mismatched."""
-
-
-class DictConfig:
-    """Mixin of the frozen configuration dataclasses: to and from plain dictionaries
-    (checkpoints, JSON outputs); tuple fields become lists and back."""
-
-    def to_dict(self) -> dict:
-        """Plain dictionary (for checkpoints and outputs)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, d):
-        """Inverse of :meth:`to_dict`; unknown names raise ValueError."""
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = set(d) - set(fields)
-        if unknown:
-            raise ValueError(f"unknown {cls.__name__} setting(s) {sorted(unknown)}; allowed: {sorted(fields)}.")
-        return cls(**{k: tuple(v) if isinstance(fields[k].default, tuple) else v for k, v in d.items()})
-
-
-@dataclass(frozen=True)
-class TrainConfig(DictConfig):
-    """Everything that defines a training run (recorded in the checkpoint).
-
-    Attributes
-    ----------
-    variant : {"paper", "latent"}
-    hparams : dict
-        Network hyper-parameters (defaults of :data:`xanes_lib.denoising.networks.DEFAULT_HPARAMS`).
-    weights : dict
-        Loss weights (:class:`xanes_lib.denoising.losses.LossWeights` fields).
-    steps : int
-        Optimiser steps in total (a resumed run continues up to this number).
-    lr : float
-        Adam learning rate (cosine-decayed to 10 % over the run).
-    crop : int
-        Crop size in pixels.
-    n_energies : tuple of int
-        Range (inclusive) of the number of energies of a sub-stack.
-    warmup_steps : int
-        Steps with the background term only.
-    val_every : int
-        Steps between validations.
-    n_val_crops : int
-        Fixed validation samples (crop, energies) drawn once from the validation stacks.
-    seed : int
-        Seed of the initial weights, the sampling and the validation set.
-    """
-
-    variant: str = "latent"
-    hparams: dict = field(default_factory=dict)
-    weights: dict = field(default_factory=lambda: LossWeights().to_dict())
-    steps: int = 2000
-    lr: float = 1e-3
-    crop: int = 128
-    n_energies: tuple = (16, 64)
-    warmup_steps: int = 0
-    val_every: int = 100
-    n_val_crops: int = 12
-    seed: int = 0
 
 
 @dataclass
@@ -145,7 +75,7 @@ def load_training_stacks(paths, *, lowrank: bool = False) -> list[TrainingStack]
     for p in paths:
         st = read_stack(p)
         gt = read_ground_truth(p)
-        edge = float(np.mean([r.half_step_eV() for r in default_references(st.element)]))
+        edge = float(np.mean([r.edge_energy() for r in default_references(st.element)]))
         t = np.asarray(st.transmission, np.float32)
         b = np.asarray(gt.background, np.float32)
         if lowrank:
@@ -203,14 +133,9 @@ def _to_torch(sample: dict, device) -> dict:
             for k, v in sample.items()}
 
 
-def pick_device(device=None) -> torch.device:
-    """The given device, or CUDA when present, else the CPU."""
-    return torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _loss_of(net, config: TrainConfig, sample: dict, weights: LossWeights, hp: dict):
+def _loss_of(denoiser: Denoiser, sample: dict, weights: LossWeights):
     model = reference_model(sample["energies_eV"], sample["element"])
-    out = forward(net, config.variant, sample["transmission"], model, hparams=hp)
+    out = forward(denoiser, sample["transmission"], model)
     return total_loss(out, sample, model, weights)
 
 
@@ -223,16 +148,14 @@ def validation_set(stacks, config: TrainConfig) -> list[dict]:
             for i in range(config.n_val_crops)]
 
 
-def evaluate(net, config: TrainConfig, samples, device=None) -> dict:
+def evaluate(denoiser: Denoiser, weights: LossWeights, samples, device=None) -> dict:
     """Mean of the total loss and of each term over validation samples (no gradients)."""
     device = pick_device(device)
-    weights = LossWeights.from_dict(config.weights)
-    hp = full_hparams(config.variant, **config.hparams)
-    net.eval()
+    denoiser.net.eval()
     totals, terms = [], {}
     with torch.no_grad():
         for s in samples:
-            total, parts = _loss_of(net, config, _to_torch(s, device), weights, hp)
+            total, parts = _loss_of(denoiser, _to_torch(s, device), weights)
             totals.append(float(total))
             for k, v in parts.items():
                 terms.setdefault(k, []).append(v)
@@ -241,15 +164,35 @@ def evaluate(net, config: TrainConfig, samples, device=None) -> dict:
 
 @dataclass
 class TrainResult:
-    """Outcome of :func:`xanes_lib.denoising.training`: the network, its configuration and the loss history."""
+    """Outcome of :func:`train`: the trained denoiser, its configuration and the time taken.
 
-    net: torch.nn.Module
+    Attributes
+    ----------
+    denoiser : Denoiser
+        The network with its provenance (``meta``) and loss history (``history``).
+    config : TrainConfig
+        The training configuration.
+    seconds : float
+        Wall time of this run (a resumed run counts only its own steps).
+    """
+
+    denoiser: Denoiser
     config: TrainConfig
-    history: dict
-    elements: tuple
-    energy_range_eV: tuple
     seconds: float
-    n_parameters: int
+
+    @property
+    def history(self) -> dict:
+        """Loss history: ``step``, ``train_loss``, ``val_step``, ``val_loss``, ``val_terms``."""
+        return self.denoiser.history
+
+
+def training_meta(config: TrainConfig, stacks, step: int) -> dict:
+    """Provenance recorded with a trained denoiser (see :mod:`xanes_lib.denoising.checkpoints`)."""
+    return {"train_config": config.to_dict(), "seed": config.seed, "step": int(step),
+            "elements": sorted({s.element for s in stacks}),
+            "energy_range_eV": [float(min(s.energies_eV[0] for s in stacks)),
+                                float(max(s.energies_eV[-1] for s in stacks))],
+            "package_version": __version__, "torch_version": str(torch.__version__)}
 
 
 def train(config: TrainConfig, train_paths, val_paths, *, checkpoint_path=None, resume_from=None,
@@ -259,13 +202,14 @@ def train(config: TrainConfig, train_paths, val_paths, *, checkpoint_path=None, 
     Parameters
     ----------
     config : TrainConfig
+        The run (for example :func:`xanes_lib.denoising.recipe`).
     train_paths, val_paths : sequence of path-like
         Simulated stack files with ground truth (notebook 01).
     checkpoint_path : path-like, optional
         Written at every validation and at the end (atomically).
     resume_from : path-like, optional
-        A checkpoint of the same variant and hyper-parameters to continue from (weights,
-        optimiser state, step count and history).
+        A checkpoint of the same network to continue from (weights, optimiser state, step
+        count and history).
     device : str, optional
         None picks CUDA when present.
     progress : bool
@@ -278,22 +222,21 @@ def train(config: TrainConfig, train_paths, val_paths, *, checkpoint_path=None, 
     from tqdm.auto import tqdm
 
     device = pick_device(device)
-    hp = full_hparams(config.variant, **config.hparams)
-    torch.manual_seed(config.seed)
-    net = build_network(config.variant, **hp).to(device)
+    denoiser = build_denoiser(config.network, seed=config.seed, device=device)
+    net = denoiser.net
     opt = torch.optim.Adam(net.parameters(), lr=config.lr)
-    history = {"step": [], "train_loss": [], "val_step": [], "val_loss": [], "val_terms": []}
+    denoiser.history = {"step": [], "train_loss": [], "val_step": [], "val_loss": [], "val_terms": []}
     start = 0
     if resume_from is not None:
-        ck = load_checkpoint(resume_from, device=device, expect_variant=config.variant, expect_hparams=hp)
-        net.load_state_dict(ck.net.state_dict())
-        if ck.optimizer_state is not None:
-            opt.load_state_dict(ck.optimizer_state)
-        history, start = ck.history, int(ck.meta["step"])
-    lowrank = config.variant == "latent" and pipeline_flags(hp)["lowrank_background"]
-    train_stacks = load_training_stacks(train_paths, lowrank=lowrank)
-    val_samples = validation_set(load_training_stacks(val_paths, lowrank=lowrank), config)
-    weights = LossWeights.from_dict(config.weights)
+        previous = load_checkpoint(resume_from, device=device, expect_network=config.network)
+        net.load_state_dict(previous.net.state_dict())
+        if previous.optimizer_state is not None:
+            opt.load_state_dict(previous.optimizer_state)
+        denoiser.history, start = previous.history, int(previous.meta["step"])
+    history = denoiser.history
+    train_stacks = load_training_stacks(train_paths, lowrank=denoiser.lowrank_background)
+    val_samples = validation_set(load_training_stacks(val_paths, lowrank=denoiser.lowrank_background), config)
+    weights = config.weights
     warm = LossWeights(**{k: (1.0 if k == "background" else 0.0) for k in weights.to_dict()})
     rng = np.random.default_rng([config.seed, 0, start])
     lo, hi = config.n_energies
@@ -306,7 +249,7 @@ def train(config: TrainConfig, train_paths, val_paths, *, checkpoint_path=None, 
         net.train()
         st = train_stacks[int(rng.integers(len(train_stacks)))]
         sample = _to_torch(sample_batch(st, rng, crop=config.crop, n_energies=int(rng.integers(lo, hi + 1))), device)
-        loss, _ = _loss_of(net, config, sample, warm if step < config.warmup_steps else weights, hp)
+        loss, _ = _loss_of(denoiser, sample, warm if step < config.warmup_steps else weights)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
@@ -314,123 +257,17 @@ def train(config: TrainConfig, train_paths, val_paths, *, checkpoint_path=None, 
         history["step"].append(step + 1)
         history["train_loss"].append(float(loss.detach()))
         if (step + 1) % config.val_every == 0 or step + 1 == config.steps:
-            val = evaluate(net, config, val_samples, device)
+            val = evaluate(denoiser, weights, val_samples, device)
             history["val_step"].append(step + 1)
             history["val_loss"].append(val["loss"])
             history["val_terms"].append(val)
             bar.set_postfix(val=f"{val['loss']:.4f}")
             if checkpoint_path is not None:
-                save_checkpoint(checkpoint_path, net, config, history=history, step=step + 1,
-                                elements=_elements(train_stacks), energy_range_eV=_erange(train_stacks),
-                                optimizer=opt)
-    result = TrainResult(net, config, history, _elements(train_stacks), _erange(train_stacks),
-                         time.perf_counter() - t0, count_parameters(net))
+                denoiser.meta = training_meta(config, train_stacks, step + 1)
+                save_checkpoint(checkpoint_path, denoiser, optimizer=opt)
+    seconds = time.perf_counter() - t0
+    denoiser.meta = training_meta(config, train_stacks, max(config.steps, start))
+    net.eval()
     if checkpoint_path is not None and start < config.steps:
-        save_checkpoint(checkpoint_path, net, config, history=history, step=config.steps,
-                        elements=result.elements, energy_range_eV=result.energy_range_eV, optimizer=opt)
-    return result
-
-
-def _elements(stacks) -> tuple:
-    return tuple(sorted({s.element for s in stacks}))
-
-
-def _erange(stacks) -> tuple:
-    return (float(min(s.energies_eV[0] for s in stacks)), float(max(s.energies_eV[-1] for s in stacks)))
-
-
-@dataclass
-class Checkpoint:
-    """A loaded checkpoint: the network (eval mode) and everything recorded with it."""
-
-    net: torch.nn.Module
-    variant: str
-    hparams: dict
-    meta: dict
-    history: dict
-    optimizer_state: dict | None
-
-    @property
-    def config(self) -> TrainConfig:
-        """The training configuration."""
-        return TrainConfig.from_dict(self.meta["train_config"])
-
-
-def save_checkpoint(path, net, config: TrainConfig, *, history: dict, step: int, elements, energy_range_eV,
-                    optimizer=None, extra: dict | None = None) -> Path:
-    """Write a checkpoint atomically (temporary file, then rename).
-
-    It carries the weights, the architecture and its hyper-parameters, the training
-    configuration and seed, the elements and energy range trained on, the package version,
-    the loss history, and (for resuming) the optimiser state. ``extra`` adds entries to the
-    metadata (e.g. what a model was adapted to, or validation numbers).
-    """
-    meta = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "variant": config.variant,
-            "hparams": full_hparams(config.variant, **config.hparams), "train_config": config.to_dict(),
-            "seed": config.seed, "elements": list(elements), "energy_range_eV": list(energy_range_eV),
-            "package_version": __version__, "step": int(step), "torch_version": str(torch.__version__),
-            **(extra or {})}
-    doc = {"meta": meta, "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
-           "history": history, "optimizer": optimizer.state_dict() if optimizer is not None else None}
-    return _save_atomic(doc, path)
-
-
-def _save_atomic(doc: dict, path) -> Path:
-    with atomic_file(path) as tmp:
-        torch.save(doc, tmp)
-    return Path(path)
-
-
-def load_checkpoint(path, *, device=None, expect_variant: str | None = None,
-                    expect_hparams: dict | None = None) -> Checkpoint:
-    """Load a checkpoint written by :func:`save_checkpoint`.
-
-    Raises
-    ------
-    FileNotFoundError
-        If the file does not exist.
-    CheckpointError
-        If the file is corrupt or not a checkpoint of this package, or its variant or
-        hyper-parameters differ from the expected ones.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist; train one with notebook 02 or use the "
-                                "shipped weights in data/.")
-    try:
-        doc = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for a damaged file
-        raise CheckpointError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc}); the file is "
-                              "corrupt or not a torch checkpoint: re-download or re-train it.") from exc
-    meta = doc.get("meta") if isinstance(doc, dict) else None
-    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a {CHECKPOINT_FORMAT} checkpoint (no or wrong 'meta.format'); "
-                              "give a file written by xanes_lib.denoising.training.save_checkpoint.")
-    if meta.get("format_version", 0) > CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path} has checkpoint format {meta['format_version']}, newer than this package "
-                              f"reads ({CHECKPOINT_VERSION}); update xanes_lib.")
-    variant, hp = meta["variant"], meta["hparams"]
-    if variant == "latent":  # recorded before some hyper-parameters existed
-        hp = {**LEGACY_HPARAMS, **hp}
-    if expect_variant is not None and variant != expect_variant:
-        raise CheckpointError(f"{path} holds a {variant!r} network, expected {expect_variant!r}.")
-    if expect_hparams is not None and dict(expect_hparams) != dict(hp):
-        raise CheckpointError(f"{path} has hyper-parameters {hp}, expected {dict(expect_hparams)}; "
-                              "resume only with the same architecture.")
-    try:
-        net = build_network(variant, **hp)
-        net.load_state_dict(doc["state_dict"])
-    except (RuntimeError, ValueError, KeyError) as exc:
-        raise CheckpointError(f"{path}: weights do not fit the recorded architecture {variant} {hp} "
-                              f"({exc}).") from exc
-    net = net.to(pick_device(device)).eval()
-    return Checkpoint(net, variant, hp, meta, doc.get("history") or {}, doc.get("optimizer"))
-
-
-def strip_for_release(src, dst, *, extra: dict | None = None) -> Path:
-    """Copy a checkpoint without its optimiser state (smaller; for shipping), adding metadata."""
-    load_checkpoint(src, device="cpu")  # validates the file first
-    doc = torch.load(src, map_location="cpu", weights_only=True)
-    doc["meta"].update(extra or {})
-    doc["optimizer"] = None
-    return _save_atomic(doc, dst)
+        save_checkpoint(checkpoint_path, denoiser, optimizer=opt)
+    return TrainResult(denoiser, config, seconds)

@@ -14,9 +14,9 @@ from scipy import ndimage
 
 from .. import mapping
 from ..denoising.beam import estimate_background
-from .metrics import background_error, boundary_mask, oxidation_state_metrics
 from ..physics import absorbance, reference_model
 from ..spectra import default_references
+from .metrics import background_error, boundary_mask, oxidation_state_metrics
 
 __all__ = [
     "CLASSICAL_GRID", "noise_sigma", "classical_denoise", "oxidation_state_fit", "score_pipeline",
@@ -88,7 +88,7 @@ def classical_denoise(transmission, method: str, **params) -> np.ndarray:
 
 def oxidation_state_fit(transmission, energies_eV, element: str, *, mask, references=None,
                         mode: str = "nonneg_sum_to_one", fit_shift: bool = False) -> mapping.ReferenceFit:
-    """The valence fit of notebook 04 on a (processed) stack, on the given pixels.
+    """Run the valence fit of notebook 04 on a (processed) stack, on the given pixels.
 
     With ``fit_shift`` the reference energy shift is first fitted on the mean spectrum of
     ``mask`` (as notebook 04 can). It is off by default: simulated stacks are calibrated,
@@ -97,7 +97,8 @@ def oxidation_state_fit(transmission, energies_eV, element: str, *, mask, refere
     """
     refs = references if references is not None else default_references(element)
     a = absorbance(np.asarray(transmission, dtype=np.float64))
-    shift = mapping.fit_energy_shift(energies_eV, a[:, mask].mean(axis=1), refs).shift_eV if fit_shift else 0.0
+    shift = (mapping.fit_energy_shift(energies_eV, a[:, mask].mean(axis=1), refs).shift_eV if fit_shift
+             else 0.0)
     return mapping.fit_references(a, energies_eV, refs, mask=mask, mode=mode, shift_eV=shift)
 
 
@@ -147,7 +148,8 @@ def run_classical(stack, truth, *, grid=None, progress=None, background=None) ->
             t0 = time.perf_counter()
             den = classical_denoise(t, method, **{name: v})
             secs = time.perf_counter() - t0
-            sc = score_pipeline(oxidation_state_fit(den, e, el, mask=truth.mask), truth, background=background)
+            sc = score_pipeline(oxidation_state_fit(den, e, el, mask=truth.mask), truth,
+                                background=background)
             sc.update(params={name: v}, seconds=secs)
             if best is None or sc["rmse"] < best["rmse"]:
                 best = sc
@@ -169,16 +171,15 @@ def run_hybrid(stack, truth, *, grid=None, progress=None) -> dict:
     return {f"lowrank+{k}": v for k, v in scores.items()}
 
 
-def run_network(net, variant: str, stack, truth, *, hparams=None, resize_to=None, device=None) -> dict:
-    """Denoise a simulated stack with a network and score the valence fit and the background.
+def run_network(denoiser, stack, truth, *, resize_to=None, device=None) -> dict:
+    """Denoise a simulated stack with a denoiser and score the valence fit and the background.
 
     The valence fit uses the denoised stack (background and noise removed); the background
-    score uses the network's background estimate.
+    score uses the network's background estimate. ``denoiser`` is a
+    :class:`xanes_lib.denoising.Denoiser` (torch is needed only here, through it).
     """
-    from ..denoising.inference import denoise_stack
-
-    res = denoise_stack(net, variant, stack.transmission, stack.energies_eV, element=stack.element,
-                        hparams=hparams, resize_to=resize_to, device=device)
+    res = denoiser.denoise(stack.transmission, stack.energies_eV, element=stack.element, resize_to=resize_to,
+                           device=device)
     sc = score_pipeline(oxidation_state_fit(res.denoised, stack.energies_eV, stack.element, mask=truth.mask),
                         truth, background=res.background)
     sc.update(params={"resize_to": resize_to} if resize_to else {}, seconds=res.seconds)

@@ -8,7 +8,6 @@ import pytest
 from scipy import ndimage
 
 from xanes_lib import denoising, evaluation, io, mapping, simulation
-from xanes_lib.denoising import denoise_stack
 from xanes_lib.physics import reference_model
 
 from pathlib import Path
@@ -62,8 +61,7 @@ def test_adapts_a_file_whose_ground_truth_was_removed(tmp_path, pretrained):
 
 def test_short_adaptation_does_not_raise_the_true_error(co_stack, pretrained):
     stack, truth = co_stack
-    as_is = denoise_stack(pretrained.net, "latent", stack.transmission, stack.energies_eV, element="Co",
-                          hparams=pretrained.hparams)
+    as_is = pretrained.denoise(stack.transmission, stack.energies_eV, element="Co")
     cfg = denoising.AdaptConfig(max_epochs=3, steps_per_epoch=30, crop=96, patience=5, seed=0)
     res = denoising.adapt(pretrained, stack.transmission, stack.energies_eV, element="Co", config=cfg, progress=False)
     before, after = _true_rmse(as_is.denoised, stack, truth), _true_rmse(res.result.denoised, stack, truth)
@@ -72,8 +70,7 @@ def test_short_adaptation_does_not_raise_the_true_error(co_stack, pretrained):
     assert after <= 1.02 * before, (before, after)
     assert res.best_epoch == 0 or after < before, (res.best_epoch, before, after)
     # The pre-trained model given in is left as it was.
-    again = denoise_stack(pretrained.net, "latent", stack.transmission, stack.energies_eV, element="Co",
-                          hparams=pretrained.hparams)
+    again = pretrained.denoise(stack.transmission, stack.energies_eV, element="Co")
     assert np.array_equal(again.denoised, as_is.denoised)
 
 
@@ -108,9 +105,10 @@ def test_adapted_checkpoint_records_what_it_was_adapted_to(tmp_path, pretrained)
     assert info["shape"] == list(stack.transmission.shape) and info["references"] == ["Co3+", "Co4+"] or \
         len(info["references"]) == 2
     assert denoising.AdaptConfig.from_dict(info["config"]) == cfg
-    assert ck.meta["variant"] == "latent" and "adaptation" in ck.history
-    a = denoise_stack(ck.net, "latent", stack.transmission, stack.energies_eV, element="Co", hparams=ck.hparams)
-    b = denoise_stack(res.net, "latent", stack.transmission, stack.energies_eV, element="Co", hparams=res.hparams)
+    assert ck.variant == "latent" and ck.config == res.denoiser.config and "adaptation" in ck.history
+    assert "held_out_scores" not in ck.meta  # those describe the pre-trained source only
+    a = ck.denoise(stack.transmission, stack.energies_eV, element="Co")
+    b = res.denoiser.denoise(stack.transmission, stack.energies_eV, element="Co")
     assert np.array_equal(a.denoised, b.denoised)
 
 

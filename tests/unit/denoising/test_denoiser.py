@@ -1,12 +1,15 @@
 """Networks, physics-informed losses, training, checkpoints and tiled inference."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from xanes_lib import denoising, physics, simulation
-from xanes_lib.denoising import denoise_stack
 from xanes_lib.physics import reference_model
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")
@@ -68,13 +71,12 @@ def test_losses_zero_on_perfect_prediction_and_positive_otherwise():
 
 
 def test_loss_weights_switch_terms_off():
-    with pytest.raises(ValueError, match="unknown loss term"):
+    with pytest.raises(ValueError, match=r"unknown LossWeights setting\(s\) \[.perceptual.\]"):
         denoising.LossWeights.from_dict({"perceptual": 1.0})
     w = denoising.LossWeights(background=1.0, coefficient=0.0, fraction=0.0, consistency=0.0, tv=0.0, stack=0.0)
     e, m = _ni_model()
     t = torch.rand(e.size, 16, 16) * 0.5 + 0.4
-    net = denoising.build_network("latent")
-    out = denoising.forward(net, "latent", t, m)
+    out = denoising.forward(denoising.build_denoiser("latent"), t, m)
     target = {"background": torch.ones_like(t) * 1.01, "absorbance": -t.log(), "mask": torch.ones(16, 16, dtype=bool)}
     _, terms = denoising.total_loss(out, target, m, w)
     assert set(terms) == {"background"}
@@ -94,26 +96,26 @@ def test_loss_weights_switch_terms_off():
 
 
 def test_paper_network_size_and_identity_start():
-    net = denoising.build_network("paper")
-    assert 0.3e6 < denoising.count_parameters(net) < 0.5e6
+    paper = denoising.build_denoiser("paper")
+    assert 0.3e6 < paper.n_parameters < 0.5e6
     x = torch.rand(3, 1, 32, 32)
-    assert torch.equal(net(x), torch.ones_like(x))  # zero-initialised output: B = 1
-    with pytest.raises(ValueError, match="unknown network variant"):
-        denoising.build_network("unet3d")
-    with pytest.raises(ValueError, match="unknown hyper-parameter"):
-        denoising.build_network("latent", widht=8)
+    assert torch.equal(paper.net(x), torch.ones_like(x))  # zero-initialised output: B = 1
+    with pytest.raises(ValueError, match="unknown network variant 'unet3d'"):
+        denoising.build_denoiser("unet3d")
+    with pytest.raises(ValueError, match=r"unknown LatentHParams setting\(s\) \['widht'\]; allowed: .*'width'"):
+        denoising.build_denoiser("latent", widht=8)
 
 
 def test_untrained_latent_network_returns_the_plain_fit(ni_stack):
     stack, _ = ni_stack
-    net = denoising.build_network("latent", output="residual")
+    denoiser = denoising.build_denoiser("latent", output="residual")
     m = reference_model(stack.energies_eV, "Ni")
-    res = denoise_stack(net, "latent", stack.transmission, stack.energies_eV, element="Ni", lowrank=False)
+    res = denoiser.denoise(stack.transmission, stack.energies_eV, element="Ni", lowrank=False)
     plain = m.fit(physics.absorbance(stack.transmission.astype(np.float32)))
     assert res.beam is None
     assert np.allclose(res.coefficients, plain, atol=1e-4 * np.abs(plain).max())
     # The shipped pipeline divides by the low-rank beam background first (and only by it).
-    res = denoise_stack(net, "latent", stack.transmission, stack.energies_eV, element="Ni")
+    res = denoiser.denoise(stack.transmission, stack.energies_eV, element="Ni")
     assert res.beam is not None and res.beam.rank >= 1
     np.testing.assert_allclose(res.background, res.beam.background, rtol=1e-6)
     corrected = m.fit(physics.absorbance((stack.transmission / res.beam.background).astype(np.float32)))
@@ -125,7 +127,7 @@ def test_untrained_latent_network_returns_the_plain_fit(ni_stack):
                                      {"weighted": False, "step_weight": False, "side_scales": [2.0]}])
 def test_kernel_output_is_a_local_average_of_the_data(hparams):
     torch.manual_seed(0)
-    net = denoising.build_network("latent", **hparams)
+    net = denoising.build_denoiser("latent", **hparams).net
     with torch.no_grad():  # non-trivial weights, so that the test can fail
         for p in net.parameters():
             p.add_(0.05 * torch.randn_like(p))
@@ -157,11 +159,12 @@ def test_kernel_output_is_a_local_average_of_the_data(hparams):
         assert bool((out >= maps.min(0).values - 1e-5).all() and (out <= maps.max(0).values + 1e-5).all())
 
 
-def test_pipeline_flags_of_legacy_checkpoints():
-    assert denoising.pipeline_flags(denoising.LEGACY_HPARAMS) == {"lowrank_background": False, "residual_background": True}
-    assert denoising.pipeline_flags(None) == {"lowrank_background": True, "residual_background": False}
-    with pytest.raises(ValueError, match="unknown hyper-parameter"):
-        denoising.build_network("paper", lowrank_background=True)
+def test_pipeline_flags_belong_to_the_latent_network():
+    assert denoising.build_denoiser("latent").lowrank_background
+    assert not denoising.build_denoiser("latent", lowrank_background=False).lowrank_background
+    assert not denoising.build_denoiser("paper").lowrank_background
+    with pytest.raises(ValueError, match="unknown PaperHParams setting"):
+        denoising.build_denoiser("paper", lowrank_background=True)
 
 
 def test_training_stacks_corrected_by_the_lowrank_background(small_sets):
@@ -183,12 +186,12 @@ def test_tiled_inference_equals_untiled(ni_stack, variant):
     t = stack.transmission[::6]
     e = stack.energies_eV[::6]
     torch.manual_seed(0)
-    net = denoising.build_network(variant)
+    denoiser = denoising.build_denoiser(variant)
     with torch.no_grad():  # non-trivial weights, so that the test can fail
-        for p in net.parameters():
+        for p in denoiser.net.parameters():
             p.add_(0.02 * torch.randn_like(p))
-    whole = denoise_stack(net, variant, t, e, element="Ni", tile=256, margin=64)
-    tiled = denoise_stack(net, variant, t, e, element="Ni", tile=176, margin=80)
+    whole = denoiser.denoise(t, e, element="Ni", tile=256, margin=64)
+    tiled = denoiser.denoise(t, e, element="Ni", tile=176, margin=80)
     assert tiled.tiles > 1 and whole.tiles == 1
     for name in ("corrected", "denoised", "background"):
         np.testing.assert_allclose(getattr(tiled, name), getattr(whole, name), rtol=2e-4, atol=2e-5)
@@ -196,13 +199,13 @@ def test_tiled_inference_equals_untiled(ni_stack, variant):
 
 def test_denoise_stack_rejects_bad_input(ni_stack):
     stack, _ = ni_stack
-    net = denoising.build_network("latent")
+    denoiser = denoising.build_denoiser("latent")
     with pytest.raises(ValueError, match=r"\(E, Y, X\)"):
-        denoise_stack(net, "latent", stack.transmission[0], stack.energies_eV, element="Ni")
+        denoiser.denoise(stack.transmission[0], stack.energies_eV, element="Ni")
     with pytest.raises(ValueError, match="energies"):
-        denoise_stack(net, "latent", stack.transmission[:-1], stack.energies_eV, element="Ni")
+        denoiser.denoise(stack.transmission[:-1], stack.energies_eV, element="Ni")
     with pytest.raises(ValueError, match="resize_to"):
-        denoise_stack(net, "latent", stack.transmission, stack.energies_eV, element="Ni", resize_to=64)
+        denoiser.denoise(stack.transmission, stack.energies_eV, element="Ni", resize_to=64)
 
 
 def test_short_training_lowers_the_loss(small_sets):
@@ -210,37 +213,37 @@ def test_short_training_lowers_the_loss(small_sets):
     # held-out validation loss of the full recipe is followed in notebook 02); here the
     # validation samples are drawn from a training stack, so the loop must lower them.
     tr, _ = small_sets
-    w = denoising.LossWeights(background=0.0, coefficient=1.0, fraction=1.0, consistency=0.0, tv=0.0, stack=0.0,
-                           relative=1.0)  # notebook 02's recipe for the latent pipeline
-    cfg = denoising.TrainConfig(variant="latent", steps=100, lr=1e-3, crop=64, n_energies=(16, 67), val_every=100,
-                            n_val_crops=4, seed=1, weights=w.to_dict())
-    torch.manual_seed(cfg.seed)
-    before = denoising.evaluate(denoising.build_network("latent"), cfg,
-                            denoising.validation_set(denoising.load_training_stacks(tr[:1]), cfg))["loss"]
+    # notebook 02's recipe for the latent pipeline, shorter and on smaller crops
+    cfg = denoising.recipe("latent", steps=100, n_val_crops=4, seed=1).replace(crop=64, val_every=100)
+    before = denoising.evaluate(denoising.build_denoiser(cfg.network, seed=cfg.seed), cfg.weights,
+                                denoising.validation_set(denoising.load_training_stacks(tr[:1]), cfg))["loss"]
     res = denoising.train(cfg, tr, tr[:1], progress=False)
     assert res.history["val_loss"][-1] < before
 
 
 def test_checkpoint_round_trip_resume_and_errors(small_sets, tmp_path, ni_stack):
     tr, va = small_sets
-    cfg = denoising.TrainConfig(variant="latent", steps=4, crop=32, n_energies=(12, 20), val_every=2, n_val_crops=1)
+    cfg = denoising.TrainConfig(steps=4, crop=32, n_energies=(12, 20), val_every=2, n_val_crops=1)
     path = tmp_path / "ck.pt"
     res = denoising.train(cfg, tr, va, checkpoint_path=path, progress=False)
     ck = denoising.load_checkpoint(path)
     assert ck.meta["elements"] == ["Co", "Ni"] and ck.meta["seed"] == cfg.seed and ck.meta["step"] == 4
-    assert ck.meta["package_version"] and ck.config == cfg
+    assert ck.meta["package_version"] and ck.train_config == cfg and ck.config == cfg.network
+    assert ck.meta["format_version"] == denoising.CHECKPOINT_VERSION == 2
     stack, _ = ni_stack
-    a = denoise_stack(res.net, "latent", stack.transmission, stack.energies_eV, element="Ni")
-    b = denoise_stack(ck.net, "latent", stack.transmission, stack.energies_eV, element="Ni")
+    a = res.denoiser.denoise(stack.transmission, stack.energies_eV, element="Ni")
+    b = ck.denoise(stack.transmission, stack.energies_eV, element="Ni")
     np.testing.assert_array_equal(a.denoised, b.denoised)
     # Resuming continues from the recorded step up to the new total.
-    more = denoising.train(denoising.TrainConfig(**{**cfg.__dict__, "steps": 6}), tr, va, resume_from=path,
-                       checkpoint_path=tmp_path / "ck2.pt", progress=False)
+    more = denoising.train(cfg.replace(steps=6), tr, va, resume_from=path, checkpoint_path=tmp_path / "ck2.pt",
+                           progress=False)
     assert more.history["step"][-1] == 6 and len(more.history["step"]) == 6
-    with pytest.raises(denoising.CheckpointError, match="holds a 'latent' network"):
-        denoising.load_checkpoint(path, expect_variant="paper")
-    with pytest.raises(denoising.CheckpointError, match="hyper-parameters"):
-        denoising.load_checkpoint(path, expect_hparams={**ck.hparams, "width": 8})
+    with pytest.raises(denoising.CheckpointError, match="holds the network .*'latent'.*expected .*'paper'"):
+        denoising.load_checkpoint(path, expect_network=denoising.NetworkConfig.create("paper"))
+    with pytest.raises(denoising.CheckpointError, match="'width': 8"):
+        denoising.load_checkpoint(path, expect_network=denoising.NetworkConfig.create("latent", width=8))
+    with pytest.raises(denoising.CheckpointError, match="is a folder"):
+        denoising.load_checkpoint(tmp_path)
     bad = tmp_path / "corrupt.pt"
     bad.write_bytes(path.read_bytes()[:300])
     with pytest.raises(denoising.CheckpointError, match="corrupt"):
@@ -253,22 +256,80 @@ def test_checkpoint_round_trip_resume_and_errors(small_sets, tmp_path, ni_stack)
         denoising.load_checkpoint(tmp_path / "missing.pt")
 
 
-def test_checkpoint_from_before_the_new_hyper_parameters_loads_as_it_was_trained(tmp_path):
-    legacy = {k: v for k, v in denoising.full_hparams("latent", **denoising.LEGACY_HPARAMS).items()
-              if k not in denoising.LEGACY_HPARAMS}
-    net = denoising.build_network("latent", **denoising.LEGACY_HPARAMS)
-    path = denoising.save_checkpoint(tmp_path / "old.pt", net, denoising.TrainConfig(), history={}, step=0,
-                                 elements=["Ni"], energy_range_eV=(8200.0, 8600.0))
+def _as_version_1(path, hparams):
+    """Rewrite a checkpoint's metadata in the layout of schema version 1."""
     doc = torch.load(path, weights_only=True)
-    doc["meta"]["hparams"] = legacy  # as written before input_scales, output and the pipeline flags
+    meta = doc["meta"]
+    network = meta.pop("network")
+    train_config = {k: v for k, v in meta["train_config"].items() if k != "network"}
+    meta.update(format_version=1, variant=network["variant"], hparams=hparams,
+                train_config={"variant": network["variant"], "hparams": {}, **train_config})
     torch.save(doc, path)
+
+
+def test_version_1_checkpoint_migrates_and_loads_as_it_was_trained(tmp_path):
+    # A first-generation latent network: written before input_scales, output and the pipeline
+    # flags existed, so its file lacks them; they mean the values of V1_LATENT_HPARAMS.
+    old = denoising.NetworkConfig.create("latent", **denoising.V1_LATENT_HPARAMS)
+    path = denoising.save_checkpoint(tmp_path / "old.pt", denoising.Denoiser(
+        denoising.build_denoiser(old).net, old, meta={"train_config": denoising.TrainConfig(network=old).to_dict(),
+                                                      "step": 0, "elements": ["Ni"]}))
+    recorded = {k: v for k, v in old.hparams.to_dict().items() if k not in denoising.V1_LATENT_HPARAMS}
+    _as_version_1(path, recorded)
     ck = denoising.load_checkpoint(path)
+    assert ck.meta["migrated_from_version"] == 1 and ck.meta["format_version"] == 2
+    assert ck.config == old and ck.train_config.network == old
     assert ck.hparams["output"] == "residual" and ck.hparams["input_scales"] == []
-    assert denoising.pipeline_flags(ck.hparams) == {"lowrank_background": False, "residual_background": True}
+    assert not ck.lowrank_background and ck.residual_background
+    assert denoising.V1_LATENT_HPARAMS["step_weight"] is False
+    # Saved again, it is written in the current schema.
+    again = denoising.load_checkpoint(denoising.save_checkpoint(tmp_path / "new.pt", ck))
+    assert again.config == old and "migrated_from_version" not in again.meta
+
+
+def test_damaged_or_newer_checkpoint_metadata_is_refused_clearly(tmp_path):
+    path = denoising.save_checkpoint(tmp_path / "ck.pt", denoising.build_denoiser("paper", n_blocks=1))
+    doc = torch.load(path, weights_only=True)
+    doc["meta"]["format_version"] = 99
+    torch.save(doc, path)
+    with pytest.raises(denoising.CheckpointError, match="format 99, newer than this package"):
+        denoising.load_checkpoint(path)
+    doc["meta"].update(format_version=1)
+    doc["meta"].pop("network")
+    torch.save(doc, path)
+    with pytest.raises(denoising.CheckpointError, match="version-1 metadata without a valid 'variant'"):
+        denoising.load_checkpoint(path)
+    doc["meta"].update(format_version=2, network={"variant": "latent", "hparams": {"width": -1}})
+    torch.save(doc, path)
+    with pytest.raises(denoising.CheckpointError, match="invalid network configuration.*width"):
+        denoising.load_checkpoint(path)
+
+
+@pytest.mark.parametrize("name", ["latent", "paper"])
+def test_recipe_is_what_the_shipped_weights_were_trained_with(name):
+    shipped = denoising.load_checkpoint(ROOT / "data" / f"denoiser_{name}.pt", device="cpu")
+    assert shipped.train_config == denoising.recipe(name)
+
+
+def test_configurations_are_validated_on_construction():
+    with pytest.raises(ValueError, match=r"TrainConfig.steps must be an integer >= 1; got 0"):
+        denoising.TrainConfig(steps=0)
+    with pytest.raises(ValueError, match=r"n_energies must be a pair of integers"):
+        denoising.TrainConfig(n_energies=(20, 10))
+    with pytest.raises(ValueError, match=r"LossWeights.tv must be a finite number in \[0, inf\]"):
+        denoising.LossWeights(tv=-1.0)
+    with pytest.raises(ValueError, match=r"unknown AdaptConfig setting\(s\) \['epochs'\]; allowed: \['max_epochs'"):
+        denoising.AdaptConfig.from_dict({"epochs": 3})
+    with pytest.raises(ValueError, match="output must be one of"):
+        denoising.NetworkConfig.create("latent", output="median")
+    cfg = denoising.recipe("paper", quick=True)
+    assert denoising.TrainConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="unknown recipe"):
+        denoising.recipe("unet")
 
 
 def test_weighted_candidates_leave_out_pixels_of_zero_weight():
-    net = denoising.build_network("latent")
+    net = denoising.build_denoiser("latent").net
     maps = torch.zeros(1, 4, 24, 24)
     maps[..., :12] = 2.0  # a particle on the left, empty field (0) on the right
     weight = (maps[:, :1] > 0).float()
@@ -280,7 +341,7 @@ def test_weighted_candidates_leave_out_pixels_of_zero_weight():
 
 
 def test_step_weight_leaves_out_the_empty_field_and_keeps_plain_averages_there():
-    net = denoising.build_network("latent", weighted=False)  # the edge-step weight alone
+    net = denoising.build_denoiser("latent", weighted=False).net  # the edge-step weight alone
     assert net.step_weight
     maps = torch.zeros(1, 4, 32, 32)
     maps[:, :2, :, :16] = torch.tensor([0.6, 0.4])[None, :, None, None]  # edge step 1 on the left
@@ -296,4 +357,4 @@ def test_step_weight_leaves_out_the_empty_field_and_keeps_plain_averages_there()
     narrow_w, narrow_p = net.candidates(maps, step)[1], net.candidates(maps)[1]  # 1 px: reach 3 px
     torch.testing.assert_close(narrow_w[..., 22:], narrow_p[..., 22:], atol=1e-5, rtol=0)
     # A network trained before the option loads without it (its checkpoint lacks the key).
-    assert denoising.LEGACY_HPARAMS["step_weight"] is False
+    assert denoising.V1_LATENT_HPARAMS["step_weight"] is False
