@@ -41,7 +41,8 @@ def main(seed: int = 0) -> dict:
     seconds = time.perf_counter() - t0
     out = {"shape": list(stack.transmission.shape), "seed": seed, "adapt_seconds": round(seconds, 1),
            "rounds": res.history[-1]["epoch"], "best_epoch": res.best_epoch, "stop_reason": res.stop_reason,
-           "rmse_pretrained_as_is": round(rmse(as_is.denoised), 4), "rmse_adapted": round(rmse(res.result.denoised), 4),
+           "rmse_pretrained_as_is": round(rmse(as_is.denoised), 4),
+           "rmse_adapted": round(rmse(res.result.denoised), 4),
            "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
            "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
     (HERE / "results").mkdir(exist_ok=True)

@@ -32,7 +32,8 @@ import torch
 from xanes_lib import __version__, denoising, evaluation, io
 
 ROOT = Path(__file__).resolve().parents[1]
-TESTS = {"Ni_NMC811_dose300": "test_Ni_NMC811_dose300_000.h5", "Co_NMC811_dose1000": "test_Co_NMC811_dose1000_000.h5"}
+TESTS = {"Ni_NMC811_dose300": "test_Ni_NMC811_dose300_000.h5",
+         "Co_NMC811_dose1000": "test_Co_NMC811_dose1000_000.h5"}
 
 
 def _round(d):
@@ -57,7 +58,8 @@ def score_stack(path: Path, models: dict) -> dict:
             summary[f"ours_over_best_{label}_rmse"] = out["ours"]["rmse"] / out[best]["rmse"]
             summary[f"ours_over_best_{label}_boundary_rmse"] = (out["ours"]["rmse_boundary"]
                                                                 / out[best_b]["rmse_boundary"])
-    return {"file": path.name, "pipelines": {k: _round(v) for k, v in out.items()}, "summary": _round(summary)}
+    return {"file": path.name, "pipelines": {k: _round(v) for k, v in out.items()},
+            "summary": _round(summary)}
 
 
 def time_inference(models: dict, path: Path, size: int = 1024, n_energies: int = 60) -> dict:
@@ -112,12 +114,14 @@ def main(argv=None) -> int:
         s = report["stacks"][name]
         print(f"{name} ({time.perf_counter() - t0:.0f} s):")
         for k, v in s["pipelines"].items():
-            print(f"  {k:22s} RMSE {v['rmse']:.3f}  bias {v['bias']:+.3f}  boundary {v['rmse_boundary']:.3f}  "
-                  f"coverage {v['coverage_2sigma']:.2f}  background in/out {v['background_ratio_inside']:.2f}/"
+            print(f"  {k:22s} RMSE {v['rmse']:.3f}  bias {v['bias']:+.3f}  "
+                  f"boundary {v['rmse_boundary']:.3f}  coverage {v['coverage_2sigma']:.2f}  "
+                  f"background in/out {v['background_ratio_inside']:.2f}/"
                   f"{v['background_ratio_outside']:.2f}")
         for label in ("classical", "hybrid"):
             print(f"  ratio ours / best {label} ({s['summary'][f'best_{label}']}): "
-                  f"{s['summary'].get(f'ours_over_best_{label}_rmse', float('nan')):.2f}, near boundaries "
+                  f"{s['summary'].get(f'ours_over_best_{label}_rmse', float('nan')):.2f}, "
+                  "near boundaries "
                   f"{s['summary'].get(f'ours_over_best_{label}_boundary_rmse', float('nan')):.2f}")
     if not args.skip_timing:
         report["timing"] = time_inference(models, data / TESTS["Ni_NMC811_dose300"])

@@ -16,4 +16,6 @@ evaluation stand beside it:
 Import the rooms, not their files: ``from xanes_lib import io, mapping``.
 """
 
+__all__ = ["__version__"]
+
 __version__ = "0.1.0"

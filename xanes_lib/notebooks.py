@@ -25,7 +25,7 @@ _NAME = re.compile(r"^\d\d_[a-z0-9_]+\.ipynb$")
 
 
 def list_notebooks(folder=NOTEBOOKS_DIR) -> list[Path]:
-    """The numbered notebooks ``NN_snake_case.ipynb`` of ``folder``, in order."""
+    """List the numbered notebooks ``NN_snake_case.ipynb`` of ``folder``, in order."""
     return sorted(p for p in Path(folder).glob("*.ipynb") if _NAME.match(p.name))
 
 

@@ -9,14 +9,17 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
-    "KEV_MAX", "EV_MIN", "check_energies", "detect_energy_unit", "energies_to_ev", "check_stack",
-    "find_nonfinite",
+    "KEV_MAX", "EV_MIN", "EV_PER_KEV", "check_energies", "detect_energy_unit", "energies_to_ev",
+    "check_stack", "find_nonfinite",
 ]
 
 #: Hard X-ray absorption edges used with TXM lie between ~4 and ~30 keV. Energies in keV
 #: are therefore below this bound and energies in eV above ``EV_MIN``.
 KEV_MAX = 200.0
+#: The eV/keV threshold: absolute energies below it are not eV (keV, or offsets from an edge).
 EV_MIN = 1000.0
+#: Unit conversion factor: eV per keV.
+EV_PER_KEV = 1000.0
 
 
 def _where(source: str) -> str:
@@ -140,7 +143,7 @@ def energies_to_ev(energies, *, unit: str | None = None, source: str = "") -> tu
     if unit not in ("eV", "keV"):
         raise ValueError(f"unit must be 'eV', 'keV' or None (detect); got {unit!r}.")
     e = np.array(energies, dtype=np.float64, copy=True)
-    return (e * 1000.0 if unit == "keV" else e), unit
+    return (e * EV_PER_KEV if unit == "keV" else e), unit
 
 
 def check_stack(stack, *, name: str = "stack", source: str = "", n_energies: int | None = None,

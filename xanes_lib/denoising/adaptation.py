@@ -3,9 +3,10 @@
 No ground truth is used: :func:`xanes_lib.denoising.adaptation` has no argument for it and reads no file. It
 alternates, round after round (the method of ``docs/METHOD.md``):
 
-1. **re-fit** — the network is applied to the whole stack (:func:`xanes_lib.denoising.inference.denoise_stack`):
-   the background is estimated and smoothed, the coefficient maps of the corrected stack are
-   fitted, and the sample mask is found from their edge step;
+1. **re-fit** — the network is applied to the whole stack
+   (:func:`xanes_lib.denoising.inference.denoise_stack`): the background is estimated and
+   smoothed, the coefficient maps of the corrected stack are fitted, and the sample mask is
+   found from their edge step;
 2. **self-validation** — a fixed set of energies is held out from everything else; the
    coefficients obtained *without* them predict their corrected absorbance inside the sample
    (:func:`self_validation_score`);
@@ -117,7 +118,7 @@ class AdaptResult:
 
 
 def holdout_energies(energies_eV, fraction: float, rng) -> np.ndarray:
-    """Indices of energies held out for self-validation: spread over the whole scan.
+    """Draw the indices of the energies held out for self-validation, spread over the scan.
 
     The scan is cut into ``round(fraction * E)`` consecutive groups of energies and one
     energy is drawn at random in each (the first and the last energy are never held out).
@@ -125,7 +126,8 @@ def holdout_energies(energies_eV, fraction: float, rng) -> np.ndarray:
     e = np.asarray(energies_eV)
     n = max(int(round(fraction * e.size)), 3)
     edges = np.linspace(1, e.size - 1, n + 1).astype(int)
-    return np.array([int(rng.integers(lo, max(hi, lo + 1))) for lo, hi in zip(edges[:-1], edges[1:])])
+    return np.array([int(rng.integers(lo, max(hi, lo + 1)))
+                     for lo, hi in zip(edges[:-1], edges[1:], strict=True)])
 
 
 def data_mask(coefficients, n_refs: int) -> np.ndarray:
@@ -185,8 +187,8 @@ def _step_loss(denoiser: Denoiser, t, beta, energies, idx, rng, cfg: AdaptConfig
     # The target's coefficient maps, fitted from its own (independent) photon noise, are an
     # unbiased but noisy view of the truth: the network's best prediction of them is the
     # denoised map (Noise2Noise across energies).
-    tgt = np.sort(idx[sample_energies(energies[idx], edge_eV, max(int(round(cfg.target_fraction * idx.size)), 8),
-                                      rng)])
+    n_target = max(int(round(cfg.target_fraction * idx.size)), 8)
+    tgt = np.sort(idx[sample_energies(energies[idx], edge_eV, n_target, rng)])
     inp = np.setdiff1d(idx, tgt)
     model_in = reference_model(energies[inp], element, references)
     model_t = reference_model(energies[tgt], element, references)
@@ -207,7 +209,7 @@ def _relative_change(new, old, mask) -> float:
 
 
 def _check_inputs(transmission, energies_eV, element, references, config: AdaptConfig):
-    """The validated energies and stack of :func:`adapt` (ValueError naming what is wrong)."""
+    """Validate the energies and stack of :func:`adapt` (ValueError naming what is wrong)."""
     e = check_energies(energies_eV, name="energies_eV")
     t = check_stack(transmission, name="transmission", n_energies=e.size)
     if np.any(t <= 0):
@@ -231,7 +233,8 @@ def _stop_reason(config: AdaptConfig, since_best: int, change: float, elapsed_s:
 
 
 def adapt(denoiser: Denoiser, transmission, energies_eV, *, element: str | None = None, references=None,
-          config: AdaptConfig | None = None, device=None, progress: bool = True, callback=None) -> AdaptResult:
+          config: AdaptConfig | None = None, device=None, progress: bool = True,
+          callback=None) -> AdaptResult:
     """Adapt a pre-trained denoiser to one measurement, without ground truth.
 
     Parameters
@@ -359,7 +362,7 @@ def adapt(denoiser: Denoiser, transmission, energies_eV, *, element: str | None 
 
 
 def _copy_state(net) -> dict:
-    """A copy of the network's weights (kept for the best round)."""
+    """Copy the network's weights (kept for the best round)."""
     return {k: v.detach().clone() for k, v in net.state_dict().items()}
 
 
@@ -399,7 +402,8 @@ def save_adapted(path, result: AdaptResult, source: Denoiser, *, transmission, e
     # Provenance of the pre-training carries over; its held-out scores describe the source only.
     meta = {k: source.meta[k] for k in ("train_config", "seed") if k in source.meta}
     out = Denoiser(result.denoiser.net, source.config,
-                   meta={**meta, "step": int(source.meta.get("step", 0)), "elements": source.meta.get("elements", []),
+                   meta={**meta, "step": int(source.meta.get("step", 0)),
+                         "elements": source.meta.get("elements", []),
                          "energy_range_eV": source.meta.get("energy_range_eV", [float(e[0]), float(e[-1])]),
                          "package_version": __version__, "adapted_to": adapted},
                    history={"pretraining": source.history, "adaptation": result.history})

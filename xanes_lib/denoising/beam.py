@@ -89,9 +89,11 @@ def _normalised_convolution(x, w, sigma: float, *, fill_sigma: float = 0.0, fill
 
 
 def _empty_threshold(level) -> float:
-    """Absorbance above which a pixel holds sample: Otsu's threshold, or lower when the
-    lowest fifth of the pixels (the empty field) is tightly clustered below it (a thin
-    particle must not pass for empty)."""
+    """Absorbance above which a pixel holds sample.
+
+    Otsu's threshold, or lower when the lowest fifth of the pixels (the empty field) is
+    tightly clustered below it (a thin particle must not pass for empty).
+    """
     otsu = sample_mask(level).threshold
     low = level[level <= np.percentile(level, 20)]
     m0 = np.median(low)
@@ -166,7 +168,7 @@ def estimate_background(transmission, energies_eV, model, *, max_rank: int = 12,
     floor = np.median(s[s.size // 2:]) if s.size > 3 else 0.0
     above = [j for j in range(min(max_rank, s.size)) if s[j] > noise_factor * floor]
     unexplained = np.array([np.sum((q @ u[:, j]) ** 2) for j in above])
-    keep = [j for j, f in zip(above, unexplained) if f >= min_unexplained]
+    keep = [j for j, f in zip(above, unexplained, strict=True) if f >= min_unexplained]
     if not keep:
         bg = np.ones_like(t, dtype=np.float32)
         return BackgroundEstimate(bg, np.zeros((n_e, 0)), np.zeros((0, ny, nx)), 0, len(above), empty,

@@ -60,7 +60,7 @@ class CheckpointError(ValueError):
 
 
 def migrate_meta(meta: dict, *, source: str = "checkpoint") -> dict:
-    """The metadata of a checkpoint in the current schema (a new dictionary).
+    """Return the metadata of a checkpoint in the current schema (a new dictionary).
 
     Parameters
     ----------
@@ -81,8 +81,8 @@ def migrate_meta(meta: dict, *, source: str = "checkpoint") -> dict:
         schema needs.
     """
     if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{source} is not a {CHECKPOINT_FORMAT} checkpoint (no or wrong 'meta.format'); "
-                              "give a file written by xanes_lib.denoising.save_checkpoint.")
+        raise CheckpointError(f"{source} is not a {CHECKPOINT_FORMAT} checkpoint (no or wrong "
+                              "'meta.format'); give a file written by xanes_lib.denoising.save_checkpoint.")
     version = meta.get("format_version", 1)
     if not isinstance(version, int) or version > CHECKPOINT_VERSION:
         raise CheckpointError(f"{source} has checkpoint format {version!r}, newer than this package reads "
@@ -114,11 +114,13 @@ def save_checkpoint(path, denoiser: Denoiser, *, optimizer=None) -> Path:
     loss history and, for resuming, the optimiser state.
     """
     meta = {**denoiser.meta, "format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION,
-            "network": denoiser.config.to_dict(), "package_version": denoiser.meta.get("package_version", __version__),
+            "network": denoiser.config.to_dict(),
+            "package_version": denoiser.meta.get("package_version", __version__),
             "torch_version": denoiser.meta.get("torch_version", str(torch.__version__))}
     meta.pop("migrated_from_version", None)
     doc = {"meta": meta, "state_dict": {k: v.detach().cpu() for k, v in denoiser.net.state_dict().items()},
-           "history": denoiser.history, "optimizer": optimizer.state_dict() if optimizer is not None else None}
+           "history": denoiser.history,
+           "optimizer": optimizer.state_dict() if optimizer is not None else None}
     return _save_atomic(doc, path)
 
 
@@ -178,8 +180,8 @@ def load_checkpoint(path, *, device=None, expect_network: NetworkConfig | None =
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: invalid network configuration in the metadata ({exc}).") from exc
     if expect_network is not None and config != expect_network:
-        raise CheckpointError(f"{path} holds the network {config.to_dict()}, expected {expect_network.to_dict()}; "
-                              "resume only with the same architecture.")
+        raise CheckpointError(f"{path} holds the network {config.to_dict()}, expected "
+                              f"{expect_network.to_dict()}; resume only with the same architecture.")
     try:
         net = build_network(config)
         net.load_state_dict(doc["state_dict"])

@@ -29,7 +29,7 @@ __all__ = [
 
 
 def _convert(value, hint):
-    """A plain value read from a dictionary, as the field type ``hint`` wants it."""
+    """Convert a plain value read from a dictionary to the field type ``hint``."""
     if isinstance(hint, type) and issubclass(hint, Config) and isinstance(value, dict):
         return hint.from_dict(value)
     if typing.get_origin(hint) is tuple and isinstance(value, list | tuple):
@@ -40,7 +40,7 @@ def _convert(value, hint):
 
 
 def _plain(value):
-    """The dictionary form of a field value (nested configs as dicts, tuples as lists)."""
+    """Return the dictionary form of a field value (nested configs as dicts, tuples as lists)."""
     if isinstance(value, Config):
         return value.to_dict()
     if isinstance(value, tuple):
@@ -79,7 +79,8 @@ class Config:
         v = getattr(self, name)
         ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
         ok = ok and (v > lo if open_lo else v >= lo) and (v < hi if open_hi else v <= hi)
-        self._require(ok, name, f"a finite number in {'(' if open_lo else '['}{lo:g}, {hi:g}{')' if open_hi else ']'}")
+        interval = f"{'(' if open_lo else '['}{lo:g}, {hi:g}{')' if open_hi else ']'}"
+        self._require(ok, name, f"a finite number in {interval}")
 
     def _int_range(self, name: str) -> None:
         v = getattr(self, name)
@@ -106,7 +107,7 @@ class Config:
         return cls(**{k: _convert(v, hints[k]) for k, v in d.items()})
 
     def replace(self, **changes):
-        """A copy with some fields changed (validated like a new configuration)."""
+        """Return a copy with some fields changed (validated like a new configuration)."""
         return dataclasses.replace(self, **changes)
 
 
@@ -232,11 +233,12 @@ class NetworkConfig(Config):
             object.__setattr__(self, "hparams", cls())
         elif isinstance(self.hparams, dict):
             object.__setattr__(self, "hparams", cls.from_dict(self.hparams))
-        self._require(isinstance(self.hparams, cls), "hparams", f"a {cls.__name__} for variant {self.variant!r}")
+        self._require(isinstance(self.hparams, cls), "hparams",
+                      f"a {cls.__name__} for variant {self.variant!r}")
 
     @classmethod
     def create(cls, variant: str = "latent", **hparams) -> NetworkConfig:
-        """The configuration of ``variant`` with some hyper-parameters changed.
+        """Make the configuration of ``variant`` with some hyper-parameters changed.
 
         Raises
         ------

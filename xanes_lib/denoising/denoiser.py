@@ -20,7 +20,7 @@ __all__ = ["Denoiser", "build_denoiser", "pick_device"]
 
 
 def pick_device(device=None) -> torch.device:
-    """The given device, or CUDA when present, else the CPU."""
+    """Return the given device, or CUDA when present, else the CPU."""
     return torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -87,7 +87,7 @@ class Denoiser:
         return self
 
     def copy(self) -> Denoiser:
-        """An independent copy (network weights included), e.g. to fine-tune."""
+        """Return an independent copy (network weights included), e.g. to fine-tune."""
         return copy.deepcopy(self)
 
     def denoise(self, transmission, energies_eV, **options):
@@ -114,7 +114,7 @@ class Denoiser:
 
 def build_denoiser(config: NetworkConfig | str = "latent", *, seed: int | None = None, device=None,
                    **hparams) -> Denoiser:
-    """A new, untrained denoiser from its configuration (the factory of :class:`Denoiser`).
+    """Build a new, untrained denoiser from its configuration (the factory of :class:`Denoiser`).
 
     Parameters
     ----------
@@ -139,8 +139,8 @@ def build_denoiser(config: NetworkConfig | str = "latent", *, seed: int | None =
     if isinstance(config, str):
         config = NetworkConfig.create(config, **hparams)
     elif hparams:
-        raise ValueError("give hyper-parameters either in the NetworkConfig or as keywords with a variant name, "
-                         "not both.")
+        raise ValueError("give hyper-parameters either in the NetworkConfig or as keywords with a variant "
+                         "name, not both.")
     if seed is not None:
         torch.manual_seed(seed)
     return Denoiser(build_network(config).to(pick_device(device)), config)

@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from ..physics import LinearAbsorbanceModel, absorbance, n_references, reference_model
 from .beam import estimate_background
 from .denoiser import Denoiser, pick_device
 from .networks import gaussian_blur
-from ..physics import LinearAbsorbanceModel, absorbance, n_references, reference_model
 
 __all__ = [
     "coefficient_scale", "ForwardOutput", "latent_inputs", "forward", "DenoiseResult", "denoise_stack",
@@ -206,7 +206,7 @@ class DenoiseResult:
 
 
 def _tile_starts(n: int, tile: int, margin: int, align: int) -> list[int]:
-    """Starts of the inner regions (multiples of ``align``) covering ``0..n``."""
+    """Return the starts of the inner regions (multiples of ``align``) covering ``0..n``."""
     inner = tile - 2 * margin
     if inner <= 0 or inner % align:
         raise ValueError(f"tile {tile} with margin {margin} leaves an inner size {inner}; it must be a "
@@ -310,7 +310,8 @@ def _denoise_corrected(denoiser: Denoiser, t, model, *, tile: int, margin: int, 
                 ys, xs = max(y0 - margin, 0), max(x0 - margin, 0)
                 ye, xe = min(y0 + inner + margin, ny), min(x0 + inner + margin, nx)
                 # Pad to the network's multiple; the padding lies outside the kept region.
-                chunk = torch.from_numpy(np.ascontiguousarray(t[:, ys:ye, xs:xe], dtype=np.float32)).to(device)
+                chunk = np.ascontiguousarray(t[:, ys:ye, xs:xe], dtype=np.float32)
+                chunk = torch.from_numpy(chunk).to(device)
                 ph, pw = (-chunk.shape[1]) % align, (-chunk.shape[2]) % align
                 if ph or pw:
                     chunk = F.pad(chunk[None], (0, pw, 0, ph), mode="replicate")[0]
@@ -329,11 +330,12 @@ def _denoise_corrected(denoiser: Denoiser, t, model, *, tile: int, margin: int, 
 
 
 def _resize_paper(net, t, out, size: int, energy_batch: int, device) -> None:
-    """The published inference: resize to ``size``, predict B, resize B back."""
+    """Run the published inference: resize to ``size``, predict B, resize B back."""
     n_e, ny, nx = t.shape
     with torch.no_grad():
         for i in range(0, n_e, energy_batch):
-            x = torch.from_numpy(np.ascontiguousarray(t[i:i + energy_batch], dtype=np.float32)).to(device)[:, None]
+            x = np.ascontiguousarray(t[i:i + energy_batch], dtype=np.float32)
+            x = torch.from_numpy(x).to(device)[:, None]
             small = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
             b = F.interpolate(net(small), size=(ny, nx), mode="bilinear", align_corners=False)[:, 0]
             b = b.clamp_min(1e-3)

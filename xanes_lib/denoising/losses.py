@@ -62,7 +62,7 @@ def coefficient_loss(coefficients, true_coefficients, scale: float, n_refs: int 
 
 
 def fractions(coefficients, n_refs: int, *, floor: float = 1e-3):
-    """Reference fractions ``c_k / sum_j c_j`` (K, ...), with the edge step floored."""
+    """Return the reference fractions ``c_k / sum_j c_j`` (K, ...), with the edge step floored."""
     c = coefficients[:n_refs]
     return c / c.sum(0, keepdim=True).clamp_min(floor)
 

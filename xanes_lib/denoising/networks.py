@@ -47,7 +47,7 @@ PIPELINE_HPARAMS = ("lowrank_background", "residual_background")
 
 
 def pipeline_flags(hparams: dict) -> dict:
-    """The pipeline hyper-parameters of a latent network's full hyper-parameters.
+    """Pick the pipeline hyper-parameters out of a latent network's full hyper-parameters.
 
     Examples
     --------
@@ -68,6 +68,7 @@ class DenseBlock(nn.Module):
         self.scale = residual_scale
 
     def forward(self, x):
+        """Apply the block: five dense convolutions, scaled residual."""
         feats = [x]
         for i, conv in enumerate(self.convs):
             out = conv(torch.cat(feats, dim=1))
@@ -85,6 +86,7 @@ class RRDB(nn.Module):
         self.scale = residual_scale
 
     def forward(self, x):
+        """Apply three dense blocks with a scaled residual connection."""
         return x + self.scale * self.blocks(x)
 
 
@@ -113,6 +115,7 @@ class PaperBackgroundNet(nn.Module):
         nn.init.zeros_(self.out2.bias)
 
     def forward(self, transmission):
+        """Estimate the background B (N, 1, Y, X) of transmission images (N, 1, Y, X)."""
         x = self.head(transmission - 1.0)
         x = x + self.trunk_conv(self.trunk(x))
         return 1.0 + self.out2(F.leaky_relu(self.out1(x), 0.2))
@@ -122,6 +125,7 @@ class PixelNorm(nn.Module):
     """Normalise the feature vector of each pixel to unit RMS (local: tiling stays exact)."""
 
     def forward(self, x):
+        """Normalise each pixel's feature vector to unit mean square."""
         return x * torch.rsqrt(x.pow(2).mean(1, keepdim=True) + 1e-8)
 
 
@@ -168,8 +172,10 @@ def gaussian_blur(x, sigma: float, side: str | None = None):
     gx = _gaussian_kernel(sigma, {"left": -1, "right": 1}.get(side, 0), x)
     gy = _gaussian_kernel(sigma, {"up": -1, "down": 1}.get(side, 0), x)
     r = (gx.numel() - 1) // 2
-    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), gx.repeat(c, 1, 1, 1).view(c, 1, 1, -1), groups=c)
-    return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), gy.repeat(c, 1, 1, 1).view(c, 1, -1, 1), groups=c)
+    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), gx.repeat(c, 1, 1, 1).view(c, 1, 1, -1),
+                 groups=c)
+    return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), gy.repeat(c, 1, 1, 1).view(c, 1, -1, 1),
+                    groups=c)
 
 
 class LatentUNet(nn.Module):
@@ -253,7 +259,7 @@ class LatentUNet(nn.Module):
         return 1 + len(self.input_scales) + len(SIDES) * len(self.side_scales)
 
     def candidates(self, maps, weight=None) -> list:
-        """The plain maps, their Gaussian averages and their side-window averages.
+        """Return the plain maps, their Gaussian averages and their side-window averages.
 
         With a non-negative ``weight`` map (N, 1, H, W) the averages are weighted by it
         (normalised convolution, ``blur(weight * maps) / blur(weight)``): still averages of
@@ -270,17 +276,20 @@ class LatentUNet(nn.Module):
 
     @staticmethod
     def edge_step(maps):
-        """Averaging weight from the edge step: the sum of the reference coefficient maps
+        """Compute the averaging weight from the edge step.
+
+        The edge step is the sum of the reference coefficient maps
         (all but the smooth terms, ``E^-3`` and the constant: ``physics.DEFAULT_BACKGROUND``),
         smoothed by a Gaussian of 1 px and clipped to [1e-3, 1] (the coefficients are
         normalised by the stack's 99th percentile of the edge step; the floor keeps a plain
-        average where no pixel in reach has a positive step, the empty field)."""
+        average where no pixel in reach has a positive step, the empty field).
+        """
         k = maps.shape[1] - len(DEFAULT_BACKGROUND)
         return gaussian_blur(maps[:, :k].sum(1, keepdim=True), 1.0).clamp(1e-3, 1.0)
 
     @staticmethod
     def amount_and_composition(amount, composition, eps: float = 0.02):
-        """Reference coefficients with the edge step of ``amount`` and the make-up of ``composition``.
+        """Combine the edge step of ``amount`` with the make-up of ``composition`` (reference coefficients).
 
         Both are (N, P, H, W) averaged coefficient maps (references first, then ``E^-3`` and
         the constant): ``amount`` averaged without the edge-step weights (the amount of the
@@ -313,6 +322,7 @@ class LatentUNet(nn.Module):
         return 2 ** (self.depth - 1)
 
     def forward(self, x):
+        """Predict (1, P + 1, Y, X): corrections of the P normalised coefficient maps, then a weight."""
         p = self.n_coefficients
         scales = self.candidates(x[:, :p])
         h = torch.cat([x] + scales[1:], dim=1)
@@ -326,7 +336,7 @@ class LatentUNet(nn.Module):
         for i, block in enumerate(self.down):
             h = block(h if i == 0 else F.avg_pool2d(h, 2))
             skips.append(h)
-        for up, fuse, skip in zip(self.up, self.fuse, reversed(skips[:-1])):
+        for up, fuse, skip in zip(self.up, self.fuse, reversed(skips[:-1]), strict=True):
             h = fuse(torch.cat([up(h), skip], dim=1))
         out = self.out(h)
         if self.output == "residual":
@@ -373,5 +383,5 @@ def build_network(config: NetworkConfig) -> nn.Module:
 
 
 def count_parameters(net: nn.Module) -> int:
-    """Number of trainable parameters."""
+    """Count the trainable parameters."""
     return sum(p.numel() for p in net.parameters() if p.requires_grad)

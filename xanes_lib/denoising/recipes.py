@@ -22,7 +22,7 @@ RECIPE_STEPS = {"latent": (3000, 12), "paper": (300, 4), "latent_nophysics": (10
 
 def recipe(name: str, *, quick: bool = False, steps: int | None = None, n_val_crops: int | None = None,
            seed: int = 0) -> TrainConfig:
-    """The training configuration of a named recipe.
+    """Return the training configuration of a named recipe.
 
     Parameters
     ----------
@@ -63,10 +63,11 @@ def recipe(name: str, *, quick: bool = False, steps: int | None = None, n_val_cr
                            warmup_steps=steps // 5, val_every=steps if quick else max(steps // 6, 1),
                            n_val_crops=max(n_val // 2, 1), seed=seed)
     if name == "latent":
-        weights = LossWeights(background=0.0, coefficient=1.0, fraction=1.0, consistency=0.0, tv=0.0, stack=0.0,
-                              relative=1.0)
+        weights = LossWeights(background=0.0, coefficient=1.0, fraction=1.0, consistency=0.0, tv=0.0,
+                              stack=0.0, relative=1.0)
     else:
-        weights = LossWeights(background=0.0, coefficient=0.0, fraction=0.0, consistency=0.0, tv=0.0, stack=1.0)
-    return TrainConfig(network=NetworkConfig.create("latent"), weights=weights, steps=steps, lr=1e-3, crop=crop,
-                       n_energies=(16, 67), val_every=steps if quick else max(steps // 8, 1), n_val_crops=n_val,
-                       seed=seed)
+        weights = LossWeights(background=0.0, coefficient=0.0, fraction=0.0, consistency=0.0, tv=0.0,
+                              stack=1.0)
+    return TrainConfig(network=NetworkConfig.create("latent"), weights=weights, steps=steps, lr=1e-3,
+                       crop=crop, n_energies=(16, 67), val_every=steps if quick else max(steps // 8, 1),
+                       n_val_crops=n_val, seed=seed)

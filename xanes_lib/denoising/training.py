@@ -7,7 +7,8 @@ simulation, metrics and tests that reads ``ground_truth/``. Adaptation to measur
 
 Each step draws one training stack, a random crop (flipped and rotated at random) and a
 random sub-stack of energies before, across and after the edge, runs
-:func:`xanes_lib.denoising.inference.forward` and takes an Adam step on :func:`xanes_lib.denoising.losses.total_loss`.
+:func:`xanes_lib.denoising.inference.forward` and takes an Adam step on
+:func:`xanes_lib.denoising.losses.total_loss`.
 The first ``warmup_steps`` use the background term only (the published schedule).
 """
 
@@ -140,7 +141,7 @@ def _loss_of(denoiser: Denoiser, sample: dict, weights: LossWeights):
 
 
 def validation_set(stacks, config: TrainConfig) -> list[dict]:
-    """Fixed validation samples drawn with the config's seed (the same for every run)."""
+    """Draw the fixed validation samples with the config's seed (the same for every run)."""
     rng = np.random.default_rng([config.seed, 1])
     lo, hi = config.n_energies
     return [sample_batch(stacks[i % len(stacks)], rng, crop=config.crop,
@@ -248,7 +249,8 @@ def train(config: TrainConfig, train_paths, val_paths, *, checkpoint_path=None, 
             g["lr"] = lr
         net.train()
         st = train_stacks[int(rng.integers(len(train_stacks)))]
-        sample = _to_torch(sample_batch(st, rng, crop=config.crop, n_energies=int(rng.integers(lo, hi + 1))), device)
+        batch = sample_batch(st, rng, crop=config.crop, n_energies=int(rng.integers(lo, hi + 1)))
+        sample = _to_torch(batch, device)
         loss, _ = _loss_of(denoiser, sample, warm if step < config.warmup_steps else weights)
         opt.zero_grad(set_to_none=True)
         loss.backward()

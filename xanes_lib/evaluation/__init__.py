@@ -4,9 +4,17 @@
 - :mod:`.metrics`    oxidation-state accuracy, boundary masks, background error, ROC AUC
 """
 
-from .classical import (CLASSICAL_GRID, noise_sigma, classical_denoise, oxidation_state_fit, score_pipeline,
-                        run_classical, run_hybrid, run_network)
-from .metrics import (oxidation_state_metrics, boundary_mask, background_error, roc_auc, matched_negatives)
+from .classical import (
+    CLASSICAL_GRID,
+    classical_denoise,
+    noise_sigma,
+    oxidation_state_fit,
+    run_classical,
+    run_hybrid,
+    run_network,
+    score_pipeline,
+)
+from .metrics import background_error, boundary_mask, matched_negatives, oxidation_state_metrics, roc_auc
 
 __all__ = [
     "CLASSICAL_GRID", "noise_sigma", "classical_denoise", "oxidation_state_fit", "score_pipeline",

@@ -71,7 +71,8 @@ def boundary_mask(mask, state, *, width: int = 3, jump: float = 0.1) -> np.ndarr
     Examples
     --------
     >>> m = np.zeros((9, 9), bool); m[1:8, 1:8] = True
-    >>> int(boundary_mask(m, np.where(m, 3.0, np.nan), width=1)[4, 4]), int(boundary_mask(m, np.where(m, 3.0, np.nan), width=1)[1, 4])
+    >>> b = boundary_mask(m, np.where(m, 3.0, np.nan), width=1)
+    >>> int(b[4, 4]), int(b[1, 4])
     (0, 1)
     """
     from scipy import ndimage

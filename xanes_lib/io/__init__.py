@@ -10,11 +10,22 @@ Energies are eV in memory and keV only on disk (``X_eng``). Inputs are opened re
 outputs are written to a temporary file and renamed (whole or not at all).
 """
 
-from .stacks import (IMAGES_KEY, ENERGY_KEY, FLAT_KEY, DARK_KEY, PIXEL_SIZE_KEY, GROUND_TRUTH_KEY,
-                     CANDIDATE_ELEMENTS, Stack, GroundTruth, infer_element, write_stack)
-from .reading import (read_stack, has_ground_truth, read_ground_truth, stack_checksum)
-from .results import (ValenceResults, write_results, read_results, RESULTS_FORMAT, MAP_KEYS)
-from .flatfield import (flat_field_correct)
+from .flatfield import flat_field_correct
+from .reading import has_ground_truth, read_ground_truth, read_stack, stack_checksum
+from .results import MAP_KEYS, RESULTS_FORMAT, ValenceResults, read_results, write_results
+from .stacks import (
+    CANDIDATE_ELEMENTS,
+    DARK_KEY,
+    ENERGY_KEY,
+    FLAT_KEY,
+    GROUND_TRUTH_KEY,
+    IMAGES_KEY,
+    PIXEL_SIZE_KEY,
+    GroundTruth,
+    Stack,
+    infer_element,
+    write_stack,
+)
 
 __all__ = [
     "IMAGES_KEY", "ENERGY_KEY", "FLAT_KEY", "DARK_KEY", "PIXEL_SIZE_KEY", "GROUND_TRUTH_KEY",

@@ -13,8 +13,6 @@ import secrets
 import h5py
 import numpy as np
 
-
-
 #: Attribute listing (as JSON) the attributes of the same object that hold JSON text
 #: (dicts, lists, None); they are decoded on reading.
 JSON_KEYS_ATTR = "xanes_lib_json_attrs"
@@ -65,9 +63,9 @@ def encode_attrs(mapping, *, what: str, reserved=()) -> tuple[list[tuple[str, ob
             pairs.append((key, text))
             json_keys.append(key)
         else:
-            raise ValueError(f"{what}[{key!r}] has type {type(value).__name__}, which a file attribute cannot hold, "
-                             "so it cannot be stored; use a string, a number, a bool, or a dict/list of them "
-                             "(bytes: decode them to str).")
+            raise ValueError(f"{what}[{key!r}] has type {type(value).__name__}, which a file attribute "
+                             "cannot hold, so it cannot be stored; use a string, a number, a bool, or a "
+                             "dict/list of them (bytes: decode them to str).")
     return pairs, json_keys
 
 

@@ -14,17 +14,36 @@ import re
 import h5py
 import numpy as np
 
-from ..validate import EV_MIN, KEV_MAX, check_energies, check_stack, energies_to_ev, find_nonfinite
-from .stacks import (_RESERVED_ROOT_ATTRS, DARK_KEY, ENERGY_KEY, FLAT_KEY, GROUND_TRUTH_KEY, IMAGES_KEY,
-                     PIXEL_SIZE_KEY)
+from ..validate import (
+    EV_MIN,
+    EV_PER_KEV,
+    KEV_MAX,
+    check_energies,
+    check_stack,
+    energies_to_ev,
+    find_nonfinite,
+)
 from ._hdf5 import read_attrs, to_python
-from .stacks import GroundTruth, Stack, _check_frame, _check_label, _real_array, _validate_ground_truth, infer_element
+from .stacks import (
+    _RESERVED_ROOT_ATTRS,
+    DARK_KEY,
+    ENERGY_KEY,
+    FLAT_KEY,
+    GROUND_TRUTH_KEY,
+    IMAGES_KEY,
+    PIXEL_SIZE_KEY,
+    GroundTruth,
+    Stack,
+    _check_frame,
+    _check_label,
+    _real_array,
+    _validate_ground_truth,
+    infer_element,
+)
 
 __all__ = [
     "read_stack", "has_ground_truth", "read_ground_truth", "stack_checksum",
 ]
-
-
 
 
 _ENERGY_DECIMALS_EV = 6           # keV -> eV round-off is removed by rounding to 1 micro-eV
@@ -71,7 +90,7 @@ def _read_energies(ds: h5py.Dataset, source: str, energy_unit: str | None) -> np
         unit = energy_unit
     energies = check_energies(raw, name=ENERGY_KEY, unit=unit, source=source)
     energies_eV, _ = energies_to_ev(energies, unit=unit, source=source)
-    if energies_eV[0] < EV_MIN or energies_eV[-1] > KEV_MAX * 1000.0:
+    if energies_eV[0] < EV_MIN or energies_eV[-1] > KEV_MAX * EV_PER_KEV:
         raise ValueError(f"{where} gives {energies_eV[0]:g} ... {energies_eV[-1]:g} eV when read as "
                          f"{unit}; hard X-ray edges lie at 1-200 keV. Check energy_unit "
                          "(None reads keV, the FXI convention).")

@@ -26,9 +26,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..validate import KEV_MAX, check_energies, check_stack, find_nonfinite
-from ._hdf5 import JSON_KEYS_ATTR
-from ._hdf5 import _describe, atomic_h5, encode_attrs, write_array, write_attrs
+from ..validate import EV_PER_KEV, KEV_MAX, check_energies, check_stack, find_nonfinite
+from ._hdf5 import JSON_KEYS_ATTR, _describe, atomic_h5, encode_attrs, write_array, write_attrs
 
 __all__ = [
     "IMAGES_KEY", "ENERGY_KEY", "FLAT_KEY", "DARK_KEY", "PIXEL_SIZE_KEY", "GROUND_TRUTH_KEY",
@@ -47,7 +46,6 @@ _RESERVED_ROOT_ATTRS = ("element", "edge", JSON_KEYS_ATTR)
 
 #: Elements whose K edge :func:`infer_element` looks for.
 CANDIDATE_ELEMENTS = ("Mn", "Fe", "Co", "Ni", "Cu", "Zn")
-
 
 
 @dataclass(eq=False, repr=False)
@@ -368,7 +366,7 @@ def write_stack(path, stack: Stack, *, ground_truth: GroundTruth | None = None,
                                      reserved=(JSON_KEYS_ATTR,))
     with atomic_h5(target, overwrite=overwrite) as f:
         write_array(f, IMAGES_KEY, v["transmission"])
-        f.create_dataset(ENERGY_KEY, data=v["energies_eV"] / 1000.0, dtype=np.float64,
+        f.create_dataset(ENERGY_KEY, data=v["energies_eV"] / EV_PER_KEV, dtype=np.float64,
                          track_times=False)
         if v["flat"] is not None:
             write_array(f, FLAT_KEY, v["flat"])

@@ -11,12 +11,12 @@ Energies are eV; arrays put energies first ((E, Y, X) stacks, (Y, X) maps, (K, Y
 per-reference maps).
 """
 
-from .normalization import (PRE_EDGE_GAP_EV, POST_EDGE_START_EV, NormalizedSpectra, normalize_spectra)
-from .edges import (edge_energy, white_line_energy)
-from .mask import (SampleMask, sample_mask)
-from .lcf import (FIT_MODES, MAX_NONNEG_REFERENCES, ReferenceFit, fit_references)
-from .energy_shift import (EnergyShiftFit, fit_energy_shift)
-from .phases import (residual_map, flag_unexplained)
+from .edges import edge_energy, white_line_energy
+from .energy_shift import EnergyShiftFit, fit_energy_shift
+from .lcf import FIT_MODES, MAX_NONNEG_REFERENCES, ReferenceFit, fit_references
+from .mask import SampleMask, sample_mask
+from .normalization import POST_EDGE_START_EV, PRE_EDGE_GAP_EV, NormalizedSpectra, normalize_spectra
+from .phases import flag_unexplained, residual_map
 
 __all__ = [
     "PRE_EDGE_GAP_EV", "POST_EDGE_START_EV", "NormalizedSpectra", "normalize_spectra", "edge_energy",

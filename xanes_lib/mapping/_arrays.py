@@ -6,10 +6,7 @@ import math
 
 import numpy as np
 
-from ..validate import check_energies
-
-
-
+from ..validate import EV_MIN, check_energies
 
 #: Pixels per block in the helpers that work over pixels (bounds their temporaries).
 PIXEL_BLOCK = 1 << 14
@@ -45,17 +42,17 @@ def _check_window(window, name: str, *, relative: bool) -> tuple[float, float] |
                          f"got {window!r}.") from None
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
         raise ValueError(f"{name} must be a finite pair with low < high; got ({lo}, {hi}).")
-    if relative and max(abs(lo), abs(hi)) > 1000.0:
+    if relative and max(abs(lo), abs(hi)) > EV_MIN:
         raise ValueError(f"{name}=({lo:g}, {hi:g}) looks like absolute energies; give it in eV "
                          "relative to e0, e.g. (-100, -20).")
-    if not relative and hi < 1000.0:
+    if not relative and hi < EV_MIN:
         raise ValueError(f"{name}=({lo:g}, {hi:g}) looks like keV or relative offsets; give "
                          "absolute energies in eV, e.g. (8300, 8480).")
     return lo, hi
 
 
 def _window_indices(e: np.ndarray, window, name: str) -> np.ndarray:
-    """Indices of the energies inside an absolute (lo, hi) window (inclusive)."""
+    """Return the indices of the energies inside an absolute (lo, hi) window (inclusive)."""
     lo, hi = window
     idx = np.flatnonzero((e >= lo) & (e <= hi))
     if idx.size == 0:

@@ -1,7 +1,13 @@
-"""Edge energies (half step or derivative maximum) and white-line energies of spectra."""
+"""Edge energies (half step or derivative maximum) and white-line energies of measured spectra.
+
+The edge-energy family of ``xanes_lib``: :func:`edge_energy` and :func:`white_line_energy`
+here (measured, normalized spectra, vectorised over pixels);
+:func:`xanes_lib.spectra.model_edge_energy`, :func:`~xanes_lib.spectra.model_white_line_energy`
+and :func:`~xanes_lib.spectra.model_pre_edge_energy` (the parametric model);
+:func:`xanes_lib.physics.tabulated_edge_energy` (the tabulated value of an element, xraydb).
+"""
 
 from __future__ import annotations
-
 
 import numpy as np
 
@@ -13,26 +19,31 @@ __all__ = [
 ]
 
 
+def _searched(energies_eV, normalized, energy_window_eV):
+    """Check the inputs; return energies, the indices searched, the (E, N) spectra and their shape."""
+    e, s = _spectra_array(energies_eV, normalized, name="normalized")
+    window = _check_window(energy_window_eV, "energy_window_eV", relative=False)
+    idx = np.arange(e.size) if window is None else _window_indices(e, window, "energy_window_eV")
+    return e, idx, s.reshape(e.size, -1), s.shape[1:]
 
 
-
-def edge_energy(energies_eV, normalised, *, method: str = "half_step",
-                window_eV: tuple[float, float] | None = None, level: float = 0.5):
-    """Edge energy of normalised spectra: half-step crossing or derivative maximum.
+def edge_energy(energies_eV, normalized, *, method: str = "half_step",
+                energy_window_eV: tuple[float, float] | None = None, level: float = 0.5):
+    """Edge energy of normalized spectra: half-step crossing or derivative maximum.
 
     Parameters
     ----------
     energies_eV : array_like
         (E,) strictly increasing energies (eV).
-    normalised : array_like
-        (E, ...) normalised spectra (0 before the edge, ~1 after), e.g.
+    normalized : array_like
+        (E, ...) normalized spectra (0 before the edge, ~1 after), e.g.
         ``normalize_spectra(...).normalized``.
     method : {"half_step", "derivative"}
         "half_step": first upward crossing of ``level`` (linear interpolation,
         :func:`xanes_lib.spectra.half_step_energy`); "derivative": maximum of
         ``d mu / dE`` (second-order finite differences on the possibly uneven grid), refined
         by the parabola through the maximum and its neighbours.
-    window_eV : (float, float), optional
+    energy_window_eV : (float, float), optional
         Absolute energies (eV) to search in; None searches all energies.
     level : float
         Crossing level of the half-step method.
@@ -40,7 +51,7 @@ def edge_energy(energies_eV, normalised, *, method: str = "half_step",
     Returns
     -------
     float or numpy.ndarray
-        Edge energies (eV), shape of ``normalised`` without the energy axis; NaN where
+        Edge energies (eV), shape of ``normalized`` without the energy axis; NaN where
         there is no crossing (half step) or the spectrum is all NaN.
 
     Raises
@@ -57,11 +68,7 @@ def edge_energy(energies_eV, normalised, *, method: str = "half_step",
     """
     if method not in ("half_step", "derivative"):
         raise ValueError(f"method must be 'half_step' or 'derivative'; got {method!r}.")
-    e, s = _spectra_array(energies_eV, normalised, name="normalised")
-    window = _check_window(window_eV, "window_eV", relative=False)
-    idx = np.arange(e.size) if window is None else _window_indices(e, window, "window_eV")
-    shape = s.shape[1:]
-    flat = s.reshape(e.size, -1)
+    e, idx, flat, shape = _searched(energies_eV, normalized, energy_window_eV)
     if method == "half_step":
         out = half_step_energy(e[idx], flat[idx], axis=0, level=level)
         return _as_output(np.asarray(out, dtype=np.float64), shape)
@@ -83,23 +90,23 @@ def _peak_of(e: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.where(allnan, np.nan, out)
 
 
-def white_line_energy(energies_eV, normalised, *, window_eV: tuple[float, float] | None = None):
+def white_line_energy(energies_eV, normalized, *, energy_window_eV: tuple[float, float] | None = None):
     """Energy of the white line: the maximum of the spectrum, refined by a parabola.
 
     Parameters
     ----------
     energies_eV : array_like
         (E,) strictly increasing energies (eV).
-    normalised : array_like
-        (E, ...) normalised spectra.
-    window_eV : (float, float), optional
+    normalized : array_like
+        (E, ...) normalized spectra.
+    energy_window_eV : (float, float), optional
         Absolute energies (eV) to search in (e.g. from the edge to 30 eV above it); None
         searches all energies.
 
     Returns
     -------
     float or numpy.ndarray
-        Peak energies (eV), shape of ``normalised`` without the energy axis; NaN for
+        Peak energies (eV), shape of ``normalized`` without the energy axis; NaN for
         all-NaN spectra.
 
     Raises
@@ -113,11 +120,7 @@ def white_line_energy(energies_eV, normalised, *, window_eV: tuple[float, float]
     >>> round(white_line_energy(e, np.exp(-(e - 8350.4) ** 2 / 8)), 1)
     8350.4
     """
-    e, s = _spectra_array(energies_eV, normalised, name="normalised")
-    window = _check_window(window_eV, "window_eV", relative=False)
-    idx = np.arange(e.size) if window is None else _window_indices(e, window, "window_eV")
-    shape = s.shape[1:]
-    flat = s.reshape(e.size, -1)
+    e, idx, flat, shape = _searched(energies_eV, normalized, energy_window_eV)
     out = np.empty(flat.shape[1])
     for start in range(0, flat.shape[1], PIXEL_BLOCK):
         blk = np.asarray(flat[idx, start:start + PIXEL_BLOCK], dtype=np.float64)

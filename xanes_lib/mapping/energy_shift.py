@@ -8,22 +8,19 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
 from ..physics import build_model
 from ..validate import check_energies
 from ._arrays import _check_window, _window_indices
-from .lcf import _reference_basis
+from ._basis import _reference_basis
 
 __all__ = [
     "EnergyShiftFit", "fit_energy_shift",
 ]
-
-
-
 
 
 @dataclass(frozen=True, eq=False)
@@ -162,7 +159,7 @@ def fit_energy_shift(energies_eV, spectrum, references, *,
     pnames = [f"p{i}" for i in range(model.n_params)]   # lmfit needs identifiers
     pars = lmfit.Parameters()
     pars.add("shift", value=s0, min=lo_s, max=hi_s)
-    for pn, v in zip(pnames, c0):
+    for pn, v in zip(pnames, c0, strict=True):
         pars.add(pn, value=float(v))
 
     def residual(pp):
@@ -190,14 +187,14 @@ def fit_energy_shift(energies_eV, spectrum, references, *,
     g = (ox - state) / step
     var_state = float(g @ cov_c[:k, :k] @ g)
     stderr = {n: (np.nan if result.params[pn].stderr is None else float(result.params[pn].stderr))
-              for n, pn in zip(model.names, pnames)}
+              for n, pn in zip(model.names, pnames, strict=True)}
     shift_err = result.params["shift"].stderr
     return EnergyShiftFit(
         shift_eV=float(result.params["shift"].value),
         shift_stderr_eV=float("nan") if shift_err is None else float(shift_err),
         fractions=frac, fractions_stderr=np.sqrt(np.clip(np.diag(cov_f), 0, None)),
         oxidation_state=state, oxidation_state_stderr=math.sqrt(max(var_state, 0.0)),
-        coefficients={n: float(v) for n, v in zip(model.names, c)}, coefficients_stderr=stderr,
+        coefficients={n: float(v) for n, v in zip(model.names, c, strict=True)}, coefficients_stderr=stderr,
         reference_names=tuple(names), residual_rms=float(np.sqrt(np.mean(result.residual ** 2))),
         energy_window_eV=(float(win[0]), float(win[1])), success=bool(result.success),
         report=lmfit.fit_report(result))

@@ -17,16 +17,18 @@ from __future__ import annotations
 import math
 import os
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import combinations
-from typing import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
-from ..physics import build_model
+from ..physics import LinearAbsorbanceModel, build_model
 from ..validate import check_energies, check_stack
 from ._arrays import _check_window, _window_indices, _work_dtype
+from ._basis import _reference_basis
 
 __all__ = [
     "FIT_MODES", "MAX_NONNEG_REFERENCES", "ReferenceFit", "fit_references",
@@ -139,71 +141,6 @@ class ReferenceFit:
     def n_references(self) -> int:
         """Number of references K."""
         return len(self.reference_names)
-
-
-def _reference_basis(references, e: np.ndarray, e_all: np.ndarray, idx: np.ndarray, *,
-                     shift_eV: float, names, oxidation_states, window) -> tuple:
-    """Basis (K, n) on the window energies, names and oxidation states of the references."""
-    lo, hi = window
-    if isinstance(references, np.ndarray) or (
-            isinstance(references, Sequence) and len(references) > 0
-            and isinstance(references[0], np.ndarray | list | tuple)):
-        basis = np.atleast_2d(np.asarray(references, dtype=np.float64))
-        if basis.ndim != 2 or basis.shape[1] != e_all.size:
-            raise ValueError(f"references given as an array must have shape (K, E) = (K, "
-                             f"{e_all.size}), one spectrum per row on the stack's energies; got "
-                             f"{basis.shape}.")
-        if shift_eV != 0.0:
-            raise ValueError(f"shift_eV={shift_eV} needs reference objects with .spectrum(energies); "
-                             "an array of spectra cannot be shifted. Pass the reference objects.")
-        if not np.isfinite(basis[:, idx]).all():
-            raise ValueError("the reference array holds NaN or inf inside the energy window "
-                             f"{lo:.2f}-{hi:.2f} eV; repair it or narrow energy_window_eV.")
-        basis = basis[:, idx]
-        k = basis.shape[0]
-        names = tuple(names) if names is not None else tuple(f"ref{i}" for i in range(k))
-        if oxidation_states is None:
-            raise ValueError("references given as an array carry no oxidation states; pass "
-                             "oxidation_states=[...] (one per row).")
-    else:
-        refs = list(references)
-        if not refs:
-            raise ValueError("references is empty; give at least one reference spectrum.")
-        rows = []
-        for r in refs:
-            if not hasattr(r, "spectrum"):
-                raise ValueError(f"reference {r!r} has no .spectrum(energies_eV) method; pass "
-                                 "reference objects (xanes_lib.spectra) or a (K, E) array.")
-            try:
-                row = np.asarray(r.spectrum(e - shift_eV), dtype=np.float64)
-            except ValueError as err:
-                raise ValueError(f"reference {getattr(r, 'name', r)!r} does not cover the fit "
-                                 f"energy window {lo:.2f}-{hi:.2f} eV (shift {shift_eV:+.2f} eV, so "
-                                 f"{lo - shift_eV:.2f}-{hi - shift_eV:.2f} eV of the reference "
-                                 f"are needed): {err} Pass energy_window_eV=(lo, hi) inside the "
-                                 "range the reference covers.") from None
-            if row.shape != e.shape or not np.isfinite(row).all():
-                raise ValueError(f"reference {getattr(r, 'name', r)!r} gave no finite spectrum of "
-                                 f"{e.size} values over {lo:.2f}-{hi:.2f} eV.")
-            rows.append(row)
-        basis = np.stack(rows)
-        k = basis.shape[0]
-        names = tuple(names) if names is not None else tuple(
-            str(getattr(r, "name", f"ref{i}")) for i, r in enumerate(refs))
-        if oxidation_states is None:
-            missing = [str(getattr(r, "name", i)) for i, r in enumerate(refs)
-                       if getattr(r, "oxidation_state", None) is None]
-            if missing:
-                raise ValueError(f"reference(s) {missing} have no oxidation_state; pass "
-                                 "oxidation_states=[...] (one per reference).")
-            oxidation_states = [float(r.oxidation_state) for r in refs]
-    ox = np.asarray(oxidation_states, dtype=np.float64).ravel()
-    if ox.size != k or not np.isfinite(ox).all():
-        raise ValueError(f"oxidation_states must hold {k} finite numbers (one per reference); "
-                         f"got {list(np.asarray(oxidation_states).ravel())}.")
-    if len(names) != k:
-        raise ValueError(f"{len(names)} names for {k} references; give one name per reference.")
-    return basis, names, ox
 
 
 @dataclass(frozen=True)
@@ -541,7 +478,7 @@ def fit_references(stack_or_absorbance, energies_eV, references, *, mask=None,
     edge_step : float or array_like (Y, X), optional
         For the constrained modes: the value of ``sum_k c_k``. None leaves it free (raw
         absorbance of a sample of unknown thickness). 1.0 suits normalised spectra fitted
-        with normalised references; a map (e.g. ``normalize_spectra(...).edge_jump``) holds
+        with normalised references; a map (e.g. ``normalize_spectra(...).edge_step``) holds
         a known step. Must be > 0 on fitted pixels, and None for "unconstrained".
     background : sequence of str
         Background terms of :func:`xanes_lib.physics.build_model`.
@@ -600,6 +537,52 @@ def fit_references(stack_or_absorbance, energies_eV, references, *, mask=None,
         raise ValueError(f"mode must be one of {FIT_MODES}; got {mode!r}.")
     data, e_all, kind = _resolve_input(stack_or_absorbance, energies_eV, input_kind)
     _, ny, nx = data.shape
+    design = _fit_design(e_all, references, energy_window_eV=energy_window_eV, shift_eV=shift_eV,
+                         names=names, oxidation_states=oxidation_states,
+                         background=tuple(background), mode=mode)
+    model, win = design.model, design.window
+    mask = _checked_mask(mask, ny, nx)
+    step_map = _checked_edge_step(edge_step, mode, mask, ny, nx)
+    chunk_rows, n_threads = _work_split(chunk_rows, n_threads, nx)
+
+    out_dtype = _work_dtype(data.dtype)
+    i0, i1 = int(design.idx[0]), int(design.idx[-1]) + 1
+    fitter = _Fitter(data, i0, i1, kind == "transmission", model, design.k, design.ox, mode, step_map,
+                     mask, out_dtype, chunk_rows)
+    _run_blocks(fitter, ny, chunk_rows, n_threads)
+    o = fitter.out
+    n_nonfinite, n_nonpos, n_outside = (int(v) for v in fitter.counts)
+    return ReferenceFit(
+        fractions=o["fractions"], fractions_std=o["fractions_std"],
+        coefficients=o["coefficients"], coefficients_std=o["coefficients_std"],
+        coefficient_names=tuple(model.names), reference_names=tuple(design.names),
+        oxidation_states=design.ox, oxidation_state=o["oxidation_state"],
+        oxidation_state_std=o["oxidation_state_std"], edge_step=o["edge_step"],
+        residual_rms=o["residual_rms"], dof=fitter.dof, active=o["active"], mask=o["fitted"],
+        n_masked_nonfinite=n_nonfinite, n_masked_nonpositive=n_nonpos,
+        n_outside_mask=n_outside, mode=mode,
+        edge_step_constraint="fixed" if step_map is not None else "free",
+        background=tuple(background), energy_window_eV=(float(win[0]), float(win[1])),
+        energies_eV=design.energies_eV, shift_eV=design.shift, chunk_rows=chunk_rows,
+        n_threads=n_threads)
+
+
+class _FitDesign(NamedTuple):
+    """The checked energy window, shift and design matrix of one :func:`fit_references` call."""
+
+    window: tuple[float, float]   # (lo, hi) eV: as given, or the first and last energy
+    idx: np.ndarray               # indices of the window's energies in the stack
+    energies_eV: np.ndarray       # the window's energies
+    shift: float                  # energy shift of the references (eV)
+    model: LinearAbsorbanceModel  # references, then background terms
+    names: tuple[str, ...]        # reference names
+    ox: np.ndarray                # (K,) oxidation states
+    k: int                        # number of references
+
+
+def _fit_design(e_all: np.ndarray, references, *, energy_window_eV, shift_eV, names, oxidation_states,
+                background: tuple[str, ...], mode: str) -> _FitDesign:
+    """Check the window, shift and references of :func:`fit_references`; build the design matrix."""
     window = _check_window(energy_window_eV, "energy_window_eV", relative=False)
     shift = float(shift_eV)
     if not math.isfinite(shift):
@@ -611,13 +594,13 @@ def fit_references(stack_or_absorbance, energies_eV, references, *, mask=None,
                                             names=names, oxidation_states=oxidation_states,
                                             window=win)
     k = basis.shape[0]
-    n_params = k + len(tuple(background))
+    n_params = k + len(background)
     if e.size < n_params:
         raise ValueError(f"the energy window {win[0]:.2f}-{win[1]:.2f} eV holds {e.size} energies, "
                          f"fewer than the {n_params} fitted parameters ({k} references + "
-                         f"{len(tuple(background))} background terms); widen energy_window_eV, "
+                         f"{len(background)} background terms); widen energy_window_eV, "
                          "measure more energies, or drop background terms.")
-    model = build_model(e, basis, names=ref_names, background=tuple(background))
+    model = build_model(e, basis, names=ref_names, background=background)
     if np.linalg.matrix_rank(model.matrix) < model.n_params:
         raise ValueError(f"the design matrix ({model.names}) is rank deficient over "
                          f"{win[0]:.2f}-{win[1]:.2f} eV: two references (or a reference and the "
@@ -625,30 +608,43 @@ def fit_references(stack_or_absorbance, energies_eV, references, *, mask=None,
     if mode == "nonneg_sum_to_one" and k > MAX_NONNEG_REFERENCES:
         raise ValueError(f"mode 'nonneg_sum_to_one' tries 2^K active sets and accepts at most "
                          f"{MAX_NONNEG_REFERENCES} references; got {k}. Use fewer references.")
+    return _FitDesign(win, idx, e, shift, model, ref_names, ox, k)
 
-    if mask is not None:
-        mask = np.asarray(mask)
-        if mask.shape != (ny, nx) or mask.dtype != bool:
-            raise ValueError(f"mask must be a boolean (Y, X) = {(ny, nx)} array; got "
-                             f"{mask.dtype} {mask.shape}. Use e.g. sample_mask(...).mask.")
-    fixed_step = edge_step is not None
-    step_map = None
-    if fixed_step:
-        if mode == "unconstrained":
-            raise ValueError("edge_step applies to the constrained modes only; leave it None for "
-                             "mode='unconstrained' or choose mode='sum_to_one'.")
-        step_map = np.asarray(edge_step, dtype=np.float64)
-        if step_map.shape not in ((), (ny, nx)):
-            raise ValueError(f"edge_step must be a number or a (Y, X) = {(ny, nx)} map; got shape "
-                             f"{step_map.shape}.")
-        full = np.broadcast_to(step_map, (ny, nx))
-        inside = full if mask is None else full[mask]
-        bad = ~(np.isfinite(inside) & (inside > 0))
-        if bad.any():
-            raise ValueError(f"edge_step must be finite and > 0 on every fitted pixel; {int(bad.sum())} "
-                             "pixel(s) are not. Leave them out with mask= (e.g. sample_mask), or pass "
-                             "edge_step=None to fit the step.")
 
+def _checked_mask(mask, ny: int, nx: int) -> np.ndarray | None:
+    """Return ``mask`` as an array after checking that it is a boolean (Y, X) map (None stays None)."""
+    if mask is None:
+        return None
+    mask = np.asarray(mask)
+    if mask.shape != (ny, nx) or mask.dtype != bool:
+        raise ValueError(f"mask must be a boolean (Y, X) = {(ny, nx)} array; got "
+                         f"{mask.dtype} {mask.shape}. Use e.g. sample_mask(...).mask.")
+    return mask
+
+
+def _checked_edge_step(edge_step, mode: str, mask, ny: int, nx: int) -> np.ndarray | None:
+    """Return the fixed edge step as a float64 array (None: free), after checking it."""
+    if edge_step is None:
+        return None
+    if mode == "unconstrained":
+        raise ValueError("edge_step applies to the constrained modes only; leave it None for "
+                         "mode='unconstrained' or choose mode='sum_to_one'.")
+    step_map = np.asarray(edge_step, dtype=np.float64)
+    if step_map.shape not in ((), (ny, nx)):
+        raise ValueError(f"edge_step must be a number or a (Y, X) = {(ny, nx)} map; got shape "
+                         f"{step_map.shape}.")
+    full = np.broadcast_to(step_map, (ny, nx))
+    inside = full if mask is None else full[mask]
+    bad = ~(np.isfinite(inside) & (inside > 0))
+    if bad.any():
+        raise ValueError(f"edge_step must be finite and > 0 on every fitted pixel; {int(bad.sum())} "
+                         "pixel(s) are not. Leave them out with mask= (e.g. sample_mask), or pass "
+                         "edge_step=None to fit the step.")
+    return step_map
+
+
+def _work_split(chunk_rows, n_threads, nx: int) -> tuple[int, int]:
+    """Return the rows per task (default about 65536 pixels) and the worker threads (default: the CPUs)."""
     if chunk_rows is None:
         chunk_rows = max(1, _BLOCK_PIXELS // nx)
     chunk_rows = int(chunk_rows)
@@ -659,12 +655,11 @@ def fit_references(stack_or_absorbance, energies_eV, references, *, mask=None,
             n_threads = len(os.sched_getaffinity(0))
         except AttributeError:                    # not on Linux
             n_threads = os.cpu_count() or 1
-    n_threads = max(1, int(n_threads))
+    return chunk_rows, max(1, int(n_threads))
 
-    out_dtype = _work_dtype(data.dtype)
-    i0, i1 = int(idx[0]), int(idx[-1]) + 1
-    fitter = _Fitter(data, i0, i1, kind == "transmission", model, k, ox, mode, step_map, mask,
-                     out_dtype, chunk_rows)
+
+def _run_blocks(fitter: _Fitter, ny: int, chunk_rows: int, n_threads: int) -> None:
+    """Fit every block of ``chunk_rows`` rows, on a pool of ``n_threads`` threads if more than one."""
     starts = range(0, ny, chunk_rows)
     if n_threads == 1 or len(starts) == 1:
         for b0 in starts:
@@ -673,17 +668,3 @@ def fit_references(stack_or_absorbance, energies_eV, references, *, mask=None,
         with ThreadPoolExecutor(max_workers=n_threads) as pool:
             for _ in pool.map(fitter.block, starts):
                 pass
-    o = fitter.out
-    n_nonfinite, n_nonpos, n_outside = (int(v) for v in fitter.counts)
-    return ReferenceFit(
-        fractions=o["fractions"], fractions_std=o["fractions_std"],
-        coefficients=o["coefficients"], coefficients_std=o["coefficients_std"],
-        coefficient_names=tuple(model.names), reference_names=tuple(ref_names),
-        oxidation_states=ox, oxidation_state=o["oxidation_state"],
-        oxidation_state_std=o["oxidation_state_std"], edge_step=o["edge_step"],
-        residual_rms=o["residual_rms"], dof=fitter.dof, active=o["active"], mask=o["fitted"],
-        n_masked_nonfinite=n_nonfinite, n_masked_nonpositive=n_nonpos,
-        n_outside_mask=n_outside, mode=mode,
-        edge_step_constraint="fixed" if fixed_step else "free", background=tuple(background),
-        energy_window_eV=(float(win[0]), float(win[1])), energies_eV=e, shift_eV=shift,
-        chunk_rows=chunk_rows, n_threads=n_threads)

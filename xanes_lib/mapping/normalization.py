@@ -1,4 +1,4 @@
-"""Normalisation of spectra: pre-edge line, post-edge line and edge step of every pixel.
+"""Normalization of spectra: pre-edge line, post-edge line and edge step of every pixel.
 
 One small least-squares matrix serves all pixels. Energies in eV, energies first.
 """
@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+
 from ._arrays import PIXEL_BLOCK, _as_output, _check_window, _parabolic_peak, _spectra_array, _work_dtype
 
 __all__ = [
@@ -16,9 +17,8 @@ __all__ = [
 ]
 
 
-
-
-#: Default windows of :func:`normalize_spectra`, in eV relative to e0.
+#: Default bounds of the windows of :func:`normalize_spectra`, in eV relative to e0: the
+#: pre-edge window ends this far below e0, the post-edge window starts this far above it.
 PRE_EDGE_GAP_EV = -20.0
 POST_EDGE_START_EV = 30.0
 
@@ -30,13 +30,13 @@ class NormalizedSpectra:
     Attributes
     ----------
     normalized : numpy.ndarray
-        (E, ...) ``(A - pre-edge line) / edge_jump``: 0 before the edge, about 1 after it.
-        NaN where the edge jump is not positive (no edge: nothing to normalise).
-    edge_jump : numpy.ndarray or float
+        (E, ...) ``(A - pre-edge line) / edge_step``: 0 before the edge, about 1 after it.
+        NaN where the edge step is not positive (no edge: nothing to normalize).
+    edge_step : numpy.ndarray or float
         (...) post-edge line minus pre-edge line at ``e0_eV`` (absorbance units).
     e0_eV : float
         Edge energy used for the step (eV), given or determined.
-    pre_window, post_window : tuple of float
+    relative_pre_window_eV, relative_post_window_eV : tuple of float
         Energy windows of the two lines, in eV relative to ``e0_eV`` (given or chosen).
     pre_line, post_line : numpy.ndarray
         (2, ...) intercept at ``e0_eV`` and slope (per eV) of each line.
@@ -47,10 +47,10 @@ class NormalizedSpectra:
     """
 
     normalized: np.ndarray
-    edge_jump: np.ndarray
+    edge_step: np.ndarray
     e0_eV: float
-    pre_window: tuple[float, float]
-    post_window: tuple[float, float]
+    relative_pre_window_eV: tuple[float, float]
+    relative_post_window_eV: tuple[float, float]
     pre_line: np.ndarray
     post_line: np.ndarray
     energies_eV: np.ndarray
@@ -85,13 +85,13 @@ def _line_fit(e: np.ndarray, idx: np.ndarray, e0: float, name: str, window) -> n
 
 
 def normalize_spectra(energies_eV, absorbance, *, e0_eV: float | None = None,
-                      pre_window: tuple[float, float] | None = None,
-                      post_window: tuple[float, float] | None = None) -> NormalizedSpectra:
-    """Normalise absorption spectra to a unit edge step (pre-edge line, post-edge line).
+                      relative_pre_window_eV: tuple[float, float] | None = None,
+                      relative_post_window_eV: tuple[float, float] | None = None) -> NormalizedSpectra:
+    """Normalize absorption spectra to a unit edge step (pre-edge line, post-edge line).
 
     Per pixel, a straight line is fitted by least squares to the absorbance in the pre-edge
-    window and another in the post-edge window; the edge jump is their difference at
-    ``e0_eV`` and the normalised spectrum is ``(A - pre-edge line) / edge jump``. Both fits
+    window and another in the post-edge window; the edge step is their difference at
+    ``e0_eV`` and the normalized spectrum is ``(A - pre-edge line) / edge step``. Both fits
     are one (2, n) matrix applied to all pixels at once.
 
     Parameters
@@ -104,15 +104,17 @@ def normalize_spectra(energies_eV, absorbance, *, e0_eV: float | None = None,
         Edge energy (eV) where the step is measured. None takes the maximum of the
         derivative of the mean spectrum (pixels with NaN/inf left out), refined by a
         parabola; the value is returned.
-    pre_window : (float, float), optional
-        Pre-edge window in eV relative to ``e0_eV``; None uses (first energy, -20 eV).
-    post_window : (float, float), optional
-        Post-edge window in eV relative to ``e0_eV``; None uses (+30 eV, last energy).
+    relative_pre_window_eV : (float, float), optional
+        Pre-edge window in eV relative to ``e0_eV`` (not absolute energies); None uses
+        (first energy, -20 eV).
+    relative_post_window_eV : (float, float), optional
+        Post-edge window in eV relative to ``e0_eV`` (not absolute energies); None uses
+        (+30 eV, last energy).
 
     Returns
     -------
     NormalizedSpectra
-        Normalised spectra, edge jump, and the e0 and windows used.
+        Normalized spectra, edge step, and the e0 and windows used.
 
     Raises
     ------
@@ -125,12 +127,12 @@ def normalize_spectra(energies_eV, absorbance, *, e0_eV: float | None = None,
     >>> e = np.linspace(8300.0, 8400.0, 51)
     >>> a = 0.2 + 0.5 / (1 + np.exp(-(e - 8340.0)))
     >>> n = normalize_spectra(e, a, e0_eV=8340.0)
-    >>> round(float(n.edge_jump), 3), n.pre_window
+    >>> round(float(n.edge_step), 3), n.relative_pre_window_eV
     (0.5, (-40.0, -20.0))
     """
     e, a = _spectra_array(energies_eV, absorbance, name="absorbance")
-    pre_window = _check_window(pre_window, "pre_window", relative=True)
-    post_window = _check_window(post_window, "post_window", relative=True)
+    pre_window = _check_window(relative_pre_window_eV, "relative_pre_window_eV", relative=True)
+    post_window = _check_window(relative_post_window_eV, "relative_post_window_eV", relative=True)
     shape = a.shape[1:]
     flat = a.reshape(e.size, -1)
     dtype = _work_dtype(a.dtype)
@@ -152,28 +154,28 @@ def normalize_spectra(energies_eV, absorbance, *, e0_eV: float | None = None,
     rel = e - e0
     pre_idx = np.flatnonzero((rel >= pre_window[0] - 1e-9) & (rel <= pre_window[1] + 1e-9))
     post_idx = np.flatnonzero((rel >= post_window[0] - 1e-9) & (rel <= post_window[1] + 1e-9))
-    pre_pinv = _line_fit(e, pre_idx, e0, "pre_window", pre_window)
-    post_pinv = _line_fit(e, post_idx, e0, "post_window", post_window)
+    pre_pinv = _line_fit(e, pre_idx, e0, "relative_pre_window_eV", pre_window)
+    post_pinv = _line_fit(e, post_idx, e0, "relative_post_window_eV", post_window)
 
     n = flat.shape[1]
     normalized = np.empty((e.size, n), dtype=dtype)
     pre_line = np.empty((2, n))
     post_line = np.empty((2, n))
-    jump = np.empty(n)
+    edge_step = np.empty(n)
     for start in range(0, n, PIXEL_BLOCK):
         blk = np.asarray(flat[:, start:start + PIXEL_BLOCK], dtype=np.float64)
         pre = pre_pinv @ blk[pre_idx]
         post = post_pinv @ blk[post_idx]
         step = post[0] - pre[0]
         sl = slice(start, start + blk.shape[1])
-        pre_line[:, sl], post_line[:, sl], jump[sl] = pre, post, step
+        pre_line[:, sl], post_line[:, sl], edge_step[sl] = pre, post, step
         with np.errstate(divide="ignore", invalid="ignore"):
             norm = (blk - pre[0] - pre[1] * rel[:, None]) / step
         norm[:, ~(step > 0)] = np.nan
         normalized[:, sl] = norm
     return NormalizedSpectra(
-        normalized=normalized.reshape(a.shape), edge_jump=_as_output(jump, shape), e0_eV=e0,
-        pre_window=(float(pre_window[0]), float(pre_window[1])),
-        post_window=(float(post_window[0]), float(post_window[1])),
+        normalized=normalized.reshape(a.shape), edge_step=_as_output(edge_step, shape), e0_eV=e0,
+        relative_pre_window_eV=(float(pre_window[0]), float(pre_window[1])),
+        relative_post_window_eV=(float(post_window[0]), float(post_window[1])),
         pre_line=pre_line.reshape((2,) + shape), post_line=post_line.reshape((2,) + shape),
         energies_eV=e, e0_method=e0_method)

@@ -22,7 +22,7 @@ __all__ = [
 
 
 def residual_map(transmission, energies_eV, *, element: str | None = None, references=None,
-                 window_eV: tuple | None = (-15.0, 40.0)) -> np.ndarray:
+                 relative_window_eV: tuple | None = (-15.0, 40.0)) -> np.ndarray:
     """Root mean square of the residual of each pixel's physics fit, across the edge.
 
     Parameters
@@ -35,11 +35,12 @@ def residual_map(transmission, energies_eV, *, element: str | None = None, refer
         Edge element whose shipped references are used when ``references`` is None.
     references : sequence, optional
         Reference spectra.
-    window_eV : tuple of float or None
-        Energies, relative to the references' mean half-step energy, over which the residual
-        is averaged (the fit itself uses every energy). A phase outside the references
-        differs from them across the edge; far from it every spectrum looks alike and only
-        noise and background are left. None averages over all energies.
+    relative_window_eV : tuple of float or None
+        Energies (eV) relative to the references' mean edge energy (half step), not absolute
+        energies, over which the residual is averaged (the fit itself uses every energy). A
+        phase outside the references differs from them across the edge; far from it every
+        spectrum looks alike and only noise and background are left. None averages over all
+        energies.
 
     Returns
     -------
@@ -61,13 +62,13 @@ def residual_map(transmission, energies_eV, *, element: str | None = None, refer
     model = reference_model(e, element, references)
     a = absorbance(np.asarray(t, dtype=np.float64))
     resid = a - model.predict(model.fit(a))
-    if window_eV is not None:
+    if relative_window_eV is not None:
         refs = references if references is not None else default_references(element)
-        edge = float(np.mean([r.half_step_eV() for r in refs]))
-        sel = (e >= edge + window_eV[0]) & (e <= edge + window_eV[1])
+        edge = float(np.mean([r.edge_energy() for r in refs]))
+        sel = (e >= edge + relative_window_eV[0]) & (e <= edge + relative_window_eV[1])
         if sel.sum() < 3:
-            raise ValueError(f"only {int(sel.sum())} energies within {window_eV} eV of the edge at {edge:.1f} eV; "
-                             "widen window_eV or pass None.")
+            raise ValueError(f"only {int(sel.sum())} energies within {relative_window_eV} eV of the edge at "
+                             f"{edge:.1f} eV; widen relative_window_eV or pass None.")
         resid = resid[sel]
     return np.sqrt(np.mean(resid ** 2, axis=0))
 

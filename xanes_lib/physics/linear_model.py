@@ -143,7 +143,7 @@ def build_model(energies_eV, basis, *, names=None, e0_eV: float | None = None,
 
 
 def reference_model(energies_eV, element: str | None = None, references=None) -> LinearAbsorbanceModel:
-    """The absorbance model whose coefficients are the latent space of the denoisers.
+    """Build the absorbance model whose coefficients are the latent space of the denoisers.
 
     Parameters
     ----------
@@ -168,7 +168,7 @@ def reference_model(energies_eV, element: str | None = None, references=None) ->
 
 
 def n_references(model: LinearAbsorbanceModel) -> int:
-    """Number of reference columns K of a model built by :func:`reference_model`."""
+    """Count the reference columns K of a model built by :func:`reference_model`."""
     return model.n_params - len(DEFAULT_BACKGROUND)
 
 

@@ -3,7 +3,7 @@
 The edge element's attenuation near its K edge is built from two smooth tabulated branches
 (below and above the edge, each a power law fitted to the Elam tables) joined by a normalised
 XANES spectrum: ``mu(E) = mu_below(E) + norm(E) * (mu_above(E) - mu_below(E))``. A normalised
-spectrum that goes from 0 to 1 therefore reproduces the tabulated edge jump exactly, and the
+spectrum that goes from 0 to 1 therefore reproduces the tabulated edge step exactly, and the
 fine structure (white line, oscillations) rides on it as in a measured spectrum.
 
 All energies are in eV; mass attenuation coefficients in cm^2/g; areal densities in g/cm^2.
@@ -19,7 +19,7 @@ import xraydb
 from ..validate import check_energies
 
 __all__ = [
-    "COMPOSITIONS", "DENSITIES_G_CM3", "check_composition", "mass_fractions", "edge_energy_eV",
+    "COMPOSITIONS", "DENSITIES_G_CM3", "check_composition", "mass_fractions", "tabulated_edge_energy",
     "EdgeBranches", "edge_branches", "matrix_mass_attenuation",
 ]
 
@@ -35,9 +35,9 @@ COMPOSITIONS: dict[str, dict[str, float]] = {
 #: parameter), not through these numbers.
 DENSITIES_G_CM3: dict[str, float] = {"NMC111": 4.77, "NMC622": 4.77, "NMC811": 4.78}
 
-# Energy windows (eV relative to the edge) used to fit the smooth tabulated branches.
-_BELOW_WINDOW = (-400.0, -15.0)
-_ABOVE_WINDOW = (25.0, 600.0)
+# Energy windows (eV relative to the edge, not absolute) used to fit the smooth tabulated branches.
+_RELATIVE_BELOW_WINDOW_EV = (-400.0, -15.0)
+_RELATIVE_ABOVE_WINDOW_EV = (25.0, 600.0)
 
 
 def check_composition(name: str) -> dict[str, float]:
@@ -62,17 +62,23 @@ def mass_fractions(composition: str) -> dict[str, float]:
     return {el: m / total for el, m in masses.items()}
 
 
-def edge_energy_eV(element: str, edge: str = "K") -> float:
-    """Tabulated absorption-edge energy (eV) of an element."""
+def tabulated_edge_energy(element: str, edge: str = "K") -> float:
+    """Tabulated absorption-edge energy (eV) of an element (xraydb).
+
+    Examples
+    --------
+    >>> tabulated_edge_energy("Ni")
+    8333.0
+    """
     try:
         return float(xraydb.xray_edge(element, edge).energy)
     except Exception as exc:  # xraydb raises several types for unknown names
         raise ValueError(f"no tabulated {edge} edge for element {element!r}: {exc}") from exc
 
 
-def _power_law(element: str, e0: float, window: tuple[float, float]) -> tuple[float, float]:
-    """Fit ln(mu) = p0 + p1 ln(E) on the tabulated branch inside ``window`` around ``e0``."""
-    e = np.linspace(e0 + window[0], e0 + window[1], 64)
+def _power_law(element: str, e0: float, relative_window_eV: tuple[float, float]) -> tuple[float, float]:
+    """Fit ln(mu) = p0 + p1 ln(E) on the tabulated branch inside ``e0 + relative_window_eV``."""
+    e = np.linspace(e0 + relative_window_eV[0], e0 + relative_window_eV[1], 64)
     mu = xraydb.mu_elam(element, e)
     p1, p0 = np.polyfit(np.log(e), np.log(mu), 1)
     return float(p0), float(p1)
@@ -108,13 +114,13 @@ class EdgeBranches:
         e = np.asarray(energies_eV, dtype=np.float64)
         return np.exp(self.above[0] + self.above[1] * np.log(e))
 
-    def jump(self, energies_eV) -> np.ndarray:
-        """Edge jump of the mass attenuation (cm^2/g) at each energy."""
+    def edge_step(self, energies_eV) -> np.ndarray:
+        """Edge step of the mass attenuation (cm^2/g) at each energy: ``mu_above - mu_below``."""
         return self.mu_above(energies_eV) - self.mu_below(energies_eV)
 
     def mu(self, energies_eV, normalized_spectrum) -> np.ndarray:
         """Mass attenuation (cm^2/g) of the element in a state with this normalised XANES."""
-        return self.mu_below(energies_eV) + np.asarray(normalized_spectrum) * self.jump(energies_eV)
+        return self.mu_below(energies_eV) + np.asarray(normalized_spectrum) * self.edge_step(energies_eV)
 
 
 def edge_branches(element: str, edge: str = "K") -> EdgeBranches:
@@ -123,12 +129,12 @@ def edge_branches(element: str, edge: str = "K") -> EdgeBranches:
     Examples
     --------
     >>> br = edge_branches("Ni")
-    >>> 250 < float(br.jump(8340.0)) < 320
+    >>> 250 < float(br.edge_step(8340.0)) < 320
     True
     """
-    e0 = edge_energy_eV(element, edge)
-    return EdgeBranches(element, edge, e0, _power_law(element, e0, _BELOW_WINDOW),
-                        _power_law(element, e0, _ABOVE_WINDOW))
+    e0 = tabulated_edge_energy(element, edge)
+    return EdgeBranches(element, edge, e0, _power_law(element, e0, _RELATIVE_BELOW_WINDOW_EV),
+                        _power_law(element, e0, _RELATIVE_ABOVE_WINDOW_EV))
 
 
 def matrix_mass_attenuation(composition: str, edge_element: str, energies_eV) -> np.ndarray:

@@ -6,12 +6,20 @@
 - :mod:`.datasets`    varied training / validation / test sets with seeds and a manifest
 """
 
-from .phantom import (PhantomConfig, PhantomMaps, state_to_fractions, make_phantom)
-from .background import (PATTERNS, beam_background, illumination_profile)
-from .simulate import (default_energy_grid, SimulationConfig, check_config, resolve_references,
-                       absorbance_basis, FOREIGN_MIN_PIXELS, choose_foreign_particles, detector_counts,
-                       simulate_stack)
-from .datasets import (split_seeds, sample_config, write_dataset)
+from .background import PATTERNS, beam_background, illumination_profile
+from .datasets import sample_config, split_seeds, write_dataset
+from .phantom import PhantomConfig, PhantomMaps, make_phantom, state_to_fractions
+from .simulate import (
+    FOREIGN_MIN_PIXELS,
+    SimulationConfig,
+    absorbance_basis,
+    check_config,
+    choose_foreign_particles,
+    default_energy_grid,
+    detector_counts,
+    resolve_references,
+    simulate_stack,
+)
 
 __all__ = [
     "PhantomConfig", "PhantomMaps", "state_to_fractions", "make_phantom", "PATTERNS", "beam_background",

@@ -33,7 +33,11 @@ def split_seeds(seed: int, split: str, n: int) -> list[int]:
     return [int(s) for s in np.random.SeedSequence([int(seed), key]).generate_state(n)]
 
 
-def sample_config(rng, base: SimulationConfig = SimulationConfig(), *,
+#: The default ``base`` of :func:`sample_config` (frozen, so one instance serves every call).
+_DEFAULT_CONFIG = SimulationConfig()
+
+
+def sample_config(rng, base: SimulationConfig = _DEFAULT_CONFIG, *,
                   dose_range=(200.0, 5000.0), background_range=(0.005, 0.04),
                   patterns=("gradient", "blobs"), compositions=("NMC111", "NMC622", "NMC811"),
                   blur_range=(0.0, 1.0), drift_range=(0.0, 0.3)) -> SimulationConfig:
@@ -111,7 +115,7 @@ def write_dataset(out_dir, name: str, configs, seeds, *, overwrite: bool = True)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths, manifest = [], []
-    for i, (cfg, seed) in enumerate(zip(configs, seeds)):
+    for i, (cfg, seed) in enumerate(zip(configs, seeds, strict=True)):
         path = out / f"{name}_{i:03d}.h5"
         stack, truth = simulate_stack(cfg, seed=seed)
         write_stack(path, stack, ground_truth=truth, overwrite=overwrite)

@@ -200,13 +200,13 @@ def _place_particles(cfg: PhantomConfig, rng: np.random.Generator) -> list[dict]
         cy, cx = rng.uniform(0, ny), rng.uniform(0, nx)
         ang = rng.uniform(0, np.pi)
         p = dict(center_px=(cy, cx), semi_axes_um=(a, b, c), angle=ang)
-        u2 = _normalised_radius2(p, yy, xx, px_um)
+        u2 = _normalized_radius2(p, yy, xx, px_um)
         covered |= u2 < 1.0
         parts.append(p)
     return parts
 
 
-def _normalised_radius2(p: dict, yy, xx, px_um: float):
+def _normalized_radius2(p: dict, yy, xx, px_um: float):
     """Squared normalised in-plane radius of pixel coordinates for particle ``p``."""
     cy, cx = p["center_px"]
     a, b, _ = p["semi_axes_um"]
@@ -218,7 +218,7 @@ def _normalised_radius2(p: dict, yy, xx, px_um: float):
 
 def _particle_maps(p: dict, cfg: PhantomConfig, ox: np.ndarray, base_state: float,
                    rng: np.random.Generator):
-    """Maps of one particle inside its bounding box: slices, thickness, density, state."""
+    """Draw the maps of one particle inside its bounding box: slices, thickness, density, state."""
     ny, nx = cfg.shape
     px_um = cfg.pixel_size_nm / 1000.0
     a, b, c = p["semi_axes_um"]
@@ -229,7 +229,7 @@ def _particle_maps(p: dict, cfg: PhantomConfig, ox: np.ndarray, base_state: floa
     if y1 <= y0 or x1 <= x0:
         return None
     yy, xx = np.mgrid[y0:y1, x0:x1]
-    u2 = _normalised_radius2(p, yy, xx, px_um)
+    u2 = _normalized_radius2(p, yy, xx, px_um)
     inside = u2 < 1.0
     if not inside.any():
         return None

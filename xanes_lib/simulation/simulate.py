@@ -35,14 +35,20 @@ import numpy as np
 from scipy import ndimage
 
 from .. import __version__
-from .background import PATTERNS, beam_background, illumination_profile
-from ..io.flatfield import flat_field_correct
 from ..io import GroundTruth, Stack
-from ..physics.materials import DENSITIES_G_CM3, check_composition, edge_branches, mass_fractions, \
-    matrix_mass_attenuation
-from .phantom import PhantomConfig, make_phantom
+from ..io.flatfield import flat_field_correct
+from ..physics.materials import (
+    DENSITIES_G_CM3,
+    check_composition,
+    edge_branches,
+    mass_fractions,
+    matrix_mass_attenuation,
+    tabulated_edge_energy,
+)
 from ..spectra import default_references, foreign_reference, jitter_reference, load_reference_library
 from ..validate import check_energies
+from .background import PATTERNS, beam_background, illumination_profile
+from .phantom import PhantomConfig, make_phantom
 
 __all__ = [
     "default_energy_grid", "SimulationConfig", "check_config", "resolve_references", "absorbance_basis",
@@ -64,9 +70,7 @@ def default_energy_grid(element: str, edge: str = "K", *, start_eV: float = -100
     >>> 50 <= e.size <= 100, float(e[1] - e[0]), float(np.min(np.diff(e)))
     (True, 10.0, 1.0)
     """
-    from ..physics.materials import edge_energy_eV
-
-    e0 = edge_energy_eV(element, edge)
+    e0 = tabulated_edge_energy(element, edge)
     pre = np.arange(start_eV, fine_from_eV, coarse_step_eV)
     fine = np.arange(fine_from_eV, fine_to_eV, fine_step_eV)
     post = np.arange(fine_to_eV, stop_eV + 1e-9, coarse_step_eV)
@@ -153,8 +157,8 @@ class SimulationConfig:
     foreign_edge_shift_eV: float = 3.0
     foreign_white_line_damping: float = 0.6
 
-    def replace(self, **changes) -> "SimulationConfig":
-        """A copy with some fields changed; ``phantom_<name>`` keys change phantom fields."""
+    def replace(self, **changes) -> SimulationConfig:
+        """Return a copy with some fields changed; ``phantom_<name>`` keys change phantom fields."""
         ph = {k[len("phantom_"):]: changes.pop(k) for k in list(changes) if k.startswith("phantom_")}
         if ph:
             changes["phantom"] = dataclasses.replace(changes.get("phantom", self.phantom), **ph)
@@ -199,7 +203,7 @@ def check_config(cfg: SimulationConfig) -> None:
 
 
 def resolve_references(cfg: SimulationConfig, rng: np.random.Generator, references=None) -> list:
-    """Reference objects of a simulation (library or given), jittered as configured."""
+    """Return the reference objects of a simulation (library or given), jittered as configured."""
     if references is None:
         if cfg.references is None:
             references = default_references(cfg.element)
@@ -302,7 +306,7 @@ def _drift_and_blur(absorb: np.ndarray, cfg: SimulationConfig, rng: np.random.Ge
         path -= path.mean(axis=0)
         path *= cfg.drift_px / max(np.sqrt(np.mean(path ** 2)), 1e-12)
         absorb = np.stack([ndimage.shift(a, s, order=1, mode="constant", cval=0.0)
-                           for a, s in zip(absorb, path)])
+                           for a, s in zip(absorb, path, strict=True)])
     trans = np.exp(-absorb)
     if cfg.blur_px > 0:
         trans = ndimage.gaussian_filter(trans, sigma=(0, cfg.blur_px, cfg.blur_px), mode="nearest")
@@ -311,7 +315,7 @@ def _drift_and_blur(absorb: np.ndarray, cfg: SimulationConfig, rng: np.random.Ge
 
 def detector_counts(expected, rng, *, read_noise: float = 0.0, offset: float = 0.0,
                     frames: int = 1) -> np.ndarray:
-    """Counts of a photon-counting-equivalent detector averaged over ``frames`` frames.
+    """Draw the counts of a photon-counting-equivalent detector, averaged over ``frames`` frames.
 
     Poisson photon noise on ``expected`` photons per frame, plus ``offset`` and Gaussian read
     noise (RMS ``read_noise`` per frame), averaged over the frames.

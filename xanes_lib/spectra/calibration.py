@@ -1,8 +1,8 @@
-"""Calibration of the shipped reference library on measured spectra, and its command line.
+r"""Calibration of the shipped reference library on measured spectra, and its command line.
 
 Recalibrate the shipped library with::
 
-    python -m xanes_lib.spectra calibrate --measured-dir ../shared/data/reference_spectra/Ni \\
+    python -m xanes_lib.spectra calibrate --measured-dir ../shared/data/reference_spectra/Ni \
         --out data/reference_library.json
 """
 
@@ -10,23 +10,27 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from .references import _LIBRARY_FORMAT, _LIBRARY_VERSION
 from .edge_fit import derive_params, fit_edge_model
 from .measured import load_measured_reference
-from .parametric import EdgeParams, edge_model, half_step_energy, model_half_step, model_peak_energy
-from .references import ParametricReference, default_library_path, save_reference_library
+from .parametric import EdgeParams, edge_model, half_step_energy, model_edge_energy, model_white_line_energy
+from .references import (
+    _LIBRARY_FORMAT,
+    _LIBRARY_VERSION,
+    ParametricReference,
+    default_library_path,
+    save_reference_library,
+)
 
 __all__ = [
     "DERIVED", "calibrate_library", "main",
 ]
-
-
 
 
 _MEASURED = MappingProxyType({"Ni2+": ("ref_NiO.txt", "NiO", 2),
@@ -34,7 +38,7 @@ _MEASURED = MappingProxyType({"Ni2+": ("ref_NiO.txt", "NiO", 2),
 _LICENCE = ("Measured spectra from the PyXAS project (Mingyuan Ge, Brookhaven National "
             "Laboratory), Modified BSD licence (see LICENSE-pyxas beside the measured files); "
             "only fitted model parameters are shipped here, not the measured data.")
-_XANES_WINDOW = (-30.0, 100.0)   # eV around e0, for the reported near-edge RMS
+_RELATIVE_NEAR_EDGE_WINDOW_EV = (-30.0, 100.0)   # eV around e0, for the reported near-edge RMS
 
 #: Assumptions behind the derived references (targets in eV); see data/REFERENCES.md.
 DERIVED: Mapping[str, Mapping[str, Any]] = MappingProxyType({
@@ -110,7 +114,8 @@ def calibrate_library(measured_dir, *, verbose: bool = False) -> dict:
         fit = fit_edge_model(e, mu)
         params = _rounded(fit.params)
         resid = edge_model(e, params) - mu
-        sel = (e >= params.e0 + _XANES_WINDOW[0]) & (e <= params.e0 + _XANES_WINDOW[1])
+        sel = ((e >= params.e0 + _RELATIVE_NEAR_EDGE_WINDOW_EV[0])
+               & (e <= params.e0 + _RELATIVE_NEAR_EDGE_WINDOW_EV[1]))
         prov = {
             "kind": "fitted",
             "compound": compound,
@@ -120,12 +125,12 @@ def calibrate_library(measured_dir, *, verbose: bool = False) -> dict:
             "fit_points": int(e.size),
             "fit_rms_residual": round(float(np.sqrt(np.mean(resid ** 2))), 5),
             "fit_rms_residual_near_edge": round(float(np.sqrt(np.mean(resid[sel] ** 2))), 5),
-            "near_edge_window_eV": [round(params.e0 + _XANES_WINDOW[0], 1),
-                                    round(params.e0 + _XANES_WINDOW[1], 1)],
+            "near_edge_window_eV": [round(params.e0 + _RELATIVE_NEAR_EDGE_WINDOW_EV[0], 1),
+                                    round(params.e0 + _RELATIVE_NEAR_EDGE_WINDOW_EV[1], 1)],
             "fit_max_abs_residual": round(float(np.max(np.abs(resid))), 5),
             "fit_stderr": {k: (None if v is None else float(f"{v:.3g}")) for k, v in fit.stderr.items()},
             "measured_half_step_eV": round(half_step_energy(e, mu), 3),
-            "model_half_step_eV": round(model_half_step(params), 3),
+            "model_half_step_eV": round(model_edge_energy(params), 3),
             "assumptions": (f"Fitted by least squares (lmfit) over the whole measured range of "
                             f"{fname} ({compound}, Ni{ox}+), energy unit (keV or eV) detected from its "
                             "magnitude and converted to eV; "
@@ -139,7 +144,7 @@ def calibrate_library(measured_dir, *, verbose: bool = False) -> dict:
                   f"{prov['model_half_step_eV']:.2f} eV model")
     for name, spec in DERIVED.items():
         base = refs[spec["base"]]
-        base_half = model_half_step(base.params)
+        base_half = model_edge_energy(base.params)
         target = spec.get("half_step_eV", base_half + spec.get("half_step_shift_eV", 0.0))
         params = _rounded(derive_params(base.params, half_step_eV=target,
                                         peak_eV=spec.get("peak_eV"),
@@ -154,8 +159,8 @@ def calibrate_library(measured_dir, *, verbose: bool = False) -> dict:
             "target_pre_edge_eV": spec.get("pre_edge_eV"),
             "white_line_amplitude_scale": spec["wl_amp_scale"],
             "white_line_width_scale": spec["wl_width_scale"],
-            "model_half_step_eV": round(model_half_step(params), 3),
-            "model_white_line_peak_eV": round(model_peak_energy(params), 3),
+            "model_half_step_eV": round(model_edge_energy(params), 3),
+            "model_white_line_peak_eV": round(model_white_line_energy(params), 3),
             "assumptions": spec["assumptions"],
         }
         refs[name] = ParametricReference(name, spec["element"], "K", spec["oxidation_state"],

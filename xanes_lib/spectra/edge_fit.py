@@ -9,16 +9,26 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Mapping, Sequence
 
 import numpy as np
 from scipy.special import erf
 
-from ..validate import check_energies
-from .parametric import _MIN_ROWS, _ONSET_SMOOTH_EV, K_FACTOR
-from .parametric import EdgeParams, _shell, edge_model, half_step_energy, model_half_step, model_peak_energy, model_pre_edge_energy
+from ..validate import EV_MIN, check_energies
+from .parametric import (
+    _MIN_ROWS,
+    _ONSET_SMOOTH_EV,
+    K_FACTOR,
+    EdgeParams,
+    _shell,
+    edge_model,
+    half_step_energy,
+    model_edge_energy,
+    model_pre_edge_energy,
+    model_white_line_energy,
+)
 
 __all__ = [
     "FIT_BOUNDS", "EdgeFit", "fit_edge_model", "derive_params",
@@ -109,8 +119,11 @@ def _lmfit_params(p: EdgeParams, bounds: Mapping[str, tuple[float, float]],
 
 
 def _expand_fixed(fixed: Sequence[str], start: EdgeParams) -> tuple[str, ...]:
-    """``fixed`` plus the other parameters of shells whose amplitude is held at 0 (they
-    would have no effect), plus ``osc_onset`` when all three shells are so held."""
+    """Extend ``fixed`` by the parameters that have no effect.
+
+    Those are the other parameters of shells whose amplitude is held at 0, and ``osc_onset``
+    when all three shells are so held.
+    """
     out = list(fixed)
     held = [j for j in (1, 2, 3) if f"osc{j}_amp" in fixed and getattr(start, f"osc{j}_amp") == 0.0]
     for j in held:
@@ -121,8 +134,11 @@ def _expand_fixed(fixed: Sequence[str], start: EdgeParams) -> tuple[str, ...]:
 
 
 def _bounds(p: EdgeParams, shell_ranges=None) -> dict[str, tuple[float, float]]:
-    """Fit bounds for a fit started from ``p``: FIT_BOUNDS, e0 within 15 eV of ``p.e0``, and
-    the oscillation distances restricted to ``shell_ranges`` (one (min, max) per shell)."""
+    """Return the bounds of a fit started from ``p``.
+
+    They are FIT_BOUNDS, e0 within 15 eV of ``p.e0``, and the oscillation distances
+    restricted to ``shell_ranges`` (one (min, max) per shell).
+    """
     b = dict(FIT_BOUNDS)
     b["e0"] = (p.e0 - 15.0, p.e0 + 15.0)
     for j, rng in enumerate(shell_ranges or (), start=1):
@@ -189,7 +205,7 @@ _SHELL_TEMPLATES = (((1.0, 2.2), (2.2, 3.2), (3.2, 7.0)),
 
 
 def _auto_initial(e, mu) -> list[EdgeParams]:
-    """Starting points for the fit, from the data's half-step and white-line energies."""
+    """Return starting points for the fit, from the data's half-step and white-line energies."""
     eh = half_step_energy(e, mu)
     if not math.isfinite(eh):
         raise ValueError("the spectrum never crosses 0.5: is it normalised (0 before, 1 after "
@@ -217,7 +233,7 @@ def _check_spectrum(energies_eV, mu, *, source: str = "") -> tuple[np.ndarray, n
     if not np.isfinite(m).all():
         i = int(np.flatnonzero(~np.isfinite(m))[0])
         raise ValueError(f"mu_norm must be finite; got {m[i]} at index {i} ({e[i]:.2f} eV).")
-    if e[-1] < 1000.0:
+    if e[-1] < EV_MIN:
         raise ValueError(f"energies_eV look like keV (max {e[-1]:g}); convert with "
                          "xanes_lib.validate.energies_to_ev first.")
     return e, m
@@ -335,11 +351,13 @@ def derive_params(base: EdgeParams, *, half_step_eV: float, peak_eV: float | Non
     base : EdgeParams
         Shape to start from.
     half_step_eV : float
-        Target half-step energy (eV), see :func:`half_step_energy`.
+        Target edge energy (eV, half step), see :func:`model_edge_energy`.
     peak_eV : float, optional
-        Target energy of the white-line maximum (eV); None keeps the white-line offset.
+        Target energy of the white-line maximum (eV, see :func:`model_white_line_energy`);
+        None keeps the white-line offset.
     pre_edge_eV : float, optional
-        Target pre-edge peak energy (eV); None keeps the pre-edge offset.
+        Target pre-edge peak energy (eV, see :func:`model_pre_edge_energy`); None keeps the
+        pre-edge offset.
     wl_amp_scale, wl_width_scale : float
         Factors applied to the white-line height and width.
     tol_eV : float
@@ -360,17 +378,17 @@ def derive_params(base: EdgeParams, *, half_step_eV: float, peak_eV: float | Non
     if peak_eV is not None and peak_eV <= half_step_eV:
         raise ValueError(f"peak_eV ({peak_eV}) must lie above half_step_eV ({half_step_eV}).")
     p = base.replace(wl_amp=base.wl_amp * wl_amp_scale, wl_width=base.wl_width * wl_width_scale)
-    p = p.replace(e0=p.e0 + half_step_eV - model_half_step(p))
+    p = p.replace(e0=p.e0 + half_step_eV - model_edge_energy(p))
     for _ in range(100):
         changes = {}
-        d_half = half_step_eV - model_half_step(p)
+        d_half = half_step_eV - model_edge_energy(p)
         if not math.isfinite(d_half):
             raise ValueError("the reshaped model never crosses 0.5 near its edge; choose milder "
                              f"white-line scales (got x{wl_amp_scale} height, x{wl_width_scale} width).")
         changes["e0"] = p.e0 + d_half
         d_peak = 0.0
         if peak_eV is not None:
-            d_peak = peak_eV - model_peak_energy(p)
+            d_peak = peak_eV - model_white_line_energy(p)
             lo, hi = FIT_BOUNDS["wl_offset"]
             changes["wl_offset"] = float(np.clip(p.wl_offset + d_peak - d_half, lo, hi))
         d_pre = 0.0

@@ -7,15 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .parametric import _MIN_ROWS
 from ..validate import check_energies, energies_to_ev
+from .parametric import _MIN_ROWS
 from .references import TabulatedReference
 
 __all__ = [
     "load_measured_reference",
 ]
-
-
 
 
 _SPLIT = re.compile(r"[,\s]+")

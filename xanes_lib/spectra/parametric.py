@@ -1,27 +1,31 @@
-"""The parametric normalised K-edge model and the energies that characterise a spectrum.
+"""The parametric normalized K-edge model and the energies that characterise a spectrum.
 
-:class:`EdgeParams` and :func:`edge_model` give a normalised K-edge spectrum (edge step,
+:class:`EdgeParams` and :func:`edge_model` give a normalized K-edge spectrum (edge step,
 pre-edge peak, white line, two post-edge peaks, damped EXAFS-like oscillations and a gentle
 post-edge slope); :func:`half_step_energy` is the vectorised half-step (0.5 crossing) edge
-energy of measured or modelled spectra; ``model_*`` give the characteristic energies of a
-parameter set. Energies in eV.
+energy of measured or modelled spectra; :func:`model_edge_energy`,
+:func:`model_white_line_energy` and :func:`model_pre_edge_energy` give the characteristic
+energies of a parameter set (the measured counterparts are
+:func:`xanes_lib.mapping.edge_energy` and :func:`xanes_lib.mapping.white_line_energy`).
+Energies in eV.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 from scipy.special import erf
 
-from ..validate import check_energies
+from ..validate import EV_MIN, EV_PER_KEV, check_energies
 
 __all__ = [
-    "K_FACTOR", "EdgeParams", "edge_model", "half_step_energy", "model_half_step", "model_peak_energy",
-    "model_pre_edge_energy",
+    "K_FACTOR", "EdgeParams", "edge_model", "half_step_energy", "model_edge_energy",
+    "model_white_line_energy", "model_pre_edge_energy",
 ]
 
 
@@ -126,7 +130,7 @@ class EdgeParams:
             if getattr(self, f"osc{j}_sigma2") < 0:
                 raise ValueError(f"EdgeParams.osc{j}_sigma2 (Angstrom^2) must be >= 0; "
                                  f"got {getattr(self, f'osc{j}_sigma2')}.")
-        if self.e0 < 1000.0:
+        if self.e0 < EV_MIN:
             raise ValueError(f"EdgeParams.e0 is in eV and must be > 1000 for a hard X-ray edge; "
                              f"got {self.e0}. Multiply keV values by 1000.")
 
@@ -140,7 +144,7 @@ class EdgeParams:
         return {name: float(getattr(self, name)) for name in self.field_names()}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "EdgeParams":
+    def from_dict(cls, d: Mapping[str, Any]) -> EdgeParams:
         """Build from a dict as written by :meth:`to_dict`.
 
         Missing optional keys take their defaults; ``e0`` is required.
@@ -159,8 +163,8 @@ class EdgeParams:
             raise ValueError("EdgeParams needs 'e0' (edge position in eV); it is missing.")
         return cls(**{k: float(v) for k, v in d.items()})
 
-    def replace(self, **changes) -> "EdgeParams":
-        """A copy with some parameters changed (``dataclasses.replace``)."""
+    def replace(self, **changes) -> EdgeParams:
+        """Return a copy with some parameters changed (``dataclasses.replace``)."""
         return dataclasses.replace(self, **changes)
 
 
@@ -179,7 +183,7 @@ def _shell(e, p: EdgeParams, j: int) -> np.ndarray:
 
 
 def _model_parts(e: np.ndarray, p: EdgeParams) -> dict[str, np.ndarray]:
-    """The model's additive components at energies ``e`` (eV)."""
+    """Return the model's additive components at energies ``e`` (eV)."""
     de = e - p.e0
     step = 0.5 * (1.0 + erf(de * (2.0 * math.sqrt(math.log(2.0)) / p.edge_width)))
     osc = np.zeros_like(e)
@@ -193,7 +197,7 @@ def _model_parts(e: np.ndarray, p: EdgeParams) -> dict[str, np.ndarray]:
         "peak2": p.peak2_amp * _gauss(e, p.e0 + p.peak2_offset, p.peak2_width),
         "peak3": p.peak3_amp * _gauss(e, p.e0 + p.peak3_offset, p.peak3_width),
         "oscillation": osc,
-        "slope": step * p.post_slope * np.clip(de, 0.0, None) / 1000.0,
+        "slope": step * p.post_slope * np.clip(de, 0.0, None) / EV_PER_KEV,
     }
 
 
@@ -237,7 +241,7 @@ def edge_model(energies_eV, params: EdgeParams) -> np.ndarray:
     e = np.asarray(energies_eV, dtype=np.float64)
     if e.size and not np.isfinite(e).all():
         raise ValueError("energies_eV must be finite; found NaN or inf.")
-    if e.size and float(np.max(e)) < 1000.0:
+    if e.size and float(np.max(e)) < EV_MIN:
         raise ValueError(f"energies_eV look like keV (max {float(np.max(e)):g}); the model works "
                          "in eV: multiply by 1000 or use xanes_lib.validate.energies_to_ev.")
     parts = _model_parts(e, params)
@@ -315,13 +319,16 @@ def _fine_grid(p: EdgeParams, lo: float = -60.0, hi: float = 120.0, step: float 
     return p.e0 + np.arange(lo, hi + step / 2, step)
 
 
-def model_half_step(params: EdgeParams) -> float:
-    """Half-step energy (eV) of the model spectrum, on a 0.005 eV grid around ``e0``."""
+def model_edge_energy(params: EdgeParams) -> float:
+    """Edge energy (eV) of the model spectrum: its half step, on a 0.005 eV grid around ``e0``.
+
+    :func:`half_step_energy` of :func:`edge_model` on that grid.
+    """
     e = _fine_grid(params)
     return half_step_energy(e, edge_model(e, params))
 
 
-def model_peak_energy(params: EdgeParams) -> float:
+def model_white_line_energy(params: EdgeParams) -> float:
     """Energy (eV) of the model maximum within -10..+40 eV of ``e0`` (the white line).
 
     Located on a 0.005 eV grid and refined by a parabola through the highest three points.

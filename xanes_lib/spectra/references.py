@@ -8,15 +8,16 @@ and ``.name``; :func:`load_reference_library` and :func:`default_references` rea
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
 from ..validate import check_energies
-from .parametric import EdgeParams, edge_model, model_half_step
+from .parametric import EdgeParams, edge_model, model_edge_energy
 
 __all__ = [
     "default_library_path", "ParametricReference", "TabulatedReference", "load_reference_library",
@@ -71,9 +72,9 @@ class ParametricReference:
         """Normalised absorption at ``energies_eV`` (eV, any shape), see :func:`edge_model`."""
         return edge_model(energies_eV, self.params)
 
-    def half_step_eV(self) -> float:
-        """Half-step energy (eV) of this reference (0.005 eV grid)."""
-        return model_half_step(self.params)
+    def edge_energy(self) -> float:
+        """Edge energy (eV, half step) of this reference: :func:`model_edge_energy` of its params."""
+        return model_edge_energy(self.params)
 
     def to_dict(self) -> dict:
         """JSON-able dict (without the name, which is the library key)."""
@@ -82,7 +83,7 @@ class ParametricReference:
                 "params": self.params.to_dict(), "provenance": self.provenance}
 
     @classmethod
-    def from_dict(cls, name: str, d: Mapping[str, Any], *, source: str = "") -> "ParametricReference":
+    def from_dict(cls, name: str, d: Mapping[str, Any], *, source: str = "") -> ParametricReference:
         """Build from a library entry written by :meth:`to_dict`."""
         where = f" in {source}" if source else ""
         missing = [k for k in ("element", "edge", "oxidation_state", "params") if k not in d]
@@ -225,7 +226,7 @@ _DEFAULT_SETS = MappingProxyType({"Ni": ("Ni2+", "Ni3+"), "Co": ("Co3+", "Co4+")
 
 
 def default_references(element: str, *, path=None) -> list[ParametricReference]:
-    """The default pair of reference states for an element, lowest oxidation state first.
+    """Return the default pair of reference states for an element, lowest oxidation state first.
 
     Parameters
     ----------

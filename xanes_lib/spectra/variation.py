@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
+
 from .references import ParametricReference
 
 __all__ = [
@@ -19,15 +20,12 @@ __all__ = [
 ]
 
 
-
-
-
 _JITTER_AMPS = ("wl_amp", "peak2_amp", "peak3_amp", "osc1_amp", "osc2_amp", "osc3_amp")
 
 
 def jitter_reference(ref: ParametricReference, rng=None, *, shift_eV: float = 0.3,
                      amplitude_frac: float = 0.1) -> ParametricReference:
-    """A randomly perturbed copy of a parametric reference, for training-data variety.
+    """Return a randomly perturbed copy of a parametric reference, for training-data variety.
 
     The whole spectrum moves by ``N(0, shift_eV)`` eV (``e0``), and the white-line, post-edge
     peak and oscillation amplitudes are each multiplied by ``1 + N(0, amplitude_frac)``
@@ -65,16 +63,18 @@ def jitter_reference(ref: ParametricReference, rng=None, *, shift_eV: float = 0.
     factors = gen.normal(1.0, amplitude_frac, size=len(_JITTER_AMPS)) if amplitude_frac > 0 \
         else np.ones(len(_JITTER_AMPS))
     factors = np.clip(factors, 0.0, None)
-    record = {"shift_eV": shift, "amplitude_factors": dict(zip(_JITTER_AMPS, map(float, factors))),
+    record = {"shift_eV": shift,
+              "amplitude_factors": dict(zip(_JITTER_AMPS, map(float, factors), strict=True)),
               "shift_sd_eV": float(shift_eV), "amplitude_sd": float(amplitude_frac)}
-    return _perturbed_reference(ref, shift_eV=shift, amplitude_factors=dict(zip(_JITTER_AMPS, factors)),
+    return _perturbed_reference(ref, shift_eV=shift,
+                                amplitude_factors=dict(zip(_JITTER_AMPS, factors, strict=True)),
                                 record_key="jitter", record=record)
 
 
 def _perturbed_reference(ref: ParametricReference, *, shift_eV: float,
                          amplitude_factors: Mapping[str, float], record_key: str, record: dict,
                          **fields) -> ParametricReference:
-    """A copy of ``ref`` with ``e0`` moved by ``shift_eV`` and amplitudes scaled.
+    """Return a copy of ``ref`` with ``e0`` moved by ``shift_eV`` and amplitudes scaled.
 
     ``amplitude_factors`` maps :class:`EdgeParams` names to multiplicative factors;
     ``record`` is stored as ``provenance[record_key]``; ``fields`` replace further
@@ -90,7 +90,7 @@ def _perturbed_reference(ref: ParametricReference, *, shift_eV: float,
 
 def foreign_reference(references: Sequence[ParametricReference], *, edge_shift_eV: float = 3.0,
                       white_line_damping: float = 0.6, name: str = "foreign") -> ParametricReference:
-    """A spectrum outside the span of the references: shifted edge, damped white line.
+    """Build a spectrum outside the span of the references: shifted edge, damped white line.
 
     Simulates a phase of the edge element that the references do not describe (a
     "foreign phase"), so that no linear combination of the references fits it.
@@ -143,7 +143,7 @@ def foreign_reference(references: Sequence[ParametricReference], *, edge_shift_e
     >>> round(f.params.e0 - refs[0].params.e0, 6), round(f.params.wl_amp / refs[0].params.wl_amp, 6)
     (3.0, 0.4)
     >>> undamped = foreign_reference(refs, edge_shift_eV=3.0, white_line_damping=0.0)
-    >>> round(undamped.half_step_eV() - refs[0].half_step_eV(), 3)
+    >>> round(undamped.edge_energy() - refs[0].edge_energy(), 3)
     3.0
     """
     refs = list(references)

@@ -1,6 +1,7 @@
 """Self-supervised adaptation, the low-rank beam background and the unseen-phase residual."""
 
 import inspect
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -9,8 +10,6 @@ from scipy import ndimage
 
 from xanes_lib import denoising, evaluation, io, mapping, simulation
 from xanes_lib.physics import reference_model
-
-from pathlib import Path
 
 SHIPPED = Path(__file__).resolve().parents[3] / "data" / "denoiser_latent.pt"
 
@@ -63,7 +62,8 @@ def test_short_adaptation_does_not_raise_the_true_error(co_stack, pretrained):
     stack, truth = co_stack
     as_is = pretrained.denoise(stack.transmission, stack.energies_eV, element="Co")
     cfg = denoising.AdaptConfig(max_epochs=3, steps_per_epoch=30, crop=96, patience=5, seed=0)
-    res = denoising.adapt(pretrained, stack.transmission, stack.energies_eV, element="Co", config=cfg, progress=False)
+    res = denoising.adapt(pretrained, stack.transmission, stack.energies_eV, element="Co", config=cfg,
+                          progress=False)
     before, after = _true_rmse(as_is.denoised, stack, truth), _true_rmse(res.result.denoised, stack, truth)
     # With the kernel-prediction weights (low-rank background first) this small stack gains
     # nothing from fine-tuning and the self-validation keeps round 0; it must never lose.
@@ -95,7 +95,8 @@ def test_unseen_phase_stays_detectable(pretrained):
 def test_adapted_checkpoint_records_what_it_was_adapted_to(tmp_path, pretrained):
     stack, _ = _co_stack(6, size=64)
     cfg = denoising.AdaptConfig(max_epochs=1, steps_per_epoch=2, crop=32)
-    res = denoising.adapt(pretrained, stack.transmission, stack.energies_eV, element="Co", config=cfg, progress=False)
+    res = denoising.adapt(pretrained, stack.transmission, stack.energies_eV, element="Co", config=cfg,
+                          progress=False)
     path = denoising.save_adapted(tmp_path / "adapted.pt", res, pretrained, transmission=stack.transmission,
                               energies_eV=stack.energies_eV, element="Co", input_name="co.h5")
     ck = denoising.load_checkpoint(path)
@@ -128,7 +129,8 @@ def test_adapt_rejects_bad_input(pretrained):
     with pytest.raises(ValueError, match="at least 16"):
         denoising.adapt(pretrained, t[:10], e[:10], element="Co", progress=False)
     with pytest.raises(ValueError, match="holdout_fraction"):
-        denoising.adapt(pretrained, t, e, element="Co", config=denoising.AdaptConfig(holdout_fraction=0.7), progress=False)
+        denoising.adapt(pretrained, t, e, element="Co", config=denoising.AdaptConfig(holdout_fraction=0.7),
+                        progress=False)
     with pytest.raises(ValueError, match="unknown AdaptConfig setting"):
         denoising.AdaptConfig.from_dict({"epochs": 3})
 
@@ -144,8 +146,9 @@ def test_lowrank_background_recovers_a_beam_background():
     assert est.rank >= 2
     assert err["background_ratio_outside"] < 0.2 and err["background_ratio_inside"] < 0.25, err
     # No background at all: the estimate stays close to 1.
-    flat = simulation.simulate_stack(simulation.SimulationConfig(element="Ni", dose=1e6, background_amplitude=0.0).replace(
-        phantom_shape=(96, 96), phantom_pixel_size_nm=200.0), seed=2)[0]
+    flat = simulation.simulate_stack(
+        simulation.SimulationConfig(element="Ni", dose=1e6, background_amplitude=0.0).replace(
+            phantom_shape=(96, 96), phantom_pixel_size_nm=200.0), seed=2)[0]
     est0 = denoising.estimate_background(flat.transmission, e, reference_model(e, "Ni"))
     assert np.abs(est0.background - 1).max() < 0.01
 

@@ -17,9 +17,11 @@ def small_sets(tmp_path_factory):
     """Small simulated training stacks (Ni and Co) and one validation stack."""
     out = tmp_path_factory.mktemp("sets")
     rng = np.random.default_rng(3)
-    bases = [simulation.SimulationConfig(element=el).replace(phantom_shape=(64, 64), phantom_pixel_size_nm=250.0)
+    bases = [simulation.SimulationConfig(element=el).replace(phantom_shape=(64, 64),
+                                                              phantom_pixel_size_nm=250.0)
              for el in ("Ni", "Co", "Ni", "Co")]
-    tr = simulation.write_dataset(out, "train", [simulation.sample_config(rng, b) for b in bases], [1, 2, 4, 5])
+    tr = simulation.write_dataset(out, "train", [simulation.sample_config(rng, b) for b in bases],
+                                  [1, 2, 4, 5])
     va = simulation.write_dataset(out, "val", [simulation.sample_config(rng, bases[0])], [3])
     return tr, va
 
@@ -60,7 +62,8 @@ def test_losses_zero_on_perfect_prediction_and_positive_otherwise():
     assert float(denoising.coefficient_loss(coeffs, coeffs, 0.5, k)) == 0
     assert float(denoising.coefficient_loss(coeffs + 0.01, coeffs, 0.5, k)) > 0
     assert float(denoising.fraction_loss(coeffs, coeffs, k, mask, 0.5)) == 0
-    assert float(denoising.fraction_loss(coeffs * torch.tensor([1.2, 0.8, 1, 1])[:, None, None], coeffs, k, mask, 0.5)) > 0
+    assert float(denoising.fraction_loss(coeffs * torch.tensor([1.2, 0.8, 1, 1])[:, None, None], coeffs, k,
+                                         mask, 0.5)) > 0
     assert float(denoising.self_consistency(a, m, 0.5)) < 1e-20
     off_span = a + torch.tensor(rng.standard_normal(a.shape)) * 0.01
     assert float(denoising.self_consistency(off_span, m, 0.5)) > 0
@@ -73,11 +76,13 @@ def test_losses_zero_on_perfect_prediction_and_positive_otherwise():
 def test_loss_weights_switch_terms_off():
     with pytest.raises(ValueError, match=r"unknown LossWeights setting\(s\) \[.perceptual.\]"):
         denoising.LossWeights.from_dict({"perceptual": 1.0})
-    w = denoising.LossWeights(background=1.0, coefficient=0.0, fraction=0.0, consistency=0.0, tv=0.0, stack=0.0)
+    w = denoising.LossWeights(background=1.0, coefficient=0.0, fraction=0.0, consistency=0.0, tv=0.0,
+                              stack=0.0)
     e, m = _ni_model()
     t = torch.rand(e.size, 16, 16) * 0.5 + 0.4
     out = denoising.forward(denoising.build_denoiser("latent"), t, m)
-    target = {"background": torch.ones_like(t) * 1.01, "absorbance": -t.log(), "mask": torch.ones(16, 16, dtype=bool)}
+    target = {"background": torch.ones_like(t) * 1.01, "absorbance": -t.log(),
+              "mask": torch.ones(16, 16, dtype=bool)}
     _, terms = denoising.total_loss(out, target, m, w)
     assert set(terms) == {"background"}
     # The boundary term is the fraction error on the boundary pixels only.
@@ -87,8 +92,8 @@ def test_loss_weights_switch_terms_off():
     target["absorbance"] = -(t * (1 + 0.05 * torch.rand_like(t))).log()
     _, terms = denoising.total_loss(out, {**target, "boundary": band}, m, w)
     _, on_mask = denoising.total_loss(out, {**target, "boundary": target["mask"]}, m,
-                                   denoising.LossWeights(background=0.0, coefficient=0.0, fraction=1.0, consistency=0.0,
-                                                      tv=0.0))
+                                   denoising.LossWeights(background=0.0, coefficient=0.0, fraction=1.0,
+                                                         consistency=0.0, tv=0.0))
     assert set(terms) == {"boundary"} and terms["boundary"] > 0
     assert terms["boundary"] == pytest.approx(float(denoising.fraction_loss(
         out.coefficients, m.fit(target["absorbance"]), physics.n_references(m), band, out.scale)))
@@ -102,7 +107,8 @@ def test_paper_network_size_and_identity_start():
     assert torch.equal(paper.net(x), torch.ones_like(x))  # zero-initialised output: B = 1
     with pytest.raises(ValueError, match="unknown network variant 'unet3d'"):
         denoising.build_denoiser("unet3d")
-    with pytest.raises(ValueError, match=r"unknown LatentHParams setting\(s\) \['widht'\]; allowed: .*'width'"):
+    with pytest.raises(ValueError,
+                       match=r"unknown LatentHParams setting\(s\) \['widht'\]; allowed: .*'width'"):
         denoising.build_denoiser("latent", widht=8)
 
 
@@ -235,8 +241,8 @@ def test_checkpoint_round_trip_resume_and_errors(small_sets, tmp_path, ni_stack)
     b = ck.denoise(stack.transmission, stack.energies_eV, element="Ni")
     np.testing.assert_array_equal(a.denoised, b.denoised)
     # Resuming continues from the recorded step up to the new total.
-    more = denoising.train(cfg.replace(steps=6), tr, va, resume_from=path, checkpoint_path=tmp_path / "ck2.pt",
-                           progress=False)
+    more = denoising.train(cfg.replace(steps=6), tr, va, resume_from=path,
+                           checkpoint_path=tmp_path / "ck2.pt", progress=False)
     assert more.history["step"][-1] == 6 and len(more.history["step"]) == 6
     with pytest.raises(denoising.CheckpointError, match="holds the network .*'latent'.*expected .*'paper'"):
         denoising.load_checkpoint(path, expect_network=denoising.NetworkConfig.create("paper"))
@@ -272,8 +278,8 @@ def test_version_1_checkpoint_migrates_and_loads_as_it_was_trained(tmp_path):
     # flags existed, so its file lacks them; they mean the values of V1_LATENT_HPARAMS.
     old = denoising.NetworkConfig.create("latent", **denoising.V1_LATENT_HPARAMS)
     path = denoising.save_checkpoint(tmp_path / "old.pt", denoising.Denoiser(
-        denoising.build_denoiser(old).net, old, meta={"train_config": denoising.TrainConfig(network=old).to_dict(),
-                                                      "step": 0, "elements": ["Ni"]}))
+        denoising.build_denoiser(old).net, old,
+        meta={"train_config": denoising.TrainConfig(network=old).to_dict(), "step": 0, "elements": ["Ni"]}))
     recorded = {k: v for k, v in old.hparams.to_dict().items() if k not in denoising.V1_LATENT_HPARAMS}
     _as_version_1(path, recorded)
     ck = denoising.load_checkpoint(path)
@@ -318,7 +324,8 @@ def test_configurations_are_validated_on_construction():
         denoising.TrainConfig(n_energies=(20, 10))
     with pytest.raises(ValueError, match=r"LossWeights.tv must be a finite number in \[0, inf\]"):
         denoising.LossWeights(tv=-1.0)
-    with pytest.raises(ValueError, match=r"unknown AdaptConfig setting\(s\) \['epochs'\]; allowed: \['max_epochs'"):
+    with pytest.raises(ValueError,
+                       match=r"unknown AdaptConfig setting\(s\) \['epochs'\]; allowed: \['max_epochs'"):
         denoising.AdaptConfig.from_dict({"epochs": 3})
     with pytest.raises(ValueError, match="output must be one of"):
         denoising.NetworkConfig.create("latent", output="median")

@@ -43,7 +43,7 @@ def test_inputs_not_modified():
     images32 = images.astype(np.float32)
     copies = [a.copy() for a in (images32, flat, dark)]
     out = flat_field_correct(images32, flat, dark)
-    for original, copy in zip((images32, flat, dark), copies):
+    for original, copy in zip((images32, flat, dark), copies, strict=True):
         np.testing.assert_array_equal(original, copy)
     assert not np.shares_memory(out, images32)
 

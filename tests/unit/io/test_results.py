@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 
 from xanes_lib import __version__
+from xanes_lib.io import MAP_KEYS, Stack, read_results, stack_checksum, write_results, write_stack
 from xanes_lib.mapping import edge_energy, fit_references, normalize_spectra
-from xanes_lib.io import Stack, stack_checksum, write_stack
 from xanes_lib.physics import build_model
-from xanes_lib.io import MAP_KEYS, read_results, write_results
 from xanes_lib.simulation import default_energy_grid
 from xanes_lib.spectra import default_references
 

@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from xanes_lib.io import Stack
 from xanes_lib.mapping import (
     edge_energy,
     fit_energy_shift,
@@ -15,7 +16,6 @@ from xanes_lib.mapping import (
     sample_mask,
     white_line_energy,
 )
-from xanes_lib.io import Stack
 from xanes_lib.physics import build_model
 from xanes_lib.simulation import SimulationConfig, absorbance_basis, default_energy_grid, simulate_stack
 from xanes_lib.spectra import TabulatedReference, default_references
@@ -298,21 +298,22 @@ def _edge_spectra(e, e0=8341.0, width=1.5):
     return 0.5 * (1 + np.tanh((e - e0) / width))
 
 
-def test_normalize_spectra_recovers_jump_and_lines(rng):
+def test_normalize_spectra_recovers_edge_step_and_lines(rng):
     e = E_NI
-    jump = rng.uniform(0.1, 2.0, (3, 4))
+    step = rng.uniform(0.1, 2.0, (3, 4))
     pre_a, pre_b = rng.uniform(0.5, 1.0, (3, 4)), rng.uniform(-1e-3, 0, (3, 4))
     a = (pre_a + pre_b * (e[:, None, None] - 8341.0)
-         + jump * _edge_spectra(e)[:, None, None])
-    n = normalize_spectra(e, a, e0_eV=8341.0, pre_window=(-110, -20), post_window=(30, 140))
-    np.testing.assert_allclose(n.edge_jump, jump, rtol=1e-6)
+         + step * _edge_spectra(e)[:, None, None])
+    n = normalize_spectra(e, a, e0_eV=8341.0, relative_pre_window_eV=(-110, -20),
+                          relative_post_window_eV=(30, 140))
+    np.testing.assert_allclose(n.edge_step, step, rtol=1e-6)
     np.testing.assert_allclose(n.pre_line[1], pre_b, atol=1e-9)
     np.testing.assert_allclose(n.normalized, np.broadcast_to(_edge_spectra(e)[:, None, None],
                                                              a.shape), atol=1e-6)
     auto = normalize_spectra(e, a)
     assert abs(auto.e0_eV - 8341.0) < 0.3
-    assert auto.pre_window == (pytest.approx(e[0] - auto.e0_eV), -20.0)
-    assert auto.post_window == (30.0, pytest.approx(e[-1] - auto.e0_eV))
+    assert auto.relative_pre_window_eV == (pytest.approx(e[0] - auto.e0_eV), -20.0)
+    assert auto.relative_post_window_eV == (30.0, pytest.approx(e[-1] - auto.e0_eV))
     assert "derivative" in auto.e0_method
     neg = normalize_spectra(e, -a, e0_eV=8341.0)
     assert np.isnan(neg.normalized).all()                 # no edge: nothing to normalise
@@ -328,23 +329,23 @@ def test_edge_and_white_line_energies():
     peaks = np.exp(-((e[:, None] - np.array([8345.4, 8350.8])) / 3.0) ** 2)
     np.testing.assert_allclose(white_line_energy(e, peaks), [8345.4, 8350.8], atol=0.1)
     ref = REFS_NI[0]
-    assert edge_energy(e, ref.spectrum(e)) == pytest.approx(ref.half_step_eV(), abs=0.1)
+    assert edge_energy(e, ref.spectrum(e)) == pytest.approx(ref.edge_energy(), abs=0.1)
     assert np.isnan(edge_energy(e, np.zeros(e.size)))
     assert np.isnan(white_line_energy(e, np.full(e.size, np.nan)))
-    wl = white_line_energy(e, ref.spectrum(e), window_eV=(8335.0, 8370.0))
+    wl = white_line_energy(e, ref.spectrum(e), energy_window_eV=(8335.0, 8370.0))
     assert 8340.0 < wl < 8360.0
 
 
 def test_sample_mask_otsu_and_override(rng):
-    jump = np.where(rng.uniform(size=(40, 40)) < 0.4, rng.normal(0.5, 0.1, (40, 40)),
+    step = np.where(rng.uniform(size=(40, 40)) < 0.4, rng.normal(0.5, 0.1, (40, 40)),
                     rng.normal(0.0, 0.02, (40, 40)))
-    truth = jump > 0.25
-    m, t = sample_mask(jump)
+    truth = step > 0.25
+    m, t = sample_mask(step)
     assert 0.05 < t < 0.4 and np.mean(m == truth) > 0.99
-    m2, t2 = sample_mask(jump, threshold=0.6)
+    m2, t2 = sample_mask(step, threshold=0.6)
     assert t2 == 0.6 and m2.sum() < m.sum()
-    jump[0, 0] = np.nan
-    assert not sample_mask(jump).mask[0, 0]
+    step[0, 0] = np.nan
+    assert not sample_mask(step).mask[0, 0]
 
 
 # ------------------------------------------------------------------ bad input
@@ -372,12 +373,12 @@ def _small():
     (lambda a: fit_references(a, None, REFS_NI), "energies_eV is None"),
     (lambda a: fit_energy_shift(E_NI, a[:, 0, 0], np.ones((2, E_NI.size))), "reference objects"),
     (lambda a: fit_energy_shift(E_NI, a[:-1, 0, 0], REFS_NI), "one \\(E,\\) spectrum"),
-    (lambda a: normalize_spectra(E_NI, a, pre_window=(-5, -4)),
-     r"pre_window=\(-5, -4\) eV relative to e0=.* holds 1 energy point"),
-    (lambda a: normalize_spectra(E_NI, a, post_window=(8400, 8480)), "relative to e0"),
+    (lambda a: normalize_spectra(E_NI, a, relative_pre_window_eV=(-5, -4)),
+     r"relative_pre_window_eV=\(-5, -4\) eV relative to e0=.* holds 1 energy point"),
+    (lambda a: normalize_spectra(E_NI, a, relative_post_window_eV=(8400, 8480)), "relative to e0"),
     (lambda a: normalize_spectra(E_NI, a[1:]), "energy axis must come first"),
     (lambda a: edge_energy(E_NI, a, method="peak"), "half_step"),
-    (lambda a: white_line_energy(E_NI, a, window_eV=(9000.0, 9100.0)), "holds none"),
+    (lambda a: white_line_energy(E_NI, a, energy_window_eV=(9000.0, 9100.0)), "holds none"),
     (lambda a: sample_mask(np.ones((3, 3))), "threshold= explicitly"),
 ])
 def test_bad_input_raises(call, match):

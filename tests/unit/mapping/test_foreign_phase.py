@@ -10,8 +10,7 @@ import pytest
 from xanes_lib import io
 from xanes_lib.physics import absorbance, build_model
 from xanes_lib.simulation import SimulationConfig, check_config, choose_foreign_particles, simulate_stack
-from xanes_lib.spectra import default_references, foreign_reference, jitter_reference, \
-    load_reference_library
+from xanes_lib.spectra import default_references, foreign_reference, jitter_reference, load_reference_library
 
 SMALL = SimulationConfig().replace(phantom_shape=(64, 64), phantom_pixel_size_nm=150.0)
 SEED = 3
@@ -39,9 +38,9 @@ def test_foreign_reference_shifts_edge_and_damps_white_line(element):
     assert f.params.wl_amp == pytest.approx(0.4 * base.params.wl_amp)
     # Half-step energy: exactly the shift without damping; a little more with it (white-line flank).
     undamped = foreign_reference(refs, edge_shift_eV=3.0, white_line_damping=0.0)
-    assert undamped.half_step_eV() - base.half_step_eV() == pytest.approx(3.0, abs=0.01)
-    assert 3.0 <= f.half_step_eV() - base.half_step_eV() < 3.5
-    assert f.half_step_eV() > max(r.half_step_eV() for r in refs) + 1.0, "outside the references' range"
+    assert undamped.edge_energy() - base.edge_energy() == pytest.approx(3.0, abs=0.01)
+    assert 3.0 <= f.edge_energy() - base.edge_energy() < 3.5
+    assert f.edge_energy() > max(r.edge_energy() for r in refs) + 1.0, "outside the references' range"
     e = np.linspace(base.params.e0 - 50, base.params.e0 + 100, 3001)
     assert f.spectrum(e).max() < base.spectrum(e).max() - 0.2, "lower white-line maximum"
     rec = f.provenance["foreign"]

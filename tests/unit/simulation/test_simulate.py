@@ -1,13 +1,18 @@
-"""The simulator: Beer-Lambert consistency, photon statistics, edge jumps, reproducibility."""
+"""The simulator: Beer-Lambert consistency, photon statistics, edge steps, reproducibility."""
 
 import numpy as np
 import pytest
 
 from xanes_lib import io, simulation
-from xanes_lib.physics import mass_fractions
-from xanes_lib.physics import absorbance, build_model
-from xanes_lib.simulation import (SimulationConfig, absorbance_basis, default_energy_grid,
-                                detector_counts, resolve_references, simulate_stack)
+from xanes_lib.physics import absorbance, build_model, mass_fractions
+from xanes_lib.simulation import (
+    SimulationConfig,
+    absorbance_basis,
+    default_energy_grid,
+    detector_counts,
+    resolve_references,
+    simulate_stack,
+)
 
 SMALL = SimulationConfig().replace(phantom_shape=(48, 48), phantom_pixel_size_nm=150.0)
 
@@ -22,7 +27,7 @@ def _single_particle(element, composition="NMC811", diameter_um=10.0):
         phantom_grain_boundary_depth=0.0, phantom_pores_per_um3=0.0, phantom_cracks_per_particle=0.0)
 
 
-def _edge_jump(energies, absorb, e0):
+def _edge_step(energies, absorb, e0):
     """Pre- and post-edge lines of -ln T extrapolated to the edge: their difference."""
     pre, post = energies < e0 - 15, energies > e0 + 60
     lo = np.polyval(np.polyfit(energies[pre], absorb[pre], 1), e0)
@@ -56,8 +61,8 @@ def test_generic_model_with_smooth_background_fits_to_small_residual():
     _, e, truth, basis, _, a = _noiseless(5)
     model = build_model(e, basis[:-1])  # reference states + (E/E0)^-3 + constant
     resid = model.predict(model.fit(a)) - a
-    jump = _edge_jump(e, a[:, truth.mask].max(axis=1), 8333.0)
-    assert np.sqrt(np.mean(resid[:, truth.mask] ** 2)) < 0.01 * jump
+    step = _edge_step(e, a[:, truth.mask].max(axis=1), 8333.0)
+    assert np.sqrt(np.mean(resid[:, truth.mask] ** 2)) < 0.01 * step
 
 
 def test_detector_counts_are_poisson():
@@ -84,21 +89,21 @@ def test_measured_transmission_noise_matches_poisson_prediction():
 
 
 @pytest.mark.parametrize("element", ["Ni", "Co"])
-def test_edge_jump_of_10um_nmc811_particle(element):
+def test_edge_step_of_10um_nmc811_particle(element):
     cfg = _single_particle(element)
     stack, truth = simulate_stack(cfg, seed=0)
     centre = np.unravel_index(np.argmax(truth.areal_density), truth.areal_density.shape)
     a = absorbance(truth.transmission[:, centre[0], centre[1]].astype(np.float64))
-    from xanes_lib.physics import edge_energy_eV
-    jump = _edge_jump(stack.energies_eV, a, edge_energy_eV(element))
+    from xanes_lib.physics import tabulated_edge_energy
+    step = _edge_step(stack.energies_eV, a, tabulated_edge_energy(element))
     if element == "Ni":
-        assert 0.5 < jump < 0.7, jump  # "about 0.6"
+        assert 0.5 < step < 0.7, step  # "about 0.6"
     else:
         cfg_ni = _single_particle("Ni")
         _, truth_ni = simulate_stack(cfg_ni, seed=0)
         a_ni = absorbance(truth_ni.transmission[:, centre[0], centre[1]].astype(np.float64))
-        jump_ni = _edge_jump(default_energy_grid("Ni"), a_ni, edge_energy_eV("Ni"))
-        assert 6.0 < jump_ni / jump < 10.0, jump_ni / jump  # "about eight times smaller"
+        step_ni = _edge_step(default_energy_grid("Ni"), a_ni, tabulated_edge_energy("Ni"))
+        assert 6.0 < step_ni / step < 10.0, step_ni / step  # "about eight times smaller"
 
 
 def test_background_in_truth_has_mean_one():

@@ -22,8 +22,8 @@ from xanes_lib.spectra import (
     load_measured_reference,
     load_reference_library,
     main,
-    model_half_step,
-    model_peak_energy,
+    model_edge_energy,
+    model_white_line_energy,
     save_reference_library,
 )
 
@@ -50,7 +50,7 @@ def _measured(name):
 
 def _write(path: Path, energies, values, *, sep=" ", header=""):
     lines = [header] if header else []
-    lines += [f"{float(e)!r}{sep}{float(v)!r}" for e, v in zip(energies, values)]
+    lines += [f"{float(e)!r}{sep}{float(v)!r}" for e, v in zip(energies, values, strict=True)]
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -73,11 +73,11 @@ def test_fitted_ni_models_match_measured_spectra(library, name):
     assert library[name].provenance["fit_rms_residual"] == pytest.approx(rms, abs=2e-4)
     # the model's half-step edge is that of the measured spectrum
     measured_half = half_step_energy(meas.energies_eV, meas.values)
-    assert abs(library[name].half_step_eV() - measured_half) < 0.3
+    assert abs(library[name].edge_energy() - measured_half) < 0.3
 
 
 def test_ni_half_step_energies_and_shift(library):
-    h2, h3, h4 = (library[n].half_step_eV() for n in ("Ni2+", "Ni3+", "Ni4+"))
+    h2, h3, h4 = (library[n].edge_energy() for n in ("Ni2+", "Ni3+", "Ni4+"))
     print(f"half-step: Ni2+ {h2:.2f}, Ni3+ {h3:.2f}, Ni4+ {h4:.2f} eV")
     for h in (h2, h3, h4):
         assert 8330.0 < h < 8350.0
@@ -86,11 +86,11 @@ def test_ni_half_step_energies_and_shift(library):
 
 
 def test_co_edges_and_shift(library):
-    h3, h4 = library["Co3+"].half_step_eV(), library["Co4+"].half_step_eV()
+    h3, h4 = library["Co3+"].edge_energy(), library["Co4+"].edge_energy()
     print(f"half-step: Co3+ {h3:.2f}, Co4+ {h4:.2f} eV")
     assert 7710.0 < h3 < 7730.0 and 7710.0 < h4 < 7730.0
     assert 0.5 <= h4 - h3 <= 1.5
-    assert 7725.0 < model_peak_energy(library["Co3+"].params) < 7729.0
+    assert 7725.0 < model_white_line_energy(library["Co3+"].params) < 7729.0
     p = library["Co3+"].params
     assert 7708.0 < p.e0 + p.pre_offset < 7711.0
 
@@ -212,7 +212,7 @@ def test_fit_automatic_start_on_model_spectrum():
     assert fit.rms_residual < 0.0035
     assert abs(fit.params.e0 - truth.e0) < 0.1
     assert fit.params.wl_amp == pytest.approx(truth.wl_amp, rel=0.05)
-    assert abs(model_half_step(fit.params) - model_half_step(truth)) < 0.05
+    assert abs(model_edge_energy(fit.params) - model_edge_energy(truth)) < 0.05
     assert fit.params.osc1_amp == 0.0 and fit.initial != fit.params
 
 
@@ -230,8 +230,8 @@ def test_derive_params_hits_targets(library):
     base = library["Ni3+"].params
     p = derive_params(base, half_step_eV=7721.3, peak_eV=7727.5, pre_edge_eV=7710.0,
                       wl_amp_scale=0.9)
-    assert model_half_step(p) == pytest.approx(7721.3, abs=0.01)
-    assert model_peak_energy(p) == pytest.approx(7727.5, abs=0.01)
+    assert model_edge_energy(p) == pytest.approx(7721.3, abs=0.01)
+    assert model_white_line_energy(p) == pytest.approx(7727.5, abs=0.01)
     assert p.e0 + p.pre_offset == pytest.approx(7710.0, abs=0.01)
     assert p.wl_amp == pytest.approx(0.9 * base.wl_amp)
 
@@ -325,7 +325,7 @@ def test_loader_detects_ev_and_kev(tmp_path, spectrum):
 
 def test_loader_comments_and_blank_lines(tmp_path, spectrum):
     e, v = spectrum
-    lines = ["# my NiO standard", ""] + [f"{a}\t{b}  # row" for a, b in zip(e, v)] + [""]
+    lines = ["# my NiO standard", ""] + [f"{a}\t{b}  # row" for a, b in zip(e, v, strict=True)] + [""]
     path = tmp_path / "commented.dat"
     path.write_text("\n".join(lines))
     ref = load_measured_reference(path, name="NiO")

@@ -1,0 +1,97 @@
+"""The reference basis of the mapping fits: reference objects or (K, E) arrays of spectra.
+
+:func:`_reference_basis` evaluates the references on the fitted energies and checks their
+names and oxidation states; used by :mod:`.lcf` and :mod:`.energy_shift`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def _is_spectra_array(references) -> bool:
+    """Tell whether ``references`` is a (K, E) array of spectra rather than reference objects."""
+    return isinstance(references, np.ndarray) or (
+        isinstance(references, Sequence) and len(references) > 0
+        and isinstance(references[0], np.ndarray | list | tuple))
+
+
+def _array_basis(references, e_all: np.ndarray, idx: np.ndarray, *, shift_eV: float, window) -> np.ndarray:
+    """Check a (K, E) array of spectra on the stack's energies; return its (K, n) window part."""
+    lo, hi = window
+    basis = np.atleast_2d(np.asarray(references, dtype=np.float64))
+    if basis.ndim != 2 or basis.shape[1] != e_all.size:
+        raise ValueError(f"references given as an array must have shape (K, E) = (K, "
+                         f"{e_all.size}), one spectrum per row on the stack's energies; got "
+                         f"{basis.shape}.")
+    if shift_eV != 0.0:
+        raise ValueError(f"shift_eV={shift_eV} needs reference objects with .spectrum(energies); "
+                         "an array of spectra cannot be shifted. Pass the reference objects.")
+    if not np.isfinite(basis[:, idx]).all():
+        raise ValueError("the reference array holds NaN or inf inside the energy window "
+                         f"{lo:.2f}-{hi:.2f} eV; repair it or narrow energy_window_eV.")
+    return basis[:, idx]
+
+
+def _object_basis(refs: list, e: np.ndarray, *, shift_eV: float, window) -> np.ndarray:
+    """Evaluate reference objects at the window energies ``e - shift_eV``; return (K, n)."""
+    lo, hi = window
+    if not refs:
+        raise ValueError("references is empty; give at least one reference spectrum.")
+    rows = []
+    for r in refs:
+        if not hasattr(r, "spectrum"):
+            raise ValueError(f"reference {r!r} has no .spectrum(energies_eV) method; pass "
+                             "reference objects (xanes_lib.spectra) or a (K, E) array.")
+        try:
+            row = np.asarray(r.spectrum(e - shift_eV), dtype=np.float64)
+        except ValueError as err:
+            raise ValueError(f"reference {getattr(r, 'name', r)!r} does not cover the fit "
+                             f"energy window {lo:.2f}-{hi:.2f} eV (shift {shift_eV:+.2f} eV, so "
+                             f"{lo - shift_eV:.2f}-{hi - shift_eV:.2f} eV of the reference "
+                             f"are needed): {err} Pass energy_window_eV=(lo, hi) inside the "
+                             "range the reference covers.") from None
+        if row.shape != e.shape or not np.isfinite(row).all():
+            raise ValueError(f"reference {getattr(r, 'name', r)!r} gave no finite spectrum of "
+                             f"{e.size} values over {lo:.2f}-{hi:.2f} eV.")
+        rows.append(row)
+    return np.stack(rows)
+
+
+def _oxidation_states_of(refs: list) -> list[float]:
+    """Return the ``oxidation_state`` of each reference object; raise naming those without one."""
+    missing = [str(getattr(r, "name", i)) for i, r in enumerate(refs)
+               if getattr(r, "oxidation_state", None) is None]
+    if missing:
+        raise ValueError(f"reference(s) {missing} have no oxidation_state; pass "
+                         "oxidation_states=[...] (one per reference).")
+    return [float(r.oxidation_state) for r in refs]
+
+
+def _reference_basis(references, e: np.ndarray, e_all: np.ndarray, idx: np.ndarray, *,
+                     shift_eV: float, names, oxidation_states, window) -> tuple:
+    """Basis (K, n) on the window energies, names and oxidation states of the references."""
+    if _is_spectra_array(references):
+        basis = _array_basis(references, e_all, idx, shift_eV=shift_eV, window=window)
+        k = basis.shape[0]
+        names = tuple(names) if names is not None else tuple(f"ref{i}" for i in range(k))
+        if oxidation_states is None:
+            raise ValueError("references given as an array carry no oxidation states; pass "
+                             "oxidation_states=[...] (one per row).")
+    else:
+        refs = list(references)
+        basis = _object_basis(refs, e, shift_eV=shift_eV, window=window)
+        k = basis.shape[0]
+        names = tuple(names) if names is not None else tuple(
+            str(getattr(r, "name", f"ref{i}")) for i, r in enumerate(refs))
+        if oxidation_states is None:
+            oxidation_states = _oxidation_states_of(refs)
+    ox = np.asarray(oxidation_states, dtype=np.float64).ravel()
+    if ox.size != k or not np.isfinite(ox).all():
+        raise ValueError(f"oxidation_states must hold {k} finite numbers (one per reference); "
+                         f"got {list(np.asarray(oxidation_states).ravel())}.")
+    if len(names) != k:
+        raise ValueError(f"{len(names)} names for {k} references; give one name per reference.")
+    return basis, names, ox
