@@ -1,6 +1,6 @@
 # Two commands do everything (see README.md):
 #   make run    create the environment if missing, execute every notebook headless (outputs/)
-#   make test   create the environment if missing, unit tests + notebooks (quick) + nbval
+#   make test   create the environment if missing, ruff + unit tests + notebooks (quick) + nbval
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -9,7 +9,7 @@ OUT    ?= outputs
 QUICK_DIR := build/notebooks-quick
 export MPLBACKEND := agg
 
-.PHONY: env run test unit notebooks nbval weights clean
+.PHONY: env run test lint unit notebooks nbval weights clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,11 @@ env: $(STAMP)
 run: $(STAMP)
 	$(BIN)/python -m xanes_lib.notebooks --out $(OUT)
 
-test: unit notebooks nbval
+test: lint unit notebooks nbval
+
+# ruff with the configuration of pyproject.toml: library, tests, benchmarks and notebooks
+lint: $(STAMP)
+	$(BIN)/ruff check .
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit tests/integration --doctest-modules xanes_lib -q
