@@ -16,10 +16,13 @@ Lengths in um unless named otherwise; areal densities in g/cm^2.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.spatial import cKDTree
+
+from ..config import Config
 
 __all__ = [
     "PhantomConfig", "PhantomMaps", "state_to_fractions", "make_phantom",
@@ -27,7 +30,7 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class PhantomConfig:
+class PhantomConfig(Config):
     """Geometry and chemistry of a phantom. Every length has its unit in its name.
 
     Attributes
@@ -116,6 +119,28 @@ class PhantomConfig:
     grain_state_sigma: float = 0.03
     surface_layer_nm: float = 80.0
     surface_state: float | None = None
+
+    def _check(self) -> None:
+        self._require(isinstance(self.shape, tuple) and len(self.shape) == 2
+                      and all(isinstance(n, numbers.Integral) and n >= 1 for n in self.shape),
+                      "shape", "a pair of integers (rows, columns) >= 1")
+        self._finite("pixel_size_nm", 0.0, open_lo=True)
+        self._positive_ints("max_particles", minimum=0)
+        for name in ("fill_fraction", "grain_boundary_depth", "mean_state_frac"):
+            self._finite(name, 0.0, 1.0)
+        self._finite("porosity", 0.0, 1.0, open_hi=True)
+        self._finite("grain_size_um", 0.0, open_lo=True)
+        for name in ("texture_sigma", "grain_boundary_um", "pores_per_um3", "cracks_per_particle",
+                     "crack_width_um", "particle_state_sigma", "core_shell_delta", "hot_spots_per_particle",
+                     "hot_spot_delta", "grain_state_sigma", "surface_layer_nm"):
+            self._finite(name, 0.0)
+        for name in ("radius_um", "pore_radius_um", "hot_spot_radius_um"):
+            self._range(name, 0.0)
+        for name in ("aspect", "crack_depth", "core_radius_frac"):
+            self._range(name, 0.0, 1.0)
+        for name in ("mean_state", "surface_state"):
+            if getattr(self, name) is not None:
+                self._finite(name)
 
 
 @dataclass

@@ -25,7 +25,6 @@ the same file byte for byte). The foreign particles are drawn from a separate ge
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import warnings
@@ -35,6 +34,7 @@ import numpy as np
 from scipy import ndimage
 
 from .. import __version__
+from ..config import Config
 from ..io import GroundTruth, Stack
 from ..io.flatfield import flat_field_correct
 from ..physics.materials import (
@@ -78,7 +78,7 @@ def default_energy_grid(element: str, edge: str = "K", *, start_eV: float = -100
 
 
 @dataclass(frozen=True)
-class SimulationConfig:
+class SimulationConfig(Config):
     """Everything that defines a simulated stack except the seed.
 
     Attributes
@@ -157,19 +157,24 @@ class SimulationConfig:
     foreign_edge_shift_eV: float = 3.0
     foreign_white_line_damping: float = 0.6
 
+    def _check(self) -> None:
+        check_config(self)
+
     def replace(self, **changes) -> SimulationConfig:
         """Return a copy with some fields changed; ``phantom_<name>`` keys change phantom fields."""
         ph = {k[len("phantom_"):]: changes.pop(k) for k in list(changes) if k.startswith("phantom_")}
         if ph:
-            changes["phantom"] = dataclasses.replace(changes.get("phantom", self.phantom), **ph)
-        return dataclasses.replace(self, **changes)
+            changes["phantom"] = changes.get("phantom", self.phantom).replace(**ph)
+        return super().replace(**changes)
 
-    def to_dict(self) -> dict:
-        """Flat JSON-able dict of every parameter (phantom fields prefixed ``phantom_``)."""
-        d = dataclasses.asdict(self)
-        ph = d.pop("phantom")
-        d.update({f"phantom_{k}": v for k, v in ph.items()})
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+    def to_attrs(self) -> dict:
+        """Flat JSON-able dict of every parameter (phantom fields prefixed ``phantom_``).
+
+        The form stored as attributes of ``ground_truth/`` in simulated files.
+        """
+        d = self.to_dict()
+        d.update({f"phantom_{k}": v for k, v in d.pop("phantom").items()})
+        return d
 
 
 def check_config(cfg: SimulationConfig) -> None:
@@ -397,7 +402,7 @@ def simulate_stack(cfg: SimulationConfig = SimulationConfig(), *, seed: int = 0,
     if foreign_region is not None:
         state = np.where(foreign_region, np.nan, state)  # no state on the references' scale
     w_el = mass_fractions(cfg.composition)[cfg.element]
-    params = cfg.to_dict()
+    params = cfg.to_attrs()
     params.update(seed=int(seed), version=__version__, n_particles=ph.n_particles,
                   energies_eV=energies.tolist(), reference_oxidation_states=ox,
                   reference_spectra=json.dumps([_describe(r) for r in refs]))
