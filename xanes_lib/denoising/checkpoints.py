@@ -51,8 +51,13 @@ CHECKPOINT_VERSION = 2
 
 #: Latent hyper-parameters that a version-1 checkpoint written before they existed means
 #: (the first version of the variant: its own background only, no smoothed inputs).
-V1_LATENT_HPARAMS = {"input_scales": [], "side_scales": [], "weighted": False, "step_weight": False,
-                     "output": "residual", "lowrank_background": False, "residual_background": True}
+V1_LATENT_HPARAMS = {"input_scales": [], "weighted": False, "step_weight": False, "output": "residual",
+                     "lowrank_background": False, "residual_background": True}
+
+#: Options of version 1 removed since (measured to bring nothing): the side-window
+#: candidates of the latent network and the boundary loss term. A file that used them
+#: cannot be loaded; one that had them switched off (all shipped files) loses the keys.
+_V1_REMOVED = {"side_scales": [], "boundary": 0.0}
 
 
 class CheckpointError(ValueError):
@@ -96,14 +101,29 @@ def migrate_meta(meta: dict, *, source: str = "checkpoint") -> dict:
                                   f"({type(exc).__name__}: {exc}); the file is damaged.") from exc
         if variant == "latent":
             hparams = {**V1_LATENT_HPARAMS, **hparams}
-        meta["network"] = {"variant": variant, "hparams": hparams}
+        meta["network"] = {"variant": variant, "hparams": _drop_removed(hparams, source)}
         train_config = meta.get("train_config")
         if isinstance(train_config, dict):  # its hparams were overrides of the defaults of the day
             rest = {k: v for k, v in train_config.items() if k not in ("variant", "hparams")}
+            if isinstance(rest.get("weights"), dict):
+                rest["weights"] = _drop_removed(rest["weights"], source)
             meta["train_config"] = {"network": meta["network"], **rest}
         meta["format_version"] = 2
         meta["migrated_from_version"] = version
     return meta
+
+
+def _drop_removed(settings: dict, source: str) -> dict:
+    """Drop the removed options of version 1 when they were off; refuse a file that used them."""
+    out = dict(settings)
+    for key, off in _V1_REMOVED.items():
+        if key in out:
+            if out[key] != off:
+                raise CheckpointError(f"{source} was trained with {key}={out[key]!r}, an option removed from "
+                                      "this package (measured to bring nothing); re-train it with "
+                                      "xanes_lib.denoising.recipe.")
+            del out[key]
+    return out
 
 
 def save_checkpoint(path, denoiser: Denoiser, *, optimizer=None) -> Path:

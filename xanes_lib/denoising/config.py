@@ -73,8 +73,6 @@ class LatentHParams(Config):
         Gaussian smoothing of that background, in blocks (> 0).
     input_scales : tuple of float
         Gaussian widths (pixels) of the averaged coefficient maps given as candidates.
-    side_scales : tuple of float
-        Widths of the one-sided (side-window) candidates; empty: none (measured: no gain).
     weighted : bool
         The network also predicts per-pixel weights of its averages.
     step_weight : bool
@@ -93,7 +91,6 @@ class LatentHParams(Config):
     smooth_block: int = 8
     smooth_sigma_blocks: float = 1.0
     input_scales: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)
-    side_scales: tuple[float, ...] = ()
     weighted: bool = True
     step_weight: bool = True
     output: str = "kernel"
@@ -103,10 +100,9 @@ class LatentHParams(Config):
     def _check(self) -> None:
         self._positive_ints("n_coefficients", "width", "depth", "smooth_block")
         self._finite("smooth_sigma_blocks", 0.0, open_lo=True)
-        for name in ("input_scales", "side_scales"):
-            v = getattr(self, name)
-            self._require(isinstance(v, tuple) and all(isinstance(s, int | float) and s > 0 for s in v),
-                          name, "a tuple of positive widths in pixels")
+        self._require(isinstance(self.input_scales, tuple)
+                      and all(isinstance(s, int | float) and s > 0 for s in self.input_scales),
+                      "input_scales", "a tuple of positive widths in pixels")
         for name in ("weighted", "step_weight", "lowrank_background", "residual_background"):
             self._require(isinstance(getattr(self, name), bool), name, "True or False")
         self._require(self.output in LATENT_OUTPUTS, "output", f"one of {LATENT_OUTPUTS}")
@@ -168,7 +164,7 @@ class NetworkConfig(Config):
 # ---------------------------------------------------------------------------------------
 
 #: Names of the loss terms, in the order they are reported.
-LOSS_TERMS = ("background", "coefficient", "fraction", "boundary", "consistency", "tv", "stack")
+LOSS_TERMS = ("background", "coefficient", "fraction", "consistency", "tv", "stack")
 
 
 @dataclass(frozen=True)
@@ -182,7 +178,6 @@ class LossWeights(Config):
     background: float = 1.0
     coefficient: float = 1.0
     fraction: float = 0.0
-    boundary: float = 0.0
     consistency: float = 0.1
     tv: float = 0.01
     stack: float = 0.0

@@ -31,7 +31,7 @@ from .config import HPARAMS_CLASSES, NetworkConfig
 
 __all__ = [
     "DEFAULT_HPARAMS", "PIPELINE_HPARAMS", "pipeline_flags", "DenseBlock", "RRDB",
-    "PaperBackgroundNet", "PixelNorm", "SIDES", "gaussian_blur", "LatentUNet", "build_network",
+    "PaperBackgroundNet", "PixelNorm", "gaussian_blur", "LatentUNet", "build_network",
     "count_parameters",
 ]
 
@@ -137,44 +137,28 @@ def _conv_block(c_in: int, c_out: int, norm: bool = False) -> nn.Sequential:
                          nn.Conv2d(c_out, c_out, 3, padding=1), *n(c_out), nn.LeakyReLU(0.1))
 
 
-#: Half-planes of the side-window averages (:func:`gaussian_blur` ``side``).
-SIDES = ("left", "right", "up", "down")
-
-
-def _gaussian_kernel(sigma: float, half: int, x) -> torch.Tensor:
-    """Normalised 1-D Gaussian of radius 3 sigma; ``half`` -1/+1 keeps only offsets <= 0 / >= 0."""
+def _gaussian_kernel(sigma: float, x) -> torch.Tensor:
+    """Normalised 1-D Gaussian of radius 3 sigma (at least 1), dtype and device of ``x``."""
     r = max(int(np.ceil(3 * sigma)), 1)
     offsets = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
     g = torch.exp(-0.5 * (offsets / sigma) ** 2)
-    if half:
-        g = g * (offsets * half >= 0)
     return g / g.sum()
 
 
-def gaussian_blur(x, sigma: float, side: str | None = None):
+def gaussian_blur(x, sigma: float):
     """Separable Gaussian smoothing of (N, C, H, W) maps, edges replicated (differentiable).
-
-    With ``side`` (one of :data:`SIDES`) the average is taken over one half-plane only (a
-    side window): across the other axis the full Gaussian, along this one only the pixels on
-    that side of the centre (the centre included). A pixel next to an edge then has an
-    average that does not reach across the edge.
 
     Examples
     --------
-    >>> x = torch.zeros(1, 1, 9, 9); x[..., 5:] = 1.0  # a vertical step after column 4
-    >>> left, right = gaussian_blur(x, 2.0, "left"), gaussian_blur(x, 2.0, "right")
-    >>> round(float(left[0, 0, 4, 4]), 6), round(float(right[0, 0, 4, 5]), 6)
-    (0.0, 1.0)
+    >>> x = torch.ones(1, 2, 9, 9)
+    >>> bool(torch.allclose(gaussian_blur(x, 2.0), x))
+    True
     """
-    if side is not None and side not in SIDES:
-        raise ValueError(f"side must be one of {SIDES} or None; got {side!r}.")
     c = x.shape[1]
-    gx = _gaussian_kernel(sigma, {"left": -1, "right": 1}.get(side, 0), x)
-    gy = _gaussian_kernel(sigma, {"up": -1, "down": 1}.get(side, 0), x)
-    r = (gx.numel() - 1) // 2
-    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), gx.repeat(c, 1, 1, 1).view(c, 1, 1, -1),
-                 groups=c)
-    return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), gy.repeat(c, 1, 1, 1).view(c, 1, -1, 1),
+    g = _gaussian_kernel(sigma, x)
+    r = (g.numel() - 1) // 2
+    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), g.repeat(c, 1, 1, 1).view(c, 1, 1, -1), groups=c)
+    return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), g.repeat(c, 1, 1, 1).view(c, 1, -1, 1),
                     groups=c)
 
 
@@ -183,13 +167,11 @@ class LatentUNet(nn.Module):
 
     The input is the P normalised coefficient maps of the Beer-Lambert fit and one map of
     the local noise level. The network also sees the coefficient maps smoothed by Gaussians
-    of ``input_scales`` pixels, and averaged over side windows (half-plane Gaussians of
-    ``side_scales`` pixels, four sides each: :func:`gaussian_blur`): choosing, pixel by pixel,
-    how much to smooth is then easy to learn (the plain Gaussian smoothing is one linear
-    layer away), and what the network adds is where and how to depart from it (edges,
-    chemical boundaries: next to one, the side window on the pixel's own side averages
-    without mixing in the other phase; measured on the held-out stacks: no gain, hence off
-    by default).
+    of ``input_scales`` pixels: choosing, pixel by pixel, how much to smooth is then easy to
+    learn (the plain Gaussian smoothing is one linear layer away), and what the network adds
+    is where and how to depart from it (edges, chemical boundaries). Side-window averages
+    (half-plane Gaussians) were tried as further candidates and measured to bring no gain on
+    the held-out stacks; they were removed.
 
     The output is (N, P + 1, H, W): P corrections added to the normalised coefficient maps,
     and the logit of the weight of each pixel in the background estimate (used with
@@ -222,7 +204,7 @@ class LatentUNet(nn.Module):
     """
 
     def __init__(self, n_coefficients: int = 4, width: int = 24, depth: int = 3, smooth_block: int = 8,
-                 smooth_sigma_blocks: float = 1.0, input_scales=(), side_scales=(), weighted: bool = False,
+                 smooth_sigma_blocks: float = 1.0, input_scales=(), weighted: bool = False,
                  step_weight: bool = False, output: str = "residual"):
         super().__init__()
         if output not in ("residual", "kernel"):
@@ -233,7 +215,6 @@ class LatentUNet(nn.Module):
         self.depth = depth
         self.n_coefficients = n_coefficients
         self.input_scales = tuple(float(s) for s in input_scales)
-        self.side_scales = tuple(float(s) for s in side_scales)
         self.weighted = bool(weighted) and output == "kernel"
         self.step_weight = bool(step_weight) and output == "kernel"
         widths = [width * 2 ** i for i in range(depth)]
@@ -255,24 +236,23 @@ class LatentUNet(nn.Module):
 
     @property
     def n_candidates(self) -> int:
-        """Number of candidate maps: the plain one, its Gaussian and its side-window averages."""
-        return 1 + len(self.input_scales) + len(SIDES) * len(self.side_scales)
+        """Number of candidate maps: the plain one and its Gaussian averages."""
+        return 1 + len(self.input_scales)
 
     def candidates(self, maps, weight=None) -> list:
-        """Return the plain maps, their Gaussian averages and their side-window averages.
+        """Return the plain maps and their Gaussian averages.
 
         With a non-negative ``weight`` map (N, 1, H, W) the averages are weighted by it
         (normalised convolution, ``blur(weight * maps) / blur(weight)``): still averages of
         the data, in which pixels of weight near 0 (empty field next to a particle rim, say)
         take no part.
         """
-        def avg(s, side=None):
+        def avg(s):
             if weight is None:
-                return gaussian_blur(maps, s, side)
-            both = gaussian_blur(torch.cat([weight * maps, weight], dim=1), s, side)
+                return gaussian_blur(maps, s)
+            both = gaussian_blur(torch.cat([weight * maps, weight], dim=1), s)
             return both[:, :-1] / both[:, -1:].clamp_min(1e-6)
-        return ([maps] + [avg(s) for s in self.input_scales]
-                + [avg(s, side) for s in self.side_scales for side in SIDES])
+        return [maps] + [avg(s) for s in self.input_scales]
 
     @staticmethod
     def edge_step(maps):

@@ -23,7 +23,6 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..evaluation.metrics import boundary_mask
 from ..io import read_ground_truth, read_stack
 from ..physics import absorbance, reference_model
 from ..spectra import default_references
@@ -52,7 +51,6 @@ class TrainingStack:
     background: np.ndarray
     mask: np.ndarray
     edge_eV: float
-    boundary: np.ndarray  # pixels near particle edges and chemical boundaries (loss term)
 
 
 def load_training_stacks(paths, *, lowrank: bool = False) -> list[TrainingStack]:
@@ -84,8 +82,7 @@ def load_training_stacks(paths, *, lowrank: bool = False) -> list[TrainingStack]
             t, b = t / est.background, b / est.background
         stacks.append(TrainingStack(Path(p).name, st.element, st.energies_eV, t,
                                     absorbance(np.asarray(gt.transmission, np.float32)), b,
-                                    np.asarray(gt.mask, bool), edge,
-                                    boundary_mask(gt.mask, gt.oxidation_state)))
+                                    np.asarray(gt.mask, bool), edge))
     if not stacks:
         raise ValueError("no training stacks given; run notebook 01 to simulate them.")
     return stacks
@@ -118,14 +115,13 @@ def sample_batch(stack: TrainingStack, rng, *, crop: int, n_energies: int, augme
     sl = (slice(None), slice(y0, y0 + c), slice(x0, x0 + c))
     # Crop first (a view), then pick energies: only the crop is copied.
     arrays = {"transmission": stack.transmission[sl][idx], "absorbance": stack.true_absorbance[sl][idx],
-              "background": stack.background[sl][idx], "mask": stack.mask[sl[1:]][None],
-              "boundary": stack.boundary[sl[1:]][None]}
+              "background": stack.background[sl][idx], "mask": stack.mask[sl[1:]][None]}
     if augment:
         k, flip = int(rng.integers(4)), bool(rng.integers(2))
         for name, arr in arrays.items():
             arr = np.rot90(arr, k, axes=(1, 2))
             arrays[name] = np.ascontiguousarray(arr[:, :, ::-1] if flip else arr)
-    arrays["mask"], arrays["boundary"] = arrays["mask"][0], arrays["boundary"][0]
+    arrays["mask"] = arrays["mask"][0]
     return {"energies_eV": stack.energies_eV[idx], "element": stack.element, **arrays}
 
 

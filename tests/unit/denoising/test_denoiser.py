@@ -85,19 +85,17 @@ def test_loss_weights_switch_terms_off():
               "mask": torch.ones(16, 16, dtype=bool)}
     _, terms = denoising.total_loss(out, target, m, w)
     assert set(terms) == {"background"}
-    # The boundary term is the fraction error on the boundary pixels only.
-    w = denoising.LossWeights(background=0.0, coefficient=0.0, boundary=1.0, consistency=0.0, tv=0.0)
+    # The fraction term is the error of the reference fractions on the mask's pixels only.
+    w = denoising.LossWeights(background=0.0, coefficient=0.0, fraction=1.0, consistency=0.0, tv=0.0)
     band = torch.zeros(16, 16, dtype=bool)
     band[:, :3] = True
     target["absorbance"] = -(t * (1 + 0.05 * torch.rand_like(t))).log()
-    _, terms = denoising.total_loss(out, {**target, "boundary": band}, m, w)
-    _, on_mask = denoising.total_loss(out, {**target, "boundary": target["mask"]}, m,
-                                   denoising.LossWeights(background=0.0, coefficient=0.0, fraction=1.0,
-                                                         consistency=0.0, tv=0.0))
-    assert set(terms) == {"boundary"} and terms["boundary"] > 0
-    assert terms["boundary"] == pytest.approx(float(denoising.fraction_loss(
-        out.coefficients, m.fit(target["absorbance"]), physics.n_references(m), band, out.scale)))
-    assert terms["boundary"] != pytest.approx(on_mask["fraction"])
+    _, terms = denoising.total_loss(out, {**target, "mask": band}, m, w)
+    _, everywhere = denoising.total_loss(out, target, m, w)
+    assert set(terms) == {"fraction"} and terms["fraction"] > 0
+    assert terms["fraction"] == pytest.approx(float(denoising.fraction_loss(
+        out.coefficients, m.fit(target["absorbance"]), physics.n_references(m), band, out.scale).detach()))
+    assert terms["fraction"] != pytest.approx(everywhere["fraction"])
 
 
 def test_paper_network_size_and_identity_start():
@@ -130,7 +128,7 @@ def test_untrained_latent_network_returns_the_plain_fit(ni_stack):
 
 
 @pytest.mark.parametrize("hparams", [{}, {"step_weight": False},
-                                     {"weighted": False, "step_weight": False, "side_scales": [2.0]}])
+                                     {"weighted": False, "step_weight": False}])
 def test_kernel_output_is_a_local_average_of_the_data(hparams):
     torch.manual_seed(0)
     net = denoising.build_denoiser("latent", **hparams).net
@@ -161,7 +159,7 @@ def test_kernel_output_is_a_local_average_of_the_data(hparams):
     assert not torch.allclose(out, x[:, :4], atol=1e-3)  # it does average
     if not net.weighted:  # then the result is also between the candidate averages themselves
         maps = torch.stack(net.candidates(x[:, :4]))
-        assert maps.shape[0] == net.n_candidates == 1 + len(net.input_scales) + 4 * len(net.side_scales)
+        assert maps.shape[0] == net.n_candidates == 1 + len(net.input_scales)
         assert bool((out >= maps.min(0).values - 1e-5).all() and (out <= maps.max(0).values + 1e-5).all())
 
 
@@ -180,8 +178,6 @@ def test_training_stacks_corrected_by_the_lowrank_background(small_sets):
     lowrank = raw.transmission / cor.transmission
     np.testing.assert_allclose(raw.background / cor.background, lowrank, rtol=1e-5)
     np.testing.assert_array_equal(raw.true_absorbance, cor.true_absorbance)
-    # The boundary band (for the boundary loss) lies in the sample, next to its edges.
-    assert cor.boundary.any() and not (cor.boundary & ~cor.mask).any() and (cor.mask & ~cor.boundary).any()
     # What is left for the network is smaller than the beam background itself.
     assert np.abs(np.log(cor.background)).mean() < 0.5 * np.abs(np.log(raw.background)).mean()
 
@@ -262,12 +258,18 @@ def test_checkpoint_round_trip_resume_and_errors(small_sets, tmp_path, ni_stack)
         denoising.load_checkpoint(tmp_path / "missing.pt")
 
 
-def _as_version_1(path, hparams):
-    """Rewrite a checkpoint's metadata in the layout of schema version 1."""
+def _as_version_1(path, hparams, side_scales=(), boundary=0.0):
+    """Rewrite a checkpoint's metadata in the layout of schema version 1.
+
+    Version 1 also recorded two options removed since: side-window candidates of the latent
+    network (``side_scales``) and the weight of a boundary loss term.
+    """
     doc = torch.load(path, weights_only=True)
     meta = doc["meta"]
     network = meta.pop("network")
     train_config = {k: v for k, v in meta["train_config"].items() if k != "network"}
+    train_config["weights"] = {**train_config["weights"], "boundary": boundary}
+    hparams = {**hparams, "side_scales": list(side_scales)} if network["variant"] == "latent" else hparams
     meta.update(format_version=1, variant=network["variant"], hparams=hparams,
                 train_config={"variant": network["variant"], "hparams": {}, **train_config})
     torch.save(doc, path)
@@ -291,6 +293,12 @@ def test_version_1_checkpoint_migrates_and_loads_as_it_was_trained(tmp_path):
     # Saved again, it is written in the current schema.
     again = denoising.load_checkpoint(denoising.save_checkpoint(tmp_path / "new.pt", ck))
     assert again.config == old and "migrated_from_version" not in again.meta
+    # A file that used an option removed since cannot be loaded as it was trained: refused.
+    for removed in ({"side_scales": [2.0]}, {"boundary": 0.5}):
+        path = denoising.save_checkpoint(tmp_path / "removed.pt", ck)
+        _as_version_1(path, recorded, **removed)
+        with pytest.raises(denoising.CheckpointError, match="option removed from this package"):
+            denoising.load_checkpoint(path)
 
 
 def test_damaged_or_newer_checkpoint_metadata_is_refused_clearly(tmp_path):
