@@ -81,3 +81,17 @@ def test_ruff_check_passes():
     command = [sys.executable, "-m", "ruff", "check", "--output-format", "concise", str(ROOT)]
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"ruff check failed:\n{proc.stdout}{proc.stderr}"
+
+
+@pytest.mark.parametrize("package", sorted(p.parent for p in PACKAGE.glob("*/__init__.py")),
+                         ids=lambda p: p.name)
+def test_room_reexports_every_public_name_of_its_modules(package):
+    if package.name == "denoising":
+        pytest.importorskip("torch")
+    room = importlib.import_module(_dotted(package / "__init__.py"))
+    for path in sorted(package.glob("*.py")):
+        if path.name.startswith("_"):
+            continue
+        module = importlib.import_module(_dotted(path))
+        missing = [n for n in module.__all__ if n not in room.__all__]
+        assert not missing, f"{room.__name__} does not re-export {missing} of {module.__name__}"

@@ -82,9 +82,7 @@ def _apply(matrix: np.ndarray, x):
     if isinstance(x, np.ndarray):
         m = matrix.astype(np.result_type(x.dtype, np.float32), copy=False)
         return (m @ x.reshape(lead, -1)).reshape((matrix.shape[0],) + rest)
-    import torch  # local import: the numpy path must not need torch
-
-    m = torch.as_tensor(matrix, dtype=x.dtype, device=x.device)
+    m = x.new_tensor(matrix)  # a torch tensor: the matrix in its dtype, on its device (no torch import)
     return (m @ x.reshape(lead, -1)).reshape((matrix.shape[0],) + rest)
 
 
