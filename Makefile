@@ -38,12 +38,13 @@ nbval: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider --nbval-lax --nbval-current-env \
 		--nbval-sanitize-with tests/nbval_sanitize.cfg $(QUICK_DIR) -q
 
-# Re-train the shipped denoiser weights (data/denoiser_*.pt) with notebook 02's full recipe
-# (needs the data of notebook 01: run `make run` or notebook 01 first; ~30 min on 2 cores).
+# Re-train the shipped denoiser weights (data/denoiser_*.pt) from scratch with the library's
+# recipes (xanes_lib.denoising.recipe), through notebook 02; needs the data of notebook 01
+# (run `make run` or notebook 01 first); about 30 min on 2 cores.
 weights: $(STAMP)
 	mkdir -p $(OUT)
 	$(BIN)/papermill notebooks/02_train_denoiser.ipynb $(OUT)/02_train_denoiser_release.ipynb \
-		--cwd notebooks -p release_dir ../data
+		--cwd notebooks -p train_from_scratch True -p release_dir ../data
 
 clean:
 	rm -rf build $(OUT) data/derived

@@ -44,6 +44,7 @@ import torch
 from .. import __version__
 from ..mapping import sample_mask
 from ..physics import absorbance, n_references, reference_model
+from ..progress import progress_bar
 from ..validate import check_energies, check_stack
 from .beam import BackgroundEstimate, estimate_background
 from .checkpoints import save_checkpoint
@@ -150,7 +151,7 @@ def self_validation_score(denoiser: Denoiser, transmission, energies_eV, holdout
     """
     keep = np.setdiff1d(np.arange(len(energies_eV)), holdout)
     res = denoise_stack(denoiser, transmission[keep], energies_eV[keep], element=element,
-                        references=references, lowrank=False, device=device)
+                        references=references, lowrank=False, device=device, progress=False)
     model_h = reference_model(energies_eV[holdout], element, references)
     k = n_references(model_h)
     a_h = absorbance(np.asarray(transmission[holdout], np.float64)) + np.log(np.asarray(background[holdout],
@@ -269,8 +270,6 @@ def adapt(denoiser: Denoiser, transmission, energies_eV, *, element: str | None 
     ValueError
         Bad stack or energies, no element nor references, settings that cannot work.
     """
-    from tqdm.auto import tqdm
-
     t_start = time.perf_counter()
     config = AdaptConfig() if config is None else config
     e, t_np = _check_inputs(transmission, energies_eV, element, references, config)
@@ -293,7 +292,7 @@ def adapt(denoiser: Denoiser, transmission, energies_eV, *, element: str | None 
     def refit():
         # The low-rank background is this function's business (config.lowrank_background).
         res = denoise_stack(adapted, t_np, e, element=element, references=references, lowrank=False,
-                            device=device)
+                            device=device, progress=False)
         mask = data_mask(res.coefficients, k)
         score = self_validation_score(adapted, t_np, e, holdout, res.background, mask, element=element,
                                       references=references, device=device)
@@ -313,7 +312,8 @@ def adapt(denoiser: Denoiser, transmission, energies_eV, *, element: str | None 
         callback(0, as_raw(res))
     best = dict(epoch=0, score=score, state=_copy_state(net), res=res, mask=mask)
     stop_reason, since_best, steps = f"max_epochs ({config.max_epochs}) reached", 0, 0
-    bar = tqdm(total=config.max_epochs, disable=not progress, desc=f"adapt {adapted.variant}")
+    bar = progress_bar(total=config.max_epochs, disable=not progress, desc=f"adapt {adapted.variant}",
+                       unit="round")
     scale = float(res.scale)
     for epoch in range(1, config.max_epochs + 1):
         beta = torch.from_numpy(-np.log(res.background)).to(device)

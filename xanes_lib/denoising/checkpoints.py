@@ -40,8 +40,8 @@ from .denoiser import Denoiser, pick_device
 from .networks import build_network
 
 __all__ = [
-    "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "V1_LATENT_HPARAMS", "CheckpointError", "migrate_meta",
-    "save_checkpoint", "load_checkpoint", "strip_for_release",
+    "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "V1_LATENT_HPARAMS", "SHIPPED_NAMES", "CheckpointError",
+    "migrate_meta", "save_checkpoint", "load_checkpoint", "strip_for_release", "shipped_checkpoint",
 ]
 
 #: Identifies checkpoint files of this package.
@@ -58,6 +58,31 @@ V1_LATENT_HPARAMS = {"input_scales": [], "weighted": False, "step_weight": False
 #: candidates of the latent network and the boundary loss term. A file that used them
 #: cannot be loaded; one that had them switched off (all shipped files) loses the keys.
 _V1_REMOVED = {"side_scales": [], "boundary": 0.0}
+
+
+#: Names of the weights shipped in the repository's ``data/`` folder (``denoiser_<name>.pt``).
+SHIPPED_NAMES = ("latent", "paper")
+_SHIPPED_DIR = Path(__file__).resolve().parents[2] / "data"
+
+
+def shipped_checkpoint(name: str = "latent") -> Path:
+    """Return the path of shipped weights, ``<repo>/data/denoiser_<name>.pt``.
+
+    Raises
+    ------
+    ValueError
+        For a name that is not shipped.
+    FileNotFoundError
+        When the file is missing from this checkout.
+    """
+    if name not in SHIPPED_NAMES:
+        raise ValueError(f"no shipped weights named {name!r}; choose from {SHIPPED_NAMES} (other networks "
+                         "are trained by notebook 02 with train_from_scratch=True).")
+    path = _SHIPPED_DIR / f"denoiser_{name}.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"the shipped weights {path} are missing from this checkout; restore them "
+                                "(git checkout data/) or re-train them with `make weights`.")
+    return path
 
 
 class CheckpointError(ValueError):

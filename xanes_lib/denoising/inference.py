@@ -18,6 +18,7 @@ import torch
 from torch.nn import functional as F
 
 from ..physics import LinearAbsorbanceModel, absorbance, n_references, reference_model
+from ..progress import progress_bar
 from .beam import estimate_background
 from .denoiser import Denoiser, pick_device
 from .networks import gaussian_blur
@@ -216,7 +217,8 @@ def _tile_starts(n: int, tile: int, margin: int, align: int) -> list[int]:
 
 def denoise_stack(denoiser: Denoiser, transmission, energies_eV, *, element: str | None = None,
                   references=None, tile: int = 512, margin: int = 64, energy_batch: int = 16,
-                  resize_to: int | None = None, lowrank: bool | None = None, device=None) -> DenoiseResult:
+                  resize_to: int | None = None, lowrank: bool | None = None, device=None,
+                  progress: bool = True) -> DenoiseResult:
     """Denoise a whole stack of any size in overlapping tiles (or resized, for ``paper``).
 
     Parameters
@@ -245,6 +247,8 @@ def denoise_stack(denoiser: Denoiser, transmission, energies_eV, *, element: str
         (``denoiser.lowrank_background``). Pass False when the stack is already corrected by it.
     device : str or torch.device, optional
         None picks CUDA when present.
+    progress : bool
+        Show a progress bar over the tiles (when there are several).
 
     Returns
     -------
@@ -270,7 +274,7 @@ def denoise_stack(denoiser: Denoiser, transmission, energies_eV, *, element: str
     if beam is not None:
         t = (t / beam.background).astype(np.float32)
     res = _denoise_corrected(denoiser, t, model, tile=tile, margin=margin, energy_batch=energy_batch,
-                             resize_to=resize_to, device=device)
+                             resize_to=resize_to, device=device, progress=progress)
     res.seconds = time.perf_counter() - t0
     if beam is not None:
         # corrected and denoised are already relative to the raw stack; B includes the beam's.
@@ -280,7 +284,7 @@ def denoise_stack(denoiser: Denoiser, transmission, energies_eV, *, element: str
 
 
 def _denoise_corrected(denoiser: Denoiser, t, model, *, tile: int, margin: int, energy_batch: int,
-                       resize_to, device) -> DenoiseResult:
+                       resize_to, device, progress: bool) -> DenoiseResult:
     """:func:`denoise_stack` after the optional low-rank background: the network's part."""
     t0 = time.perf_counter()
     n_e, ny, nx = t.shape
@@ -302,29 +306,31 @@ def _denoise_corrected(denoiser: Denoiser, t, model, *, tile: int, margin: int, 
     if denoiser.variant == "latent":
         hp = denoiser.config.hparams
         align = int(np.lcm(hp.smooth_block, 2 ** (hp.depth - 1)))
+    starts = [(y0, x0) for y0 in _tile_starts(ny, tile, margin, align)
+              for x0 in _tile_starts(nx, tile, margin, align)]
     n_tiles = 0
     with torch.no_grad():
-        for y0 in _tile_starts(ny, tile, margin, align):
-            for x0 in _tile_starts(nx, tile, margin, align):
-                inner = tile - 2 * margin
-                ys, xs = max(y0 - margin, 0), max(x0 - margin, 0)
-                ye, xe = min(y0 + inner + margin, ny), min(x0 + inner + margin, nx)
-                # Pad to the network's multiple; the padding lies outside the kept region.
-                chunk = np.ascontiguousarray(t[:, ys:ye, xs:xe], dtype=np.float32)
-                chunk = torch.from_numpy(chunk).to(device)
-                ph, pw = (-chunk.shape[1]) % align, (-chunk.shape[2]) % align
-                if ph or pw:
-                    chunk = F.pad(chunk[None], (0, pw, 0, ph), mode="replicate")[0]
-                res = forward(denoiser, chunk, model, scale=scale, energy_batch=energy_batch)
-                sy, sx = y0 - ys, x0 - xs
-                hy, hx = min(inner, ny - y0), min(inner, nx - x0)
-                sl = (slice(None), slice(sy, sy + hy), slice(sx, sx + hx))
-                dst = (slice(None), slice(y0, y0 + hy), slice(x0, x0 + hx))
-                out["background"][dst] = res.background[sl].cpu().numpy()
-                out["corrected"][dst] = torch.exp(-res.corrected_absorbance[sl]).cpu().numpy()
-                out["denoised"][dst] = torch.exp(-res.denoised_absorbance[sl]).cpu().numpy()
-                coeffs[dst] = res.coefficients[sl].cpu().numpy()
-                n_tiles += 1
+        for y0, x0 in progress_bar(starts, desc=f"denoise {denoiser.variant}", unit="tile",
+                                   disable=not progress or len(starts) == 1):
+            inner = tile - 2 * margin
+            ys, xs = max(y0 - margin, 0), max(x0 - margin, 0)
+            ye, xe = min(y0 + inner + margin, ny), min(x0 + inner + margin, nx)
+            # Pad to the network's multiple; the padding lies outside the kept region.
+            chunk = np.ascontiguousarray(t[:, ys:ye, xs:xe], dtype=np.float32)
+            chunk = torch.from_numpy(chunk).to(device)
+            ph, pw = (-chunk.shape[1]) % align, (-chunk.shape[2]) % align
+            if ph or pw:
+                chunk = F.pad(chunk[None], (0, pw, 0, ph), mode="replicate")[0]
+            res = forward(denoiser, chunk, model, scale=scale, energy_batch=energy_batch)
+            sy, sx = y0 - ys, x0 - xs
+            hy, hx = min(inner, ny - y0), min(inner, nx - x0)
+            sl = (slice(None), slice(sy, sy + hy), slice(sx, sx + hx))
+            dst = (slice(None), slice(y0, y0 + hy), slice(x0, x0 + hx))
+            out["background"][dst] = res.background[sl].cpu().numpy()
+            out["corrected"][dst] = torch.exp(-res.corrected_absorbance[sl]).cpu().numpy()
+            out["denoised"][dst] = torch.exp(-res.denoised_absorbance[sl]).cpu().numpy()
+            coeffs[dst] = res.coefficients[sl].cpu().numpy()
+            n_tiles += 1
     return DenoiseResult(out["corrected"], out["denoised"], out["background"], coeffs, model.names,
                          scale, time.perf_counter() - t0, n_tiles, "tiled")
 

@@ -25,6 +25,7 @@ import torch
 from .. import __version__
 from ..io import read_ground_truth, read_stack
 from ..physics import absorbance, reference_model
+from ..progress import progress_bar
 from ..spectra import default_references
 from .beam import estimate_background
 from .checkpoints import load_checkpoint, save_checkpoint
@@ -216,8 +217,6 @@ def train(config: TrainConfig, train_paths, val_paths, *, checkpoint_path=None, 
     -------
     TrainResult
     """
-    from tqdm.auto import tqdm
-
     device = pick_device(device)
     denoiser = build_denoiser(config.network, seed=config.seed, device=device)
     net = denoiser.net
@@ -238,7 +237,8 @@ def train(config: TrainConfig, train_paths, val_paths, *, checkpoint_path=None, 
     rng = np.random.default_rng([config.seed, 0, start])
     lo, hi = config.n_energies
     t0 = time.perf_counter()
-    bar = tqdm(range(start, config.steps), disable=not progress, desc=f"train {config.variant}")
+    bar = progress_bar(range(start, config.steps), disable=not progress, desc=f"train {config.variant}",
+                       unit="step")
     for step in bar:
         lr = config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / max(config.steps, 1))))
         for g in opt.param_groups:

@@ -15,6 +15,7 @@ from scipy import ndimage
 from .. import mapping
 from ..denoising.beam import estimate_background
 from ..physics import absorbance, reference_model
+from ..progress import progress_bar
 from ..spectra import default_references
 from .metrics import background_error, boundary_mask, oxidation_state_metrics
 
@@ -125,7 +126,8 @@ def score_pipeline(res: mapping.ReferenceFit, truth, *, background=None, boundar
     return out
 
 
-def run_classical(stack, truth, *, grid=None, progress=None, background=None) -> dict:
+def run_classical(stack, truth, *, grid=None, progress: bool = True, background=None,
+                  label: str = "classical") -> dict:
     """Score every classical pipeline (and the raw stack) on one simulated stack.
 
     For each method the parameter value with the lowest oxidation-state RMSE against the
@@ -134,16 +136,19 @@ def run_classical(stack, truth, *, grid=None, progress=None, background=None) ->
 
     ``background`` (E, Y, X), e.g. the low-rank beam background of :mod:`xanes_lib.denoising.beam`, is
     divided out first and scored as the pipelines' background estimate (hybrid pipelines:
-    our background correction, classical denoising).
+    our background correction, classical denoising). ``progress`` shows a bar over the
+    (method, parameter) pairs, labelled ``label``.
     """
     grid = CLASSICAL_GRID if grid is None else grid
     e, el = stack.energies_eV, stack.element
     t = stack.transmission if background is None else (stack.transmission / background).astype(np.float32)
     results = {"raw": {**score_pipeline(oxidation_state_fit(t, e, el, mask=truth.mask), truth,
                                         background=background), "params": {}, "seconds": 0.0}}
-    for method, params in grid.items():
+    trials = [(method, *next(iter(params.items()))) for method, params in grid.items()]
+    bar = progress_bar(total=sum(len(values) for _, _, values in trials), desc=label, unit="fit",
+                       disable=not progress)
+    for method, name, values in trials:
         best = None
-        (name, values), = params.items()
         for v in values:
             t0 = time.perf_counter()
             den = classical_denoise(t, method, **{name: v})
@@ -153,13 +158,14 @@ def run_classical(stack, truth, *, grid=None, progress=None, background=None) ->
             sc.update(params={name: v}, seconds=secs)
             if best is None or sc["rmse"] < best["rmse"]:
                 best = sc
-            if progress:
-                progress(f"{method} {name}={v}: RMSE {sc['rmse']:.3f}")
+            bar.set_postfix_str(f"{method} {name}={v}: RMSE {sc['rmse']:.3f}")
+            bar.update(1)
         results[method] = best
+    bar.close()
     return results
 
 
-def run_hybrid(stack, truth, *, grid=None, progress=None) -> dict:
+def run_hybrid(stack, truth, *, grid=None, progress: bool = True) -> dict:
     """:func:`run_classical` after our low-rank beam background (:mod:`xanes_lib.denoising.beam`).
 
     Returns the scores under ``lowrank+<name>``: how much of a network pipeline's gain is
@@ -167,7 +173,8 @@ def run_hybrid(stack, truth, *, grid=None, progress=None) -> dict:
     """
     e = stack.energies_eV
     lowrank = estimate_background(stack.transmission, e, reference_model(e, stack.element))
-    scores = run_classical(stack, truth, grid=grid, progress=progress, background=lowrank.background)
+    scores = run_classical(stack, truth, grid=grid, progress=progress, background=lowrank.background,
+                           label="low-rank background + classical")
     return {f"lowrank+{k}": v for k, v in scores.items()}
 
 

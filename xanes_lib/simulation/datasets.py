@@ -14,6 +14,7 @@ import numpy as np
 
 from ..io import write_stack
 from ..io._hdf5 import atomic_file
+from ..progress import progress_bar
 from .simulate import SimulationConfig, simulate_stack
 
 __all__ = [
@@ -88,7 +89,8 @@ def sample_config(rng, base: SimulationConfig = _DEFAULT_CONFIG, *,
     )
 
 
-def write_dataset(out_dir, name: str, configs, seeds, *, overwrite: bool = True) -> list[Path]:
+def write_dataset(out_dir, name: str, configs, seeds, *, overwrite: bool = True,
+                  progress: bool = True) -> list[Path]:
     """Simulate and write one file per configuration, plus ``<name>_manifest.json``.
 
     Parameters
@@ -103,6 +105,8 @@ def write_dataset(out_dir, name: str, configs, seeds, *, overwrite: bool = True)
         One per file (see :func:`split_seeds`).
     overwrite : bool
         Replace existing files of the same name.
+    progress : bool
+        Show a progress bar (:func:`xanes_lib.progress.progress_bar`).
 
     Returns
     -------
@@ -115,7 +119,9 @@ def write_dataset(out_dir, name: str, configs, seeds, *, overwrite: bool = True)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths, manifest = [], []
-    for i, (cfg, seed) in enumerate(zip(configs, seeds, strict=True)):
+    pairs = progress_bar(list(zip(configs, seeds, strict=True)), desc=f"simulate {name}", unit="stack",
+                         disable=not progress)
+    for i, (cfg, seed) in enumerate(pairs):
         path = out / f"{name}_{i:03d}.h5"
         stack, truth = simulate_stack(cfg, seed=seed)
         write_stack(path, stack, ground_truth=truth, overwrite=overwrite)
