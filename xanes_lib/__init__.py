@@ -11,7 +11,8 @@ evaluation stand beside it:
   (the only package that imports torch)
 - :mod:`mapping`     normalisation, edge energies, mask, reference fits, energy shift, flags
 - :mod:`evaluation`  classical pipelines and metrics against ground truth (simulated files)
-- :mod:`validate`, :mod:`plot`, :mod:`notebooks`: input checks, figures, the papermill runner
+- :mod:`validate`, :mod:`config`, :mod:`progress`, :mod:`plot`, :mod:`notebooks`: input
+  checks, the configuration scheme, progress bars, figures, the papermill runner and report
 
 Import the rooms, not their files: ``from xanes_lib import io, mapping``.
 """
