@@ -158,7 +158,7 @@ def run_classical(stack, truth, *, grid=None, progress: bool = True, background=
             sc.update(params={name: v}, seconds=secs)
             if best is None or sc["rmse"] < best["rmse"]:
                 best = sc
-            bar.set_postfix_str(f"{method} {name}={v}: RMSE {sc['rmse']:.3f}")
+            bar.set_postfix_str(f"{method} {name}={v}: RMSE {sc['rmse']:.3f}", refresh=False)
             bar.update(1)
         results[method] = best
     bar.close()
