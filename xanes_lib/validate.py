@@ -10,7 +10,7 @@ import numpy as np
 
 __all__ = [
     "KEV_MAX", "EV_MIN", "EV_PER_KEV", "check_energies", "detect_energy_unit", "energies_to_ev",
-    "check_stack", "find_nonfinite",
+    "check_stack", "find_nonfinite", "RAW_COUNTS_MEDIAN", "check_transmission_frames",
 ]
 
 #: Hard X-ray absorption edges used with TXM lie between ~4 and ~30 keV. Energies in keV
@@ -232,3 +232,61 @@ def find_nonfinite(values) -> tuple[int, tuple[int, ...] | None]:
             if first is None:
                 first = (i,) + tuple(int(j) for j in np.unravel_index(int(np.argmax(bad)), bad.shape))
     return count, first
+
+
+#: A transmission stack whose median exceeds this is raw detector counts, not ``I / I0``.
+RAW_COUNTS_MEDIAN = 5.0
+
+
+def check_transmission_frames(transmission, energies_eV=None, *, name: str = "transmission",
+                              source: str = "") -> None:
+    """Refuse dead or saturated frames and raw counts in an (E, Y, X) transmission stack.
+
+    A frame (the image of one energy) whose finite values are all equal, in a stack whose
+    other frames vary, is a detector drop-out (zeros) or a saturated read-out: no absorption
+    can be measured in it (a stack of constant frames only is synthetic and passes). A stack
+    whose median is above :data:`RAW_COUNTS_MEDIAN` holds counts, not transmission.
+
+    Parameters
+    ----------
+    transmission : array_like
+        (E, Y, X) stack, energies first.
+    energies_eV : array_like, optional
+        (E,) energies, to name a bad frame by its energy too.
+    name, source : str
+        For error messages.
+
+    Raises
+    ------
+    ValueError
+        Naming the first bad frame (index and energy) or the median, and the fix.
+
+    Examples
+    --------
+    >>> t = np.random.default_rng(0).uniform(0.4, 0.6, (3, 4, 4)); t[1] = 0.0
+    >>> check_transmission_frames(t, [8300.0, 8340.0, 8400.0])
+    Traceback (most recent call last):
+    ...
+    ValueError: transmission: frame 1 (8340.00 eV) is constant (every pixel 0); ...
+    """
+    a = np.asarray(transmission)
+    where = _where(source)
+    ranges = []  # (min, max) of the finite values of each frame, one frame in memory at a time
+    for frame in a:
+        finite = frame[np.isfinite(frame)]
+        ranges.append((finite.min(), finite.max()) if finite.size else None)
+    constant = [r is not None and r[0] == r[1] for r in ranges]
+    for i, r in enumerate(ranges):
+        if constant[i] and not all(constant):
+            at = f" ({float(energies_eV[i]):.2f} eV)" if energies_eV is not None else ""
+            raise ValueError(f"{name}{where}: frame {i}{at} is constant (every pixel {r[0]:g}); "
+                             "it is a detector drop-out or saturated, and measures nothing. Drop it with "
+                             "its energy (e.g. xanes_lib.io.read_stack(..., bad_frames='drop')) or "
+                             "re-measure it.")
+    sample = a[:, ::4, ::4]  # the median of a sub-grid: no full-size temporary
+    sample = sample[np.isfinite(sample)]
+    median = float(np.median(sample)) if sample.size else float("nan")
+    if median > RAW_COUNTS_MEDIAN:
+        raise ValueError(f"{name}{where} has a median of {median:.4g}: these are raw detector counts, not "
+                         "transmission I / I0 (about 0-1.2). Flat-field correct them first "
+                         "(xanes_lib.io.flat_field_correct(images, flat, dark)).")

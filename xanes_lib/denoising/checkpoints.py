@@ -35,7 +35,7 @@ import torch
 
 from .. import __version__
 from ..io._hdf5 import atomic_file
-from .config import NetworkConfig
+from .config import NetworkConfig, TrainConfig
 from .denoiser import Denoiser, pick_device
 from .networks import build_network
 
@@ -220,10 +220,12 @@ def load_checkpoint(path, *, device=None, expect_network: NetworkConfig | None =
     path = Path(path)
     doc = _read(path)
     meta = doc["meta"]
-    try:
-        config = NetworkConfig.from_dict(meta["network"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: invalid network configuration in the metadata ({exc}).") from exc
+    config = _checked_field(path, "network", lambda: NetworkConfig.from_dict(meta["network"]))
+    if "train_config" in meta:
+        _checked_field(path, "train_config", lambda: TrainConfig.from_dict(meta["train_config"]))
+    for key in ("step", "seed"):
+        if key in meta:
+            _checked_field(path, key, lambda key=key: _non_negative_int(meta[key]))
     if expect_network is not None and config != expect_network:
         raise CheckpointError(f"{path} holds the network {config.to_dict()}, expected "
                               f"{expect_network.to_dict()}; resume only with the same architecture.")
@@ -235,6 +237,22 @@ def load_checkpoint(path, *, device=None, expect_network: NetworkConfig | None =
                               f"({exc}).") from exc
     net = net.to(pick_device(device)).eval()
     return Denoiser(net, config, meta, doc.get("history") or {}, doc.get("optimizer"))
+
+
+def _non_negative_int(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"must be an integer >= 0; got {value!r}")
+    return value
+
+
+def _checked_field(path: Path, key: str, parse):
+    """Run ``parse`` on a metadata field; a failure is a CheckpointError naming the field."""
+    try:
+        return parse()
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: invalid '{key}' in the checkpoint metadata ({type(exc).__name__}: "
+                              f"{exc}); the file is damaged or was edited: re-train or re-download "
+                              "it.") from exc
 
 
 def strip_for_release(src, dst, *, extra: dict | None = None) -> Path:

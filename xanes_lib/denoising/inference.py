@@ -15,10 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy import ndimage
 from torch.nn import functional as F
 
 from ..physics import LinearAbsorbanceModel, absorbance, n_references, reference_model
 from ..progress import progress_bar
+from ..validate import check_stack, check_transmission_frames
 from .beam import estimate_background
 from .denoiser import Denoiser, pick_device
 from .networks import gaussian_blur
@@ -192,6 +194,10 @@ class DenoiseResult:
     beam : xanes_lib.denoising.beam.BackgroundEstimate or None
         The low-rank beam background removed before the network (already included in
         ``background``), when the pipeline uses one.
+    invalid : numpy.ndarray or None
+        (Y, X) pixels whose measured transmission was NaN, inf or <= 0 at some energy: left
+        out (the network saw copies of their nearest valid neighbours, so nothing spreads
+        from them) and NaN in every output; None when there were none.
     """
 
     corrected: np.ndarray
@@ -204,6 +210,7 @@ class DenoiseResult:
     tiles: int
     mode: str
     beam: object = None
+    invalid: np.ndarray | None = None
 
 
 def _tile_starts(n: int, tile: int, margin: int, align: int) -> list[int]:
@@ -256,12 +263,13 @@ def denoise_stack(denoiser: Denoiser, transmission, energies_eV, *, element: str
     """
     t0 = time.perf_counter()
     device = pick_device(device)
-    t = np.asarray(transmission)
-    if t.ndim != 3:
-        raise ValueError(f"transmission must be (E, Y, X); got shape {t.shape}.")
+    t = check_stack(transmission, name="transmission", allow_nonfinite=True)
     model = reference_model(energies_eV, element, references)
     if t.shape[0] != model.matrix.shape[0]:
-        raise ValueError(f"{t.shape[0]} images but {model.matrix.shape[0]} energies.")
+        raise ValueError(f"transmission has {t.shape[0]} images but there are {model.matrix.shape[0]} "
+                         "energies; they must match one to one.")
+    check_transmission_frames(t, model.energies_eV)
+    t, invalid = _fill_invalid(t)
     beam = None
     if lowrank or (lowrank is None and denoiser.lowrank_background):
         try:
@@ -280,7 +288,32 @@ def denoise_stack(denoiser: Denoiser, transmission, energies_eV, *, element: str
         # corrected and denoised are already relative to the raw stack; B includes the beam's.
         res.beam = beam
         res.background *= beam.background
+    if invalid is not None:
+        for a in (res.corrected, res.denoised, res.background, res.coefficients):
+            a[:, invalid] = np.nan
+        res.invalid = invalid
     return res
+
+
+def _fill_invalid(t: np.ndarray):
+    """Stand-ins for pixels whose transmission is not finite or not positive at some energy.
+
+    Returns the stack with each such pixel replaced by its nearest valid pixel (a copy; the
+    input is not modified) and the (Y, X) mask of the replaced pixels, or ``(t, None)``
+    when all pixels are valid. A warning names how many were replaced.
+    """
+    bad = np.zeros(t.shape[1:], bool)
+    for frame in t:
+        bad |= ~(np.isfinite(frame) & (frame > 0))
+    if not bad.any():
+        return t, None
+    if bad.all():
+        raise ValueError("transmission has no pixel that is finite and > 0 at every energy; nothing can be "
+                         "denoised. Check the flat-field correction (zero flat pixels give inf or NaN).")
+    _, (iy, ix) = ndimage.distance_transform_edt(bad, return_indices=True)
+    warnings.warn(f"{int(bad.sum())} pixel(s) with NaN, inf or transmission <= 0 at some energy are left out "
+                  "of the denoising (NaN in its outputs; DenoiseResult.invalid marks them).", stacklevel=3)
+    return np.ascontiguousarray(t[:, iy, ix], dtype=np.float32), bad
 
 
 def _denoise_corrected(denoiser: Denoiser, t, model, *, tile: int, margin: int, energy_batch: int,

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from xanes_lib import denoising, physics, simulation
 from xanes_lib.physics import reference_model
@@ -202,12 +203,43 @@ def test_tiled_inference_equals_untiled(ni_stack, variant):
 def test_denoise_stack_rejects_bad_input(ni_stack):
     stack, _ = ni_stack
     denoiser = denoising.build_denoiser("latent")
-    with pytest.raises(ValueError, match=r"\(E, Y, X\)"):
+    with pytest.raises(ValueError, match=r"must be 3-D \(energies, rows, columns\); got shape \(72, 88\)"):
         denoiser.denoise(stack.transmission[0], stack.energies_eV, element="Ni")
     with pytest.raises(ValueError, match="energies"):
         denoiser.denoise(stack.transmission[:-1], stack.energies_eV, element="Ni")
     with pytest.raises(ValueError, match="resize_to"):
         denoiser.denoise(stack.transmission, stack.energies_eV, element="Ni", resize_to=64)
+    dead = stack.transmission.copy()
+    dead[7] = 0.0  # a detector drop-out
+    with pytest.raises(ValueError, match=r"frame 7 \(\d+\.\d+ eV\) is constant.*drop-out.*bad_frames='drop'"):
+        denoiser.denoise(dead, stack.energies_eV, element="Ni")
+    with pytest.raises(ValueError, match=r"median of .*raw detector counts.*flat_field_correct"):
+        denoiser.denoise(stack.transmission * 4000.0, stack.energies_eV, element="Ni")
+
+
+def test_invalid_pixels_are_left_out_and_do_not_spread(ni_stack):
+    stack, _ = ni_stack
+    t = stack.transmission[::3].copy()
+    e = stack.energies_eV[::3]
+    before = t.copy()
+    bad = t.copy()
+    bad[:, 30, 40] = np.nan  # five bad pixels: NaN, inf, zero, negative at one energy
+    bad[2, 10, 10] = np.inf
+    bad[:, 50, 20] = 0.0
+    bad[4, 60, 70] = -0.1
+    bad[:, 31, 41] = np.nan
+    denoiser = denoising.build_denoiser("latent", seed=0)
+    with pytest.warns(UserWarning, match="5 pixel"):
+        res = denoiser.denoise(bad, e, element="Ni")
+    assert res.invalid.sum() == 5 and res.invalid[30, 40] and res.invalid[10, 10]
+    for a in (res.denoised, res.corrected, res.background, res.coefficients):
+        assert np.isnan(a[:, res.invalid]).all() and np.isfinite(a[:, ~res.invalid]).all()
+    clean = denoiser.denoise(t, e, element="Ni")
+    assert clean.invalid is None and np.isfinite(clean.denoised).all()
+    far = ndimage.distance_transform_edt(~res.invalid) > 24  # beyond the network's reach of a bad pixel
+    assert far.sum() > 1000
+    np.testing.assert_allclose(res.denoised[:, far], clean.denoised[:, far], rtol=1e-3, atol=1e-4)
+    np.testing.assert_array_equal(t, before)  # the input is not modified
 
 
 def test_short_training_lowers_the_loss(small_sets):
@@ -315,8 +347,17 @@ def test_damaged_or_newer_checkpoint_metadata_is_refused_clearly(tmp_path):
         denoising.load_checkpoint(path)
     doc["meta"].update(format_version=2, network={"variant": "latent", "hparams": {"width": -1}})
     torch.save(doc, path)
-    with pytest.raises(denoising.CheckpointError, match="invalid network configuration.*width"):
+    with pytest.raises(denoising.CheckpointError, match="invalid 'network' in the checkpoint metadata.*"
+                                                         "width"):
         denoising.load_checkpoint(path)
+    doc["meta"].update(network={"variant": "paper", "hparams": {"n_blocks": 1}})
+    for key, value in (("train_config", {"steps": "many"}), ("step", -3), ("seed", None),
+                       ("train_config", [1, 2])):
+        torch.save({**doc, "meta": {**doc["meta"], key: value}}, path)
+        with pytest.raises(denoising.CheckpointError, match=f"invalid '{key}' in the checkpoint metadata"):
+            denoising.load_checkpoint(path)
+    torch.save(doc, path)
+    assert denoising.load_checkpoint(path).config.hparams.n_blocks == 1
 
 
 @pytest.mark.parametrize("name", ["latent", "paper"])
