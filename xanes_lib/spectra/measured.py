@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..validate import check_energies, energies_to_ev
+from ..validate import EV_MIN, check_energies, energies_to_ev
 from .parametric import _MIN_ROWS
 from .references import TabulatedReference
 
@@ -84,8 +84,11 @@ def load_measured_reference(path, *, name: str | None = None, element: str | Non
         If the file does not exist.
     ValueError
         Naming the file, for: a row without exactly two columns, non-numeric content, fewer
-        than 10 rows, non-finite values, an ambiguous energy unit, or energies that do not
-        increase strictly.
+        than 10 rows, non-finite values, an ambiguous energy unit, energies that do not
+        increase strictly, energies that are not those of a hard X-ray edge in the unit given
+        (e.g. a keV file read with ``unit="eV"``), a range that does not contain the element's
+        tabulated edge, or values that are not normalised (edge step far from 1, e.g. in
+        percent).
     """
     p = Path(path)
     if not p.is_file():
@@ -93,6 +96,40 @@ def load_measured_reference(path, *, name: str | None = None, element: str | Non
     raw_e, values = _read_two_columns(p)
     e_ev, used = energies_to_ev(raw_e, unit=unit, source=str(p))
     check_energies(raw_e, name="energies", unit=used, source=str(p), min_points=_MIN_ROWS)
+    if e_ev[0] < EV_MIN:
+        raise ValueError(f"{p}: energies {raw_e[0]:g}-{raw_e[-1]:g} read as {used} give "
+                         f"{e_ev[0]:g}-{e_ev[-1]:g} eV, below any hard X-ray edge (> {EV_MIN:g} eV); the "
+                         "column is probably in keV: pass unit='keV' (or unit=None to detect it).")
+    if element is not None:
+        _check_edge_in_range(p, e_ev, element, edge)
+    _check_normalized(p, values)
     return TabulatedReference(name=name if name is not None else p.stem, element=element, edge=edge,
                               oxidation_state=oxidation_state, energies_eV=e_ev, values=values,
                               source=str(p))
+
+
+#: Accepted edge step of a normalised spectrum (post-edge level minus pre-edge level).
+_NORMALIZED_STEP = (0.3, 3.0)
+
+
+def _check_edge_in_range(path: Path, energies_eV: np.ndarray, element: str, edge: str) -> None:
+    """Refuse a spectrum whose energy range does not contain the element's tabulated edge."""
+    from ..physics.materials import tabulated_edge_energy  # physics builds on spectra: import here
+
+    e0 = tabulated_edge_energy(element, edge)
+    if not energies_eV[0] < e0 < energies_eV[-1]:
+        raise ValueError(f"{path}: energies {energies_eV[0]:.1f}-{energies_eV[-1]:.1f} eV do not contain "
+                         f"the tabulated {element} {edge} edge ({e0:.1f} eV); is it a spectrum of another "
+                         "element or in another unit? Give the right element, or unit='eV'/'keV'.")
+
+
+def _check_normalized(path: Path, values: np.ndarray) -> None:
+    """Refuse values that are not normalised absorption (edge step about 1)."""
+    n = values.size
+    step = float(np.median(values[-max(n // 7, 3):]) - np.median(values[:max(n // 10, 3)]))
+    lo, hi = _NORMALIZED_STEP
+    if not lo < step < hi:
+        raise ValueError(f"{path}: the values rise by {step:.4g} from the pre-edge to the post-edge; a "
+                         "reference must be normalised absorption (pre-edge 0, post-edge about 1). If the "
+                         "file is in percent divide by 100; otherwise normalise it first (pre-edge line to "
+                         "0, post-edge line to 1, e.g. with xanes_lib.mapping.normalize_spectra).")

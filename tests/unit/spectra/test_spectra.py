@@ -337,7 +337,8 @@ def test_loader_unit_override_and_ambiguous(tmp_path):
     path = _write(tmp_path / "odd.txt", e, np.linspace(0, 1, 20))
     with pytest.raises(ValueError, match=r"odd\.txt.*eV or keV"):
         load_measured_reference(path)
-    np.testing.assert_allclose(load_measured_reference(path, unit="eV").energies_eV, e)
+    with pytest.raises(ValueError, match=r"odd\.txt.*read as eV.*below any hard X-ray edge.*unit='keV'"):
+        load_measured_reference(path, unit="eV")  # 300-900 eV: no hard X-ray edge there
     np.testing.assert_allclose(load_measured_reference(path, unit="keV").energies_eV, e * 1000.0)
     with pytest.raises(ValueError, match="unit must be"):
         load_measured_reference(path, unit="MeV")
@@ -362,3 +363,24 @@ def test_loader_rejects_bad_files(tmp_path, content, match):
 def test_loader_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.txt"):
         load_measured_reference(tmp_path / "nope.txt")
+
+
+@pytest.mark.parametrize("case, kwargs, match", [
+    ("kev_read_as_ev", {"unit": "eV", "element": "Ni"},
+     r"read as eV give 8\.2-9 eV, below any hard X-ray edge.*unit='keV'"),
+    ("percent", {"element": "Ni"}, r"rise by 100 .*normalised absorption.*divide by 100"),
+    ("other_element", {"element": "Co"},
+     r"do not contain the tabulated Co K edge \(7709\.0 eV\).*right element"),
+])
+def test_loader_refuses_references_that_would_shift_the_map(tmp_path, case, kwargs, match):
+    e = np.linspace(8200.0, 9000.0, 161)
+    v = 1.0 / (1.0 + np.exp(-(e - 8345.0) / 2.0))  # a normalised edge at 8345 eV
+    if case == "kev_read_as_ev":
+        path = _write(tmp_path / "ref.txt", e / 1000.0, v)
+    elif case == "percent":
+        path = _write(tmp_path / "ref.txt", e, 100.0 * v)
+    else:
+        path = _write(tmp_path / "ref.txt", e, v)
+    with pytest.raises(ValueError, match=match):
+        load_measured_reference(path, **kwargs)
+    assert load_measured_reference(_write(tmp_path / "ok.txt", e, v), element="Ni").values.max() < 1.01
