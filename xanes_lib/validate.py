@@ -6,11 +6,14 @@ that names the bad value, what is allowed and how to fix it.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 __all__ = [
     "KEV_MAX", "EV_MIN", "EV_PER_KEV", "check_energies", "detect_energy_unit", "energies_to_ev",
-    "check_stack", "find_nonfinite", "RAW_COUNTS_MEDIAN", "check_transmission_frames",
+    "check_stack", "find_nonfinite", "RAW_COUNTS_MEDIAN", "DETECTOR_CEILINGS", "SATURATED_SHARE",
+    "sampled_median", "find_bad_frames", "check_transmission_frames",
 ]
 
 #: Hard X-ray absorption edges used with TXM lie between ~4 and ~30 keV. Energies in keV
@@ -236,16 +239,82 @@ def find_nonfinite(values) -> tuple[int, tuple[int, ...] | None]:
 
 #: A transmission stack whose median exceeds this is raw detector counts, not ``I / I0``.
 RAW_COUNTS_MEDIAN = 5.0
+#: Full-scale values of integer detectors (8 to 32 bits, also as rounded to float32): a frame
+#: stuck there is saturated.
+DETECTOR_CEILINGS = frozenset(f(2 ** bits - 1) for bits in (8, 10, 12, 14, 16, 20, 24, 32)
+                              for f in (float, lambda v: float(np.float32(v))))
+#: Share of a frame's pixels at a detector ceiling that makes it saturated.
+SATURATED_SHARE = 0.5
+_SAMPLE_PIXELS = 65_536           # pixels per frame used for a median
+
+
+def _subgrid(frame: np.ndarray) -> np.ndarray:
+    step = max(1, int(np.ceil(np.sqrt(frame.size / _SAMPLE_PIXELS))))
+    return frame[..., ::step, ::step]
+
+
+def sampled_median(a: np.ndarray) -> float:
+    """Median of the finite values on a sub-grid of pixels (nan if none)."""
+    sample = _subgrid(a)
+    sample = sample[np.isfinite(sample)]
+    return float(np.median(sample)) if sample.size else float("nan")
+
+
+def find_bad_frames(transmission: np.ndarray) -> list[tuple[int, str]]:
+    """Frames that measure nothing, as (index, reason).
+
+    - saturated: at least :data:`SATURATED_SHARE` of the pixels sit at a detector full scale
+      (:data:`DETECTOR_CEILINGS`);
+    - dead: every finite pixel has the same value (zeros: a detector drop-out), in a stack
+      whose other frames vary (a stack of constant frames only is synthetic and passes);
+    - no beam: the median transmission is <= 0 (shutter closed, or a drop-out after dark
+      subtraction).
+
+    Frames without finite values are left to the NaN/inf check.
+    """
+    ranges = [_finite_range(frame) for frame in transmission]   # no copies: two reductions a frame
+    constant = [r is not None and r[0] == r[1] for r in ranges]
+    all_constant = all(c for c, r in zip(constant, ranges, strict=True) if r is not None)
+    bad = []
+    for i, r in enumerate(ranges):
+        if r is None:
+            continue
+        lo, hi = r
+        frame = transmission[i]
+        if hi in DETECTOR_CEILINGS:
+            share = float(np.count_nonzero(frame == hi)) / max(1, np.count_nonzero(np.isfinite(frame)))
+            if share >= SATURATED_SHARE:
+                bad.append((i, f"saturated ({share:.0%} of the pixels at the detector full scale {hi:g})"))
+                continue
+        if constant[i]:
+            if not all_constant:
+                what = "a detector drop-out" if lo == 0 else "a dead or stuck read-out"
+                bad.append((i, f"constant (every pixel {lo:g}: {what})"))
+            continue
+        if lo <= 0:
+            median = sampled_median(frame)
+            if median <= 0:
+                bad.append((i, f"without beam (median transmission {median:.3g} <= 0: shutter closed "
+                               "or a detector drop-out after dark subtraction)"))
+    return bad
+
+
+def _finite_range(frame: np.ndarray) -> tuple[float, float] | None:
+    """(min, max) of the finite values of a frame; None if it has none."""
+    lo, hi = float(np.fmin.reduce(frame, axis=None)), float(np.fmax.reduce(frame, axis=None))
+    if math.isfinite(lo) and math.isfinite(hi):       # NaN is skipped by fmin/fmax
+        return lo, hi
+    finite = frame[np.isfinite(frame)]                # inf present (allow_nonfinite=True): rare
+    return (float(finite.min()), float(finite.max())) if finite.size else None
 
 
 def check_transmission_frames(transmission, energies_eV=None, *, name: str = "transmission",
                               source: str = "") -> None:
-    """Refuse dead or saturated frames and raw counts in an (E, Y, X) transmission stack.
+    """Refuse frames that measure nothing and raw counts in an (E, Y, X) transmission stack.
 
-    A frame (the image of one energy) whose finite values are all equal, in a stack whose
-    other frames vary, is a detector drop-out (zeros) or a saturated read-out: no absorption
-    can be measured in it (a stack of constant frames only is synthetic and passes). A stack
-    whose median is above :data:`RAW_COUNTS_MEDIAN` holds counts, not transmission.
+    Bad frames are those of :func:`find_bad_frames` (saturated, constant: a detector
+    drop-out or stuck read-out, or without beam); a stack whose median is above
+    :data:`RAW_COUNTS_MEDIAN` holds counts, not transmission.
 
     Parameters
     ----------
@@ -259,7 +328,7 @@ def check_transmission_frames(transmission, energies_eV=None, *, name: str = "tr
     Raises
     ------
     ValueError
-        Naming the first bad frame (index and energy) or the median, and the fix.
+        Naming every bad frame (index, energy, why) or the median, and the fix.
 
     Examples
     --------
@@ -267,25 +336,17 @@ def check_transmission_frames(transmission, energies_eV=None, *, name: str = "tr
     >>> check_transmission_frames(t, [8300.0, 8340.0, 8400.0])
     Traceback (most recent call last):
     ...
-    ValueError: transmission: frame 1 (8340.00 eV) is constant (every pixel 0); ...
+    ValueError: transmission: frame 1 (8340.00 eV) constant (every pixel 0: a detector drop-out) ...
     """
     a = np.asarray(transmission)
     where = _where(source)
-    ranges = []  # (min, max) of the finite values of each frame, one frame in memory at a time
-    for frame in a:
-        finite = frame[np.isfinite(frame)]
-        ranges.append((finite.min(), finite.max()) if finite.size else None)
-    constant = [r is not None and r[0] == r[1] for r in ranges]
-    for i, r in enumerate(ranges):
-        if constant[i] and not all(constant):
-            at = f" ({float(energies_eV[i]):.2f} eV)" if energies_eV is not None else ""
-            raise ValueError(f"{name}{where}: frame {i}{at} is constant (every pixel {r[0]:g}); "
-                             "it is a detector drop-out or saturated, and measures nothing. Drop it with "
-                             "its energy (e.g. xanes_lib.io.read_stack(..., bad_frames='drop')) or "
-                             "re-measure it.")
-    sample = a[:, ::4, ::4]  # the median of a sub-grid: no full-size temporary
-    sample = sample[np.isfinite(sample)]
-    median = float(np.median(sample)) if sample.size else float("nan")
+    bad = find_bad_frames(a)
+    if bad:
+        listed = "; ".join(f"frame {i}" + (f" ({float(energies_eV[i]):.2f} eV)" if energies_eV is not None
+                                           else "") + f" {why}" for i, why in bad)
+        raise ValueError(f"{name}{where}: {listed} measures nothing. Drop such frames with their energies "
+                         "(e.g. xanes_lib.io.read_stack(..., bad_frames='drop')) or re-measure them.")
+    median = sampled_median(a)
     if median > RAW_COUNTS_MEDIAN:
         raise ValueError(f"{name}{where} has a median of {median:.4g}: these are raw detector counts, not "
                          "transmission I / I0 (about 0-1.2). Flat-field correct them first "

@@ -45,3 +45,22 @@ def test_read_back_and_mean_is_transmission_times_background(sim_file):
     resid = stack.transmission - expected
     assert abs(resid.mean()) < 5 * resid.std() / np.sqrt(resid.size)
     assert np.nanmax(truth.oxidation_state) <= 4.0 and np.nanmin(truth.oxidation_state) >= 3.0
+
+
+def test_truth_state_is_nan_exactly_outside_the_mask(sim_file):
+    truth = io.read_ground_truth(sim_file)
+    assert np.isnan(truth.oxidation_state[~truth.mask]).all()
+    assert np.isfinite(truth.oxidation_state[truth.mask]).all()
+
+
+def test_shipped_example_and_simulated_files_pass_the_input_checks(sim_file):
+    """The strict read (bad frames, raw counts, element label) accepts the project's own files."""
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / "data" / "example_Ni_NMC811.h5"
+    for path, element in ((example, "Ni"), (sim_file, "Co")):
+        before = io.stack_checksum(path)
+        stack = io.read_stack(path)            # bad_frames="refuse", the default
+        assert stack.element == element and "dropped_frames" not in stack.attrs
+        assert 0.0 < float(np.median(stack.transmission)) < 1.5
+        assert io.stack_checksum(path) == before, "reading changed the file"

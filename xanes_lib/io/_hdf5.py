@@ -8,10 +8,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
+import time
 
 import h5py
 import numpy as np
+
+try:
+    import fcntl
+except ImportError:               # Windows: no POSIX locks
+    fcntl = None
 
 #: Attribute listing (as JSON) the attributes of the same object that hold JSON text
 #: (dicts, lists, None); they are decoded on reading.
@@ -125,9 +132,102 @@ def write_array(group, name: str, a: np.ndarray) -> None:
     group.create_dataset(name, data=a, track_times=False, **kwargs)
 
 
+_TMP_SUFFIX = ".tmp"
+_TMP_HEX = 12                     # hex digits of the random part of a temporary name
+#: Temporary files this process is writing now (other threads' writes are never cleaned up).
+_IN_PROGRESS: set[str] = set()
+#: Without POSIX locks (Windows), a leftover temporary file is removed only after this long.
+_STALE_AFTER_S = 3600.0
+
+
 def _temporary_path(path: str) -> str:
     directory, name = os.path.split(os.path.abspath(path))
-    return os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
+    return os.path.join(directory, f".{name}.{secrets.token_hex(_TMP_HEX // 2)}{_TMP_SUFFIX}")
+
+
+def _lock(fd: int, *, block: bool = True) -> bool:
+    """Take a POSIX write lock on an open file; False if another process holds one."""
+    if fcntl is None:
+        return True
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
+    except OSError:
+        return False
+    return True
+
+
+def remove_stale_temporaries(target) -> list[str]:
+    """Remove the temporary files a killed writer left beside ``target``; return their paths.
+
+    Temporary files are named ``.<name>.<12 hex digits>.tmp`` in the target's directory. A
+    live writer (any process) holds a POSIX lock on its temporary file while it writes, so only
+    files whose writer is gone are removed (where POSIX locks do not exist, files older than an
+    hour). Called by :func:`atomic_h5` and :func:`atomic_file` before every write.
+    """
+    directory, name = os.path.split(os.path.abspath(os.fspath(target)))
+    pattern = re.compile(rf"^\.{re.escape(name)}\.[0-9a-f]{{{_TMP_HEX}}}{re.escape(_TMP_SUFFIX)}$")
+    try:
+        entries = os.listdir(directory)
+    except OSError:
+        return []
+    removed = []
+    for entry in sorted(entries):
+        path = os.path.join(directory, entry)
+        if not pattern.match(entry) or path in _IN_PROGRESS or not os.path.isfile(path):
+            continue
+        try:
+            if fcntl is None:
+                if time.time() - os.path.getmtime(path) < _STALE_AFTER_S:
+                    continue
+                os.unlink(path)
+            else:
+                fd = os.open(path, os.O_RDWR)
+                try:
+                    if not _lock(fd, block=False):
+                        continue          # a live writer holds it
+                    os.unlink(path)
+                finally:
+                    os.close(fd)
+        except OSError:                   # gone meanwhile, or not ours to remove
+            continue
+        removed.append(path)
+    return removed
+
+
+def check_not_input(target, inputs) -> None:
+    """Refuse ``target`` when it is (or links to) one of ``inputs``: outputs never destroy inputs.
+
+    Files are compared with :func:`os.path.samefile` (symbolic and hard links included) when
+    both exist, by their resolved paths otherwise. ``None`` entries are ignored.
+
+    Raises
+    ------
+    ValueError
+        Naming the output, the input it would overwrite, and the fix.
+    """
+    target = os.fspath(target)
+    if isinstance(inputs, str | os.PathLike):
+        inputs = [inputs]
+    for item in inputs or ():
+        if item is None:
+            continue
+        source = os.fspath(item)
+        try:
+            same = (os.path.samefile(target, source) if os.path.exists(target) and os.path.exists(source)
+                    else os.path.realpath(target) == os.path.realpath(source))
+        except OSError:
+            same = False
+        if same:
+            root, ext = os.path.splitext(target)
+            if os.path.islink(target) or os.path.islink(source):
+                how = f" through a symbolic link (both resolve to {os.path.realpath(source)})"
+            elif os.path.realpath(target) != os.path.realpath(source):
+                how = " through a hard link"
+            else:
+                how = ""
+            raise ValueError(f"refusing to write {target}: it is the input file {source}{how}, and "
+                             "outputs never overwrite their inputs. Write the output to a new name, "
+                             f"e.g. {root}_out{ext or '.h5'}.")
 
 
 def _fsync(path: str) -> None:
@@ -138,13 +238,41 @@ def _fsync(path: str) -> None:
         os.close(fd)
 
 
+def _begin(target: str) -> tuple[str, int]:
+    """Remove stale temporaries; create and lock a new temporary file; return its path and fd."""
+    remove_stale_temporaries(target)
+    while True:
+        tmp = _temporary_path(target)
+        try:
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:           # astronomically unlikely name clash: draw again
+            continue
+        break
+    _IN_PROGRESS.add(tmp)
+    _lock(fd)
+    return tmp, fd
+
+
+def _end(tmp: str, fd: int) -> None:
+    """Remove the temporary file (when still there) and release it."""
+    try:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+    finally:
+        os.close(fd)
+        _IN_PROGRESS.discard(tmp)
+
+
 @contextlib.contextmanager
-def atomic_h5(target, *, overwrite: bool = True):
+def atomic_h5(target, *, overwrite: bool = True, inputs=()):
     """Open a new HDF5 file that appears at ``target`` whole, or not at all.
 
     Yields an h5py File on a temporary file in the target's directory; on success the file
     is synced and renamed onto ``target`` (with ``overwrite=False`` an existing file is never
     clobbered); on any error the temporary file is removed and ``target`` is untouched.
+    ``inputs`` (paths) are files the output must not be: writing onto one of them (or a link
+    to it) raises ``ValueError`` before anything is written. Temporary files that a killed
+    writer left beside ``target`` are removed first (:func:`remove_stale_temporaries`).
     """
     target = os.fspath(target)
     directory = os.path.dirname(os.path.abspath(target))
@@ -153,14 +281,17 @@ def atomic_h5(target, *, overwrite: bool = True):
                                 "create it first (pathlib.Path(path).parent.mkdir(parents=True)).")
     if os.path.isdir(target):
         raise IsADirectoryError(f"cannot write {target}: it is a directory; give a file name.")
+    check_not_input(target, inputs)
     if not overwrite and os.path.lexists(target):
         raise FileExistsError(f"{target} exists and overwrite=False; choose another name, delete it, "
                               "or pass overwrite=True.")
-    tmp = _temporary_path(target)
+    tmp, fd = _begin(target)
     try:
-        with h5py.File(tmp, "x", libver=_LIBVER) as f:
+        with h5py.File(tmp, "w", libver=_LIBVER) as f:
+            _lock(fd)                     # HDF5 may have opened and closed the file: lock again
             yield f
-        _fsync(tmp)
+        _lock(fd)                         # closing the HDF5 file released the POSIX lock
+        os.fsync(fd)
         if overwrite:
             os.replace(tmp, target)
         else:
@@ -173,20 +304,18 @@ def atomic_h5(target, *, overwrite: bool = True):
                 if os.path.lexists(target):
                     raise FileExistsError(f"{target} exists and overwrite=False.") from None
                 os.replace(tmp, target)
-            else:
-                os.unlink(tmp)
-    except BaseException:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-        raise
+    finally:
+        _end(tmp, fd)
 
 
 @contextlib.contextmanager
-def atomic_file(target):
+def atomic_file(target, *, inputs=()):
     """Yield a temporary path beside ``target``; on success it is synced and renamed onto it.
 
     For writers that are not HDF5 (JSON, text, torch checkpoints): the file appears whole or
     not at all, and on any error the temporary file is removed. The directory is created.
+    The temporary file exists (empty) when yielded: write it in a truncating mode. ``inputs``
+    and leftover temporary files are handled as in :func:`atomic_h5`.
 
     Examples
     --------
@@ -198,13 +327,14 @@ def atomic_file(target):
     'x'
     """
     target = os.fspath(target)
+    check_not_input(target, inputs)
     os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
-    tmp = _temporary_path(target)
+    tmp, fd = _begin(target)
     try:
         yield tmp
-        _fsync(tmp)
+        _lock(fd)                         # the writer closing its handle released the lock
+        _fsync(tmp)                       # the writer may have replaced the file: sync what is there
+        _lock(fd)
         os.replace(tmp, target)
-    except BaseException:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-        raise
+    finally:
+        _end(tmp, fd)

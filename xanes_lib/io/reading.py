@@ -10,6 +10,7 @@ import hashlib
 import math
 import os
 import re
+import warnings
 
 import h5py
 import numpy as np
@@ -18,14 +19,24 @@ from ..validate import (
     EV_MIN,
     EV_PER_KEV,
     KEV_MAX,
+    RAW_COUNTS_MEDIAN,
     check_energies,
     check_stack,
     energies_to_ev,
+    find_bad_frames,
     find_nonfinite,
+    sampled_median,
+)
+from ._checks import (
+    DamagedFileError,
+    describe_frame,
+    element_contradiction,
+    read_dataset,
 )
 from ._hdf5 import read_attrs, to_python
 from .stacks import (
     _RESERVED_ROOT_ATTRS,
+    CANDIDATE_ELEMENTS,
     DARK_KEY,
     ENERGY_KEY,
     FLAT_KEY,
@@ -42,8 +53,14 @@ from .stacks import (
 )
 
 __all__ = [
-    "read_stack", "has_ground_truth", "read_ground_truth", "stack_checksum",
+    "read_stack", "has_ground_truth", "read_ground_truth", "stack_checksum", "DamagedFileError",
+    "BAD_FRAMES_MODES",
 ]
+
+#: What :func:`read_stack` does with frames that measure nothing (dead, saturated, no beam).
+BAD_FRAMES_MODES = ("refuse", "drop", "keep")
+_MIN_FRAMES_LEFT = 2
+_LISTED_FRAMES = 10               # bad frames named one by one in a message
 
 
 _ENERGY_DECIMALS_EV = 6           # keV -> eV round-off is removed by rounding to 1 micro-eV
@@ -79,7 +96,7 @@ def _read_energies(ds: h5py.Dataset, source: str, energy_unit: str | None) -> np
     if ds.ndim != 1:
         raise ValueError(f"{where} must be 1-D (one energy per image); got shape {ds.shape}. "
                          "Flatten it (X_eng.ravel()) when it is a column.")
-    raw = _real_array(ds[()], ENERGY_KEY).astype(np.float64)
+    raw = _real_array(read_dataset(ds, source), ENERGY_KEY).astype(np.float64)
     if energy_unit is None:
         finite = raw[np.isfinite(raw)]
         if finite.size and finite.max() > KEV_MAX:
@@ -127,8 +144,71 @@ def _read_label(f: h5py.File, key: str, source: str) -> str | None:
     return value.strip()
 
 
+def _check_raw_counts(transmission: np.ndarray, energies_eV: np.ndarray, source: str,
+                      has_flat: bool, has_dark: bool) -> None:
+    median = sampled_median(transmission)
+    if not median > RAW_COUNTS_MEDIAN:
+        return
+    first = next((i for i, frame in enumerate(transmission) if sampled_median(frame) > RAW_COUNTS_MEDIAN), 0)
+    present = [repr(k) for k, here in ((FLAT_KEY, has_flat), (DARK_KEY, has_dark)) if here]
+    with_file = f" with this file's {' and '.join(present)}" if present else ""
+    raise ValueError(f"{IMAGES_KEY} in {source} has a median of {median:.4g} (the first frame above "
+                     f"{RAW_COUNTS_MEDIAN:g}: {describe_frame(first, energies_eV[first])}): these are raw "
+                     "detector counts, "
+                     "not transmission (I-dark)/(flat-dark), which lies at about 0-1.2. Flat-field correct "
+                     f"them first: xanes_lib.io.flat_field_correct(images, flat, dark){with_file}, and write "
+                     "the result with write_stack (transmission in percent: divide by 100).")
+
+
+def _bad_frames(bad, transmission, energies_eV, flat, dark, attrs, source: str, mode: str):
+    """Refuse, drop or keep (and record) the frames that measure nothing."""
+    listed = "; ".join(f"{describe_frame(i, energies_eV[i])} is {why}" for i, why in bad[:_LISTED_FRAMES])
+    if len(bad) > _LISTED_FRAMES:
+        listed += f"; and {len(bad) - _LISTED_FRAMES} more"
+    if mode == "refuse":
+        raise ValueError(f"{IMAGES_KEY} in {source} has {len(bad)} frame(s) that measure no absorption: "
+                         f"{listed}. Pass bad_frames='drop' to read the stack without them (their energies "
+                         "go too, listed in Stack.attrs['dropped_frames']), or re-measure those energies.")
+    record = [{"index": int(i), "energy_eV": float(energies_eV[i]), "reason": why} for i, why in bad]
+    if mode == "keep":
+        attrs["bad_frames"] = record
+        return transmission, energies_eV, flat, dark
+    keep = np.ones(energies_eV.size, bool)
+    keep[[i for i, _ in bad]] = False
+    if keep.sum() < _MIN_FRAMES_LEFT:
+        raise ValueError(f"{IMAGES_KEY} in {source}: only {int(keep.sum())} of {keep.size} frames measure "
+                         f"absorption ({listed}); nothing is left to analyse: re-measure the stack.")
+
+    def per_energy(a):
+        return a[keep] if a is not None and a.ndim == 3 else a
+
+    previous = attrs.get("dropped_frames")
+    attrs["dropped_frames"] = (previous if isinstance(previous, list) else []) + record
+    warnings.warn(f"{source}: dropped {len(bad)} frame(s) of {IMAGES_KEY} that measure no absorption: "
+                  f"{listed}.", stacklevel=3)
+    return transmission[keep], energies_eV[keep], per_energy(flat), per_energy(dark)
+
+
+def _resolve_element(element, file_element, edge: str, energies_eV, attrs: dict, source: str) -> str:
+    """Return the given element, else the file's (checked against the energies), else infer it."""
+    if element is not None:
+        return element
+    if file_element is not None:
+        why = element_contradiction(file_element, edge, energies_eV, CANDIDATE_ELEMENTS)
+        if why is not None:
+            raise ValueError(f"the 'element' attribute of {source} {why}")
+        return file_element
+    try:
+        element = infer_element(energies_eV)
+    except ValueError as err:
+        raise ValueError(f"{source} has no 'element' attribute and {err}") from None
+    attrs["element_inferred"] = True
+    return element
+
+
 def read_stack(path, *, load_flat_dark: bool = True, energy_unit: str | None = None,
-               element: str | None = None, allow_nonfinite: bool = False) -> Stack:
+               element: str | None = None, allow_nonfinite: bool = False,
+               bad_frames: str = "refuse") -> Stack:
     """Read a stack file (FXI export or xanes_lib file), checking it against the contract.
 
     The file is opened read-only and ``ground_truth/`` is never opened, so analysis code
@@ -144,11 +224,20 @@ def read_stack(path, *, load_flat_dark: bool = True, energy_unit: str | None = N
         Unit of ``X_eng``. None means keV (the FXI convention) and raises when the values
         look like eV (> 200).
     element : str, optional
-        Absorbing element. None takes the ``element`` attribute of the file, or when it is
-        missing (plain FXI exports) infers it with :func:`infer_element` and records
-        ``attrs["element_inferred"] = True``.
+        Absorbing element. None takes the ``element`` attribute of the file (refused when its
+        tabulated edge lies outside the scanned energies), or when it is missing (plain FXI
+        exports) infers it with :func:`infer_element` and records
+        ``attrs["element_inferred"] = True``. A given element is taken as it is.
     allow_nonfinite : bool
         If False, NaN or inf in ``img_xanes`` raises.
+    bad_frames : {"refuse", "drop", "keep"}
+        Frames that measure nothing: dead (every pixel equal, e.g. zeros from a detector
+        drop-out, in a stack whose other frames vary), saturated (half the pixels or more at
+        an integer detector's full scale, e.g. 65535) or without beam (median <= 0).
+        "refuse" raises naming each; "drop" leaves them and their energies (and per-energy
+        flat/dark frames) out, lists them in ``attrs["dropped_frames"]`` (index in the file,
+        energy in eV, reason) and warns; "keep" reads them and lists them in
+        ``attrs["bad_frames"]``.
 
     Returns
     -------
@@ -163,8 +252,14 @@ def read_stack(path, *, load_flat_dark: bool = True, energy_unit: str | None = N
         Naming the file and the key: a missing ``img_xanes`` or ``X_eng`` (the keys present
         are listed), ``img_xanes`` not 3-D or of integer dtype (raw counts), a length mismatch
         between ``img_xanes`` and ``X_eng``, NaN/inf in ``img_xanes`` (count and first index),
-        energies not strictly increasing or looking like eV, ``img_bkg``/``img_dark`` of the
-        wrong shape, an unparsable ``Pixel Size``, or an element that cannot be inferred.
+        a median above 5 (raw counts: flat-field correct first), bad frames (index, energy in
+        keV and eV), an ``element`` attribute whose edge lies outside the energies (the
+        element whose edge lies inside is named), energies not strictly increasing or looking
+        like eV, ``img_bkg``/``img_dark`` of the wrong shape, an unparsable ``Pixel Size``,
+        or an element that cannot be inferred.
+    DamagedFileError
+        (an ``OSError`` and a ``ValueError``) if a dataset cannot be read (corrupted chunk,
+        truncated copy), naming the file and the dataset.
     FileNotFoundError, OSError
         If the file does not exist or is not HDF5.
     """
@@ -172,6 +267,8 @@ def read_stack(path, *, load_flat_dark: bool = True, energy_unit: str | None = N
     if energy_unit not in (None, "keV", "eV"):
         raise ValueError(f"energy_unit must be None (keV, the FXI convention), 'keV' or 'eV'; "
                          f"got {energy_unit!r}.")
+    if bad_frames not in BAD_FRAMES_MODES:
+        raise ValueError(f"bad_frames must be one of {BAD_FRAMES_MODES}; got {bad_frames!r}.")
     element = _check_label(element, "element")
     with _open_read(source) as f:
         images_ds = _require_dataset(f, IMAGES_KEY, source)
@@ -190,7 +287,7 @@ def read_stack(path, *, load_flat_dark: bool = True, energy_unit: str | None = N
                              "detector counts, while the contract stores transmission (I-dark)/(flat-dark). "
                              "Correct it with xanes_lib.io.flatfield.flat_field_correct(images, flat, dark) "
                              "and write the result with write_stack.")
-        transmission = images_ds[()].astype(np.float32, copy=False)
+        transmission = read_dataset(images_ds, source).astype(np.float32, copy=False)
         check_stack(transmission, name=IMAGES_KEY, source=source, n_energies=energies_eV.size,
                     allow_nonfinite=True)
         if not allow_nonfinite:
@@ -199,29 +296,28 @@ def read_stack(path, *, load_flat_dark: bool = True, energy_unit: str | None = N
                 raise ValueError(f"{IMAGES_KEY} in {source} holds {count} NaN or inf value(s), first at "
                                  f"index {first}; repair or mask them, or pass allow_nonfinite=True to "
                                  "read them as they are.")
+        _check_raw_counts(transmission, energies_eV, source, FLAT_KEY in f, DARK_KEY in f)
         flat = dark = None
         if load_flat_dark:
             fix = "Pass load_flat_dark=False to read the stack without them."
             if FLAT_KEY in f:
-                flat = _check_frame(_require_dataset(f, FLAT_KEY, source)[()], FLAT_KEY,
+                flat = _check_frame(read_dataset(_require_dataset(f, FLAT_KEY, source), source), FLAT_KEY,
                                     transmission.shape, source=source, fix=fix)
             if DARK_KEY in f:
-                dark = _check_frame(_require_dataset(f, DARK_KEY, source)[()], DARK_KEY,
+                dark = _check_frame(read_dataset(_require_dataset(f, DARK_KEY, source), source), DARK_KEY,
                                     transmission.shape, source=source, fix=fix)
         pixel_size_nm = _parse_pixel_size(f[PIXEL_SIZE_KEY], source) if PIXEL_SIZE_KEY in f else None
         file_element = _read_label(f, "element", source)
         file_edge = _read_label(f, "edge", source)
         attrs = read_attrs(f, source=source, exclude=_RESERVED_ROOT_ATTRS)
-    if element is None:
-        element = file_element
-    if element is None:
-        try:
-            element = infer_element(energies_eV)
-        except ValueError as err:
-            raise ValueError(f"{source} has no 'element' attribute and {err}") from None
-        attrs["element_inferred"] = True
+    edge = file_edge if file_edge is not None else "K"
+    element = _resolve_element(element, file_element, edge, energies_eV, attrs, source)
+    bad = find_bad_frames(transmission)
+    if bad:
+        transmission, energies_eV, flat, dark = _bad_frames(bad, transmission, energies_eV, flat, dark,
+                                                            attrs, source, bad_frames)
     return Stack(transmission=transmission, energies_eV=energies_eV, element=element,
-                 edge=file_edge if file_edge is not None else "K", pixel_size_nm=pixel_size_nm,
+                 edge=edge, pixel_size_nm=pixel_size_nm,
                  flat=flat, dark=dark, attrs=attrs, source=source)
 
 
@@ -279,10 +375,10 @@ def read_ground_truth(path) -> GroundTruth:
         data = {}
         for name in ("transmission", "background", "fractions", "oxidation_state", "mask",
                      "areal_density"):
-            data[name] = _require_dataset(g, name, f"{source}:{GROUND_TRUTH_KEY}")[()]
+            data[name] = read_dataset(_require_dataset(g, name, f"{source}:{GROUND_TRUTH_KEY}"), source)
         if "foreign_mask" in g:
-            data["foreign_mask"] = _require_dataset(g, "foreign_mask",
-                                                    f"{source}:{GROUND_TRUTH_KEY}")[()]
+            data["foreign_mask"] = read_dataset(_require_dataset(g, "foreign_mask",
+                                                                 f"{source}:{GROUND_TRUTH_KEY}"), source)
         for ds_name, attr in (("fractions", "references"), ("areal_density", "unit")):
             if attr not in g[ds_name].attrs:
                 raise ValueError(f"{GROUND_TRUTH_KEY}/{ds_name} in {source} lacks the attribute {attr!r}; "

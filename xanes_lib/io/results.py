@@ -32,7 +32,16 @@ import numpy as np
 
 from .. import __version__
 from ..mapping.lcf import ReferenceFit
-from ._hdf5 import JSON_KEYS_ATTR, atomic_h5, encode_attrs, read_attrs, to_python, write_array, write_attrs
+from ._hdf5 import (
+    JSON_KEYS_ATTR,
+    atomic_h5,
+    check_not_input,
+    encode_attrs,
+    read_attrs,
+    to_python,
+    write_array,
+    write_attrs,
+)
 from .reading import stack_checksum
 
 __all__ = ["ValenceResults", "write_results", "read_results", "RESULTS_FORMAT", "MAP_KEYS"]
@@ -149,7 +158,8 @@ def write_results(path, fit_result: ReferenceFit, *, references=None, energy_win
         "none" (raw data).
     input_path : str or os.PathLike, optional
         The input stack file: its SHA-256 (:func:`xanes_lib.io.stack_checksum`) and its file
-        name (not the directory) are recorded. None writes "none".
+        name (not the directory) are recorded. None writes "none". ``path`` may not be this
+        file (nor a link to it): outputs never overwrite their inputs.
     extra_attrs : dict, optional
         Further root attributes (strings, numbers, bools, or lists/dicts of them); they may
         not reuse the names this function writes.
@@ -163,7 +173,8 @@ def write_results(path, fit_result: ReferenceFit, *, references=None, energy_win
     ------
     ValueError
         Missing edge-energy map, references or window that do not match the fit, maps of the
-        wrong shape, reserved or unstorable ``extra_attrs``, an empty ``method``.
+        wrong shape, reserved or unstorable ``extra_attrs``, an empty ``method``, ``path``
+        resolving to ``input_path`` (nothing is written then).
     TypeError
         If ``fit_result`` is not a :class:`~xanes_lib.mapping.ReferenceFit`.
     FileNotFoundError
@@ -177,6 +188,7 @@ def write_results(path, fit_result: ReferenceFit, *, references=None, energy_win
     if not isinstance(method, str) or not method.strip():
         raise ValueError(f"method must be a non-empty description string; got {method!r}.")
     target = os.fspath(path)
+    check_not_input(target, [input_path])
     k, ny, nx = fit_result.fractions.shape
     names = list(fit_result.reference_names)
     given = _names(references)
@@ -237,7 +249,7 @@ def write_results(path, fit_result: ReferenceFit, *, references=None, energy_win
     attrs.update(extra)
     pairs, json_keys = encode_attrs(attrs, what="results attributes")
 
-    with atomic_h5(target, overwrite=overwrite) as f:
+    with atomic_h5(target, overwrite=overwrite, inputs=[input_path]) as f:
         g = f.create_group(MAPS_GROUP, track_times=False)
         for name in MAP_KEYS:
             write_array(g, name, maps[name])

@@ -27,7 +27,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..validate import EV_PER_KEV, KEV_MAX, check_energies, check_stack, find_nonfinite
-from ._hdf5 import JSON_KEYS_ATTR, _describe, atomic_h5, encode_attrs, write_array, write_attrs
+from ._hdf5 import (
+    JSON_KEYS_ATTR,
+    _describe,
+    atomic_h5,
+    check_not_input,
+    encode_attrs,
+    write_array,
+    write_attrs,
+)
 
 __all__ = [
     "IMAGES_KEY", "ENERGY_KEY", "FLAT_KEY", "DARK_KEY", "PIXEL_SIZE_KEY", "GROUND_TRUTH_KEY",
@@ -307,7 +315,7 @@ def _validate_ground_truth(gt, shape: tuple[int, int, int], *, source: str = "",
 
 
 def write_stack(path, stack: Stack, *, ground_truth: GroundTruth | None = None,
-                overwrite: bool = True) -> None:
+                overwrite: bool = True, inputs=()) -> None:
     """Write a stack (and, for simulated data, its ground truth) to an HDF5 file.
 
     Everything is validated first; the file is then written to a temporary file in the same
@@ -330,13 +338,18 @@ def write_stack(path, stack: Stack, *, ground_truth: GroundTruth | None = None,
         it is not None.
     overwrite : bool
         If False, an existing ``path`` raises ``FileExistsError`` and is left alone.
+    inputs : path or sequence of paths, optional
+        Files this output must not overwrite (the inputs it was made from). The file the
+        stack was read from (``stack.source``) is always protected: writing a processed stack
+        back onto its raw data raises ``ValueError``; write it to a new name.
 
     Raises
     ------
     ValueError
         If the stack is inconsistent: energies not strictly increasing or looking like
         keV, transmission not 3-D, not matching the energies or not finite, frame shapes or
-        ground-truth shapes not matching, attribute values a file cannot hold.
+        ground-truth shapes not matching, attribute values a file cannot hold; ``path``
+        resolving to ``stack.source`` or one of ``inputs`` (also through a link).
     TypeError
         If ``stack`` or ``ground_truth`` has the wrong type.
     FileExistsError
@@ -355,6 +368,10 @@ def write_stack(path, stack: Stack, *, ground_truth: GroundTruth | None = None,
     array([8320., 8333., 8350.])
     """
     target = os.fspath(path)
+    protected = [inputs] if isinstance(inputs, str | os.PathLike) else list(inputs or ())
+    if isinstance(stack, Stack) and stack.source is not None:
+        protected.append(stack.source)
+    check_not_input(target, protected)
     v = _validate_stack(stack)
     gt = None
     if ground_truth is not None:
@@ -364,7 +381,7 @@ def write_stack(path, stack: Stack, *, ground_truth: GroundTruth | None = None,
         gt = _validate_ground_truth(ground_truth, v["transmission"].shape)
         gt["params"] = encode_attrs(ground_truth.params, what="GroundTruth.params",
                                      reserved=(JSON_KEYS_ATTR,))
-    with atomic_h5(target, overwrite=overwrite) as f:
+    with atomic_h5(target, overwrite=overwrite, inputs=protected) as f:
         write_array(f, IMAGES_KEY, v["transmission"])
         f.create_dataset(ENERGY_KEY, data=v["energies_eV"] / EV_PER_KEV, dtype=np.float64,
                          track_times=False)

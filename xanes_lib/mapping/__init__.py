@@ -2,9 +2,10 @@
 
 - :mod:`.normalization`  pre-/post-edge lines and edge step of every pixel
 - :mod:`.edges`          edge energies (half step, derivative) and white-line energies
-- :mod:`.mask`           the sample mask
+- :mod:`.mask`           the sample mask: :func:`significant_mask` (per-pixel noise), :func:`sample_mask`
 - :mod:`.lcf`            :func:`fit_references`: per-pixel reference fit with uncertainties
-- :mod:`.energy_shift`   :func:`fit_energy_shift`: one shift of the references
+- :mod:`.energy_shift`   :func:`fit_energy_shift`: one shift of the references;
+                         :func:`calibrate_energy_shift`: robust to unexplained pixels, applied if significant
 - :mod:`.phases`         residual map and flags for phases outside the references
 
 Energies are eV; arrays put energies first ((E, Y, X) stacks, (Y, X) maps, (K, Y, X)
@@ -12,15 +13,17 @@ per-reference maps).
 """
 
 from .edges import edge_energy, white_line_energy
-from .energy_shift import EnergyShiftFit, fit_energy_shift
+from .energy_shift import EnergyCalibration, EnergyShiftFit, calibrate_energy_shift, fit_energy_shift
 from .lcf import FIT_MODES, MAX_NONNEG_REFERENCES, ReferenceFit, fit_references
-from .mask import SampleMask, sample_mask
+from .mask import MASK_STATISTICS, SIGNIFICANCE_THRESHOLD, SampleMask, sample_mask, significant_mask
 from .normalization import POST_EDGE_START_EV, PRE_EDGE_GAP_EV, NormalizedSpectra, normalize_spectra
 from .phases import flag_unexplained, residual_map
 
 __all__ = [
     "PRE_EDGE_GAP_EV", "POST_EDGE_START_EV", "NormalizedSpectra", "normalize_spectra", "edge_energy",
-    "white_line_energy", "SampleMask", "sample_mask", "FIT_MODES", "MAX_NONNEG_REFERENCES",
-    "ReferenceFit", "fit_references", "EnergyShiftFit", "fit_energy_shift", "residual_map",
+    "white_line_energy", "SIGNIFICANCE_THRESHOLD", "MASK_STATISTICS", "SampleMask", "sample_mask",
+    "significant_mask", "FIT_MODES", "MAX_NONNEG_REFERENCES",
+    "ReferenceFit", "fit_references", "EnergyShiftFit", "fit_energy_shift",
+    "EnergyCalibration", "calibrate_energy_shift", "residual_map",
     "flag_unexplained",
 ]

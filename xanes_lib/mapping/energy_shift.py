@@ -1,7 +1,9 @@
 """Energy shift of the references: a nonlinear fit of one region-averaged spectrum (lmfit).
 
 :func:`fit_energy_shift` -> :class:`EnergyShiftFit`; apply the result to the per-pixel fit
-through ``fit_references(..., shift_eV=...)``.
+through ``fit_references(..., shift_eV=...)``. :func:`calibrate_energy_shift` ->
+:class:`EnergyCalibration` fits it on the pixels the references explain and decides whether
+to apply it (only when significant).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from ._arrays import _check_window, _window_indices
 from ._basis import _reference_basis
 
 __all__ = [
-    "EnergyShiftFit", "fit_energy_shift",
+    "EnergyShiftFit", "fit_energy_shift", "EnergyCalibration", "calibrate_energy_shift",
 ]
 
 
@@ -198,3 +200,195 @@ def fit_energy_shift(energies_eV, spectrum, references, *,
         reference_names=tuple(names), residual_rms=float(np.sqrt(np.mean(result.residual ** 2))),
         energy_window_eV=(float(win[0]), float(win[1])), success=bool(result.success),
         report=lmfit.fit_report(result))
+
+
+@dataclass(frozen=True, eq=False)
+class EnergyCalibration:
+    """Result of :func:`calibrate_energy_shift`: the shift, its uncertainty and the decision.
+
+    Attributes
+    ----------
+    shift_eV, std_eV : float
+        Fitted common shift of the references (eV) and its standard error (NaN when none
+        could be estimated).
+    significant : bool
+        ``std_eV`` finite and > 0, ``|shift_eV| > z * std_eV``, the shift inside its bounds
+        and the fit converged.
+    applied : bool
+        Whether the shift should be applied: significant, or forced.
+    reason : str
+        Why it is (not) applied, e.g. ``"not applied: |shift| < 3 std"``.
+    z : float
+        Significance threshold in units of ``std_eV``.
+    n_pixels, n_excluded : int
+        Pixels of the mask whose mean spectrum gave the shift, and pixels left out because
+        the references do not explain them (residual above ``residual_threshold``).
+    n_iterations : int
+        Rounds of fit and exclusion.
+    residual_threshold : float
+        Residual RMS above which pixels were left out (absorbance units).
+    used : numpy.ndarray
+        (Y, X) bool: the pixels used.
+    fit : EnergyShiftFit
+        The final fit of their mean spectrum.
+    """
+
+    shift_eV: float
+    std_eV: float
+    significant: bool
+    applied: bool
+    reason: str
+    z: float
+    n_pixels: int
+    n_excluded: int
+    n_iterations: int
+    residual_threshold: float
+    used: np.ndarray
+    fit: EnergyShiftFit
+
+    @property
+    def applied_shift_eV(self) -> float:
+        """The shift to pass to ``fit_references(..., shift_eV=)``: ``shift_eV`` if applied, else 0."""
+        return self.shift_eV if self.applied else 0.0
+
+    @property
+    def decision(self) -> str:
+        """One line: ``"shift +0.12 +/- 0.03 eV: applied"`` or the reason it is not."""
+        return f"shift {self.shift_eV:+.2f} +/- {self.std_eV:.2f} eV: {self.reason}"
+
+    def to_attrs(self) -> dict:
+        """Return the decision as JSON-able attributes (for ``write_results(..., extra_attrs=)``)."""
+        return {"energy_shift_fitted_eV": float(self.shift_eV), "energy_shift_std_eV": float(self.std_eV),
+                "energy_shift_significant": bool(self.significant),
+                "energy_shift_applied": bool(self.applied), "energy_shift_decision": self.decision,
+                "energy_shift_z": float(self.z), "energy_shift_n_pixels": int(self.n_pixels),
+                "energy_shift_n_excluded": int(self.n_excluded)}
+
+
+def _mean_absorbance(data: np.ndarray, used: np.ndarray, transmission: bool) -> np.ndarray:
+    """Mean over the ``used`` pixels of the (E, Y, X) data as absorbance, pixel by pixel."""
+    sel = np.asarray(data[:, used], dtype=np.float64)
+    if transmission:
+        sel = -np.log(sel)
+    return sel.mean(axis=1)
+
+
+def calibrate_energy_shift(stack_or_absorbance, energies_eV, references, *, mask, z: float = 3.0,
+                           force: bool = False, n_mad: float = 3.0, max_iterations: int = 5,
+                           shift_bounds_eV: tuple[float, float] = (-5.0, 5.0),
+                           background: Sequence[str] = ("inverse_cube", "constant"),
+                           energy_window_eV: tuple[float, float] | None = None,
+                           oxidation_states=None, input_kind: str | None = None) -> EnergyCalibration:
+    """Fit a common energy shift on the pixels the references explain; apply it only if significant.
+
+    One phase outside the references (a foreign particle) would pull a shift fitted to the
+    mean spectrum of every sample pixel. So the pixels the references do not explain are left
+    out: each round fits the shift to the mean spectrum of the pixels kept
+    (:func:`fit_energy_shift`), fits every pixel of ``mask`` with that shift
+    (:func:`fit_references`) and keeps the pixels whose residual RMS is at most the median
+    plus ``n_mad`` robust standard deviations (:func:`xanes_lib.mapping.flag_unexplained`),
+    until the kept pixels no longer change (at most ``max_iterations`` rounds).
+
+    The shift is applied only when it is significant: a finite standard error,
+    ``|shift| > z * std`` and not at a bound of ``shift_bounds_eV`` (or when ``force``).
+
+    Parameters
+    ----------
+    stack_or_absorbance : xanes_lib.io.Stack or numpy.ndarray
+        As for :func:`fit_references`.
+    energies_eV : array_like or None
+        (E,) energies (eV); None only for a Stack.
+    references : sequence of reference objects
+        With ``.spectrum(energies_eV)`` (they are shifted).
+    mask : array_like of bool
+        (Y, X) sample pixels (e.g. ``significant_mask(...).mask``).
+    z : float
+        Significance threshold in standard errors.
+    force : bool
+        Apply any finite shift, significant or not.
+    n_mad : float
+        Residual threshold of the exclusion (robust standard deviations above the median).
+    max_iterations : int
+        Most rounds of fit and exclusion (>= 1).
+    shift_bounds_eV, background, energy_window_eV, oxidation_states
+        As for :func:`fit_energy_shift`.
+    input_kind : {None, "absorbance", "transmission"}
+        As for :func:`fit_references`.
+
+    Returns
+    -------
+    EnergyCalibration
+        Shift, standard error, decision and reason, pixels used.
+
+    Raises
+    ------
+    ValueError
+        A bad mask, ``z``, ``n_mad`` or ``max_iterations``, a mask without any pixel with a
+        finite spectrum, and every error of :func:`fit_energy_shift` and :func:`fit_references`.
+    """
+    from .lcf import _resolve_input, fit_references
+    from .phases import flag_unexplained
+
+    if not (math.isfinite(z) and z > 0):
+        raise ValueError(f"z must be a finite number > 0 (standard errors); got {z}.")
+    if not (math.isfinite(n_mad) and n_mad > 0):
+        raise ValueError(f"n_mad must be a finite number > 0; got {n_mad}.")
+    if int(max_iterations) < 1:
+        raise ValueError(f"max_iterations must be >= 1; got {max_iterations}.")
+    data, e_all, kind = _resolve_input(stack_or_absorbance, energies_eV, input_kind)
+    m = np.asarray(mask)
+    if m.shape != data.shape[1:] or m.dtype != bool:
+        raise ValueError(f"mask must be a boolean (Y, X) = {data.shape[1:]} array; got {m.dtype} "
+                         f"{m.shape}. Use e.g. significant_mask(...).mask.")
+    transmission = kind == "transmission"
+    with np.errstate(invalid="ignore", divide="ignore"):
+        good = np.ones(m.shape, bool)
+        for i in range(data.shape[0]):
+            img = np.asarray(data[i])
+            good &= np.isfinite(img) & ((img > 0) if transmission else True)
+    m = m & good
+    if not m.any():
+        raise ValueError("the mask holds no pixel with a finite spectrum; nothing to calibrate on.")
+    used, thr, n_iter = m, float("nan"), 0
+    for n_iter in range(1, int(max_iterations) + 1):
+        shift = fit_energy_shift(e_all, _mean_absorbance(data, used, transmission), references,
+                                 shift_bounds_eV=shift_bounds_eV, background=background,
+                                 energy_window_eV=energy_window_eV, oxidation_states=oxidation_states)
+        pix = fit_references(data, e_all, references, mask=m, background=background,
+                             energy_window_eV=energy_window_eV, shift_eV=shift.shift_eV,
+                             oxidation_states=oxidation_states, input_kind=kind)
+        flags, thr = flag_unexplained(pix.residual_rms, pix.mask, n_mad=n_mad)
+        new = pix.mask & ~flags
+        if np.array_equal(new, used) or not new.any():
+            break
+        used = new
+        if n_iter == int(max_iterations):       # the last exclusion changed the pixels: refit
+            shift = fit_energy_shift(e_all, _mean_absorbance(data, used, transmission), references,
+                                     shift_bounds_eV=shift_bounds_eV, background=background,
+                                     energy_window_eV=energy_window_eV,
+                                     oxidation_states=oxidation_states)
+    s, sd = shift.shift_eV, shift.shift_stderr_eV
+    significant, applied, reason = _decide(shift, z, force, shift_bounds_eV)
+    return EnergyCalibration(
+        shift_eV=float(s), std_eV=float(sd), significant=significant, applied=bool(applied), reason=reason,
+        z=float(z), n_pixels=int(used.sum()), n_excluded=int(m.sum() - used.sum()), n_iterations=n_iter,
+        residual_threshold=float(thr), used=used, fit=shift)
+
+
+def _decide(shift: EnergyShiftFit, z: float, force: bool, bounds) -> tuple[bool, bool, str]:
+    """Return (significant, applied, reason) for a fitted shift."""
+    s, sd = shift.shift_eV, shift.shift_stderr_eV
+    lo, hi = (float(v) for v in bounds)
+    if not (math.isfinite(sd) and sd > 0):
+        why = "no finite uncertainty"
+    elif min(abs(s - lo), abs(hi - s)) < 1e-3 * (hi - lo):
+        why = f"at a bound of shift_bounds_eV {tuple(bounds)}"
+    elif not shift.success:
+        why = "the fit did not converge"
+    elif abs(s) <= z * sd:
+        why = f"|shift| < {z:g} std"
+    else:
+        return True, True, "applied"
+    if force and math.isfinite(s):
+        return False, True, f"applied (forced; {why})"
+    return False, False, f"not applied: {why}"

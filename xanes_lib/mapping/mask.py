@@ -1,22 +1,88 @@
-"""The sample mask: pixels with enough edge step (Otsu threshold unless given)."""
+"""The sample mask: by significance of each pixel's absorption, or by an edge-step threshold.
+
+- :func:`significant_mask`: a pixel is sample when its absorption (edge step of the edge
+  element, or total absorbance) is significant given that pixel's own noise, estimated from
+  the residual of its reference fit. The default of notebook 04.
+- :func:`sample_mask`: pixels whose edge step exceeds a threshold (Otsu's unless given).
+
+Both return a :class:`SampleMask`, which unpacks as ``mask, threshold``.
+"""
 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
+from ..validate import check_energies
+
 __all__ = [
-    "SampleMask", "sample_mask",
+    "SIGNIFICANCE_THRESHOLD", "MASK_STATISTICS", "SampleMask", "sample_mask", "significant_mask",
 ]
 
+#: Default significance (in units of the empty pixels' noise) above which a pixel is sample.
+SIGNIFICANCE_THRESHOLD = 3.0
+#: What :func:`significant_mask` may test: the edge step, the total absorbance, or either.
+MASK_STATISTICS = ("either", "edge_step", "absorbance")
+#: Fewest pixels with a negative statistic needed to calibrate the noise on them.
+_MIN_NULL_PIXELS = 50
 
-class SampleMask(NamedTuple):
-    """Result of :func:`sample_mask`: ``mask, threshold = sample_mask(edge_step)``."""
+
+@dataclass(frozen=True, eq=False)
+class SampleMask:
+    """Result of :func:`sample_mask` and :func:`significant_mask`.
+
+    Unpacks as ``mask, threshold = sample_mask(edge_step)`` (the other attributes by name).
+
+    Attributes
+    ----------
+    mask : numpy.ndarray
+        (Y, X) bool: the sample pixels (NaN is never inside).
+    threshold : float
+        The threshold used: an edge step (:func:`sample_mask`) or a significance in units of
+        the calibrated noise (:func:`significant_mask`).
+    method : str
+        How the threshold was set ("otsu", "given", "significance (automatic)" or
+        "significance (given)").
+    significance : numpy.ndarray or None
+        (Y, X) the larger of the tested significances, each in units of the calibrated noise
+        (NaN where a pixel could not be fitted); None for :func:`sample_mask`.
+    edge_step, edge_step_std : numpy.ndarray or None
+        (Y, X) edge step (reference fit, absorbance units) and its standard deviation.
+    absorbance, absorbance_std : numpy.ndarray or None
+        (Y, X) mean absorbance over the fitted energies and its standard deviation.
+    noise_scale : tuple of float or None
+        (edge step, absorbance): factor (>= 1) by which the per-pixel standard deviations
+        were widened so that the empty pixels' significance has unit spread (see
+        :func:`significant_mask`).
+    min_edge_step : float or None
+        The minimum edge step also required, if any.
+    statistic : str or None
+        The tested statistic (see :data:`MASK_STATISTICS`).
+    """
 
     mask: np.ndarray
     threshold: float
+    method: str = "given"
+    significance: np.ndarray | None = None
+    edge_step: np.ndarray | None = None
+    edge_step_std: np.ndarray | None = None
+    absorbance: np.ndarray | None = None
+    absorbance_std: np.ndarray | None = None
+    noise_scale: tuple[float, float] | None = None
+    min_edge_step: float | None = None
+    statistic: str | None = None
+
+    def __iter__(self):
+        """Iterate over ``(mask, threshold)`` (so that the result unpacks as a pair)."""
+        return iter((self.mask, self.threshold))
+
+    @property
+    def share(self) -> float:
+        """Share of the pixels inside the mask."""
+        return float(self.mask.mean()) if self.mask.size else 0.0
 
 
 def sample_mask(edge_step, *, threshold: float | None = None) -> SampleMask:
@@ -45,6 +111,10 @@ def sample_mask(edge_step, *, threshold: float | None = None) -> SampleMask:
         No finite values, all values equal (no automatic threshold: pass one), or a
         non-finite threshold.
 
+    See Also
+    --------
+    significant_mask : the mask that follows each pixel's noise (thin or dilute samples).
+
     Examples
     --------
     >>> step = np.r_[np.zeros(50), np.ones(50)].reshape(10, 10)
@@ -66,10 +136,155 @@ def sample_mask(edge_step, *, threshold: float | None = None) -> SampleMask:
         from skimage.filters import threshold_otsu
 
         threshold = float(threshold_otsu(core, nbins=256))
+        method = "otsu"
     else:
         threshold = float(threshold)
         if not math.isfinite(threshold):
             raise ValueError(f"threshold must be finite or None (automatic); got {threshold}.")
+        method = "given"
     with np.errstate(invalid="ignore"):
         mask = j > threshold
-    return SampleMask(mask, threshold)
+    return SampleMask(mask, threshold, method=method, min_edge_step=None)
+
+
+def _noise_scale(z: np.ndarray) -> float:
+    """Spread (>= 1) of the null distribution of ``z``, from its negative values.
+
+    Empty pixels scatter symmetrically about 0; sample pixels lie above. The root mean
+    square of the negative values is the spread of the empty pixels' significance; it
+    exceeds 1 when the noise is correlated across energies (a beam background that drifts
+    smoothly with energy) and the per-pixel estimate misses part of it. Never below 1: the
+    data cannot make the noise smaller than the fit says. 1 when fewer than
+    ``_MIN_NULL_PIXELS`` values are negative (a field full of sample).
+    """
+    neg = z[np.isfinite(z) & (z < 0)]
+    if neg.size < _MIN_NULL_PIXELS:
+        return 1.0
+    return max(1.0, float(np.sqrt(np.mean(neg * neg))))
+
+
+def significant_mask(stack_or_absorbance, energies_eV, references, *, threshold: float | None = None,
+                     statistic: str = "either", min_edge_step: float | None = None,
+                     background: Sequence[str] = ("inverse_cube", "constant"),
+                     energy_window_eV: tuple[float, float] | None = None, shift_eV: float = 0.0,
+                     oxidation_states=None, input_kind: str | None = None) -> SampleMask:
+    """Sample pixels: those whose absorption is significant given their own noise.
+
+    Every pixel is fitted by :func:`fit_references` (unconstrained); its noise ``s`` is the
+    RMS residual scaled to the degrees of freedom, ``sqrt(SSR / (n - p))``. Two statistics
+    are tested, each divided by its standard deviation from the fit's covariance:
+
+    - the **edge step** ``sum_k c_k`` (the edge element), std ``s sqrt(1' H 1)``;
+    - the **absorbance** of the pixel (its fit) averaged over the fitted energies (all
+      elements: the sample's thickness), std ``s sqrt(m' H m)`` with ``m`` the mean row of the design
+      matrix (``s / sqrt(n)`` with a constant background term). A dilute element (Co in
+      NMC811) has an edge step that single pixels cannot resolve at a low dose, while the
+      sample's absorbance still shows where the sample is.
+
+    With a beam background that drifts smoothly with energy the residual underestimates the
+    noise (it is correlated across energies), so each significance is calibrated on the
+    pixels where it is negative (empty pixels scatter symmetrically about 0): it is divided
+    by their root mean square (``noise_scale``, at least 1). A pixel is sample when a tested
+    significance exceeds ``threshold`` and, if given, its edge step is at least
+    ``min_edge_step``. Sample pixels that are noisy are kept: their maps carry a large
+    standard deviation (mask by the std if you wish).
+
+    Parameters
+    ----------
+    stack_or_absorbance : xanes_lib.io.Stack or numpy.ndarray
+        As for :func:`fit_references`: a Stack, or an (E, Y, X) absorbance (transmission
+        with ``input_kind="transmission"``).
+    energies_eV : array_like or None
+        (E,) energies (eV); None only for a Stack.
+    references : sequence of reference objects, or array_like (K, E)
+        As for :func:`fit_references`.
+    threshold : float, optional
+        Significance (in units of the calibrated noise) a pixel must exceed. None takes
+        :data:`SIGNIFICANCE_THRESHOLD` (3: about 0.1 % of the empty pixels per statistic
+        pass for Gaussian noise); the value used is returned.
+    statistic : {"either", "edge_step", "absorbance"}
+        Which significance decides: "either" (default) keeps a pixel when its edge step or
+        its absorbance is significant; "edge_step" tests the edge element only (e.g. when
+        something else absorbs in the empty field: a membrane, a holder).
+    min_edge_step : float, optional
+        Also require ``edge_step >= min_edge_step`` (absorbance units of the references).
+    background, energy_window_eV, shift_eV, oxidation_states, input_kind
+        Passed to :func:`fit_references`.
+
+    Returns
+    -------
+    SampleMask
+        ``mask``, ``threshold``, ``method``, ``significance`` and the maps and noise scales
+        behind them.
+
+    Raises
+    ------
+    ValueError
+        A bad ``threshold``, ``statistic`` or ``min_edge_step``, and every error of
+        :func:`fit_references`.
+
+    Examples
+    --------
+    >>> from xanes_lib.spectra import default_references
+    >>> refs = default_references("Ni")
+    >>> e = np.linspace(8250.0, 8450.0, 60)
+    >>> rng = np.random.default_rng(0)
+    >>> thick = np.zeros((20, 20)); thick[5:15, 5:15] = 0.5
+    >>> a = (thick * (refs[0].spectrum(e) + 0.2)[:, None, None]
+    ...      + rng.normal(0.0, 0.02, (60, 20, 20)))
+    >>> m = significant_mask(a, e, refs)
+    >>> int(m.mask.sum()), m.threshold
+    (100, 3.0)
+    """
+    from .lcf import _fit_design, fit_references
+
+    if statistic not in MASK_STATISTICS:
+        raise ValueError(f"statistic must be one of {MASK_STATISTICS}; got {statistic!r}.")
+    if threshold is None:
+        thr, method = SIGNIFICANCE_THRESHOLD, "significance (automatic)"
+    else:
+        thr, method = float(threshold), "significance (given)"
+        if not math.isfinite(thr):
+            raise ValueError(f"threshold must be a finite significance (e.g. 3.0) or None; got {threshold}.")
+    if min_edge_step is not None and not math.isfinite(float(min_edge_step)):
+        raise ValueError(f"min_edge_step must be finite or None; got {min_edge_step}.")
+    fit = fit_references(stack_or_absorbance, energies_eV, references, background=background,
+                         energy_window_eV=energy_window_eV, shift_eV=shift_eV,
+                         oxidation_states=oxidation_states, input_kind=input_kind)
+    e_all = check_energies(stack_or_absorbance.energies_eV if energies_eV is None else energies_eV,
+                           name="energies_eV")
+    design = _fit_design(e_all, references, energy_window_eV=energy_window_eV, shift_eV=shift_eV,
+                         names=None, oxidation_states=oxidation_states, background=tuple(background),
+                         mode="unconstrained")
+    m = design.model.matrix
+    n, k = m.shape[0], design.k
+    h = np.linalg.pinv(m.T @ m)
+    one = np.r_[np.ones(k), np.zeros(m.shape[1] - k)]
+    mean_row = m.mean(axis=0)               # mean over energies of the fitted absorbance
+    coef = np.asarray(fit.coefficients, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        s = np.asarray(fit.residual_rms, dtype=np.float64) * math.sqrt(n / fit.dof) if fit.dof > 0 \
+            else np.full(fit.mask.shape, np.nan)
+        step = coef[:k].sum(axis=0)
+        step_std = s * math.sqrt(float(one @ h @ one))
+        level = np.tensordot(mean_row, coef, axes=(0, 0))
+        level_std = s * math.sqrt(float(mean_row @ h @ mean_row))
+        z_step = step / step_std
+        z_level = level / level_std
+    scale_step, scale_level = _noise_scale(z_step), _noise_scale(z_level)
+    z_step, z_level = z_step / scale_step, z_level / scale_level
+    if statistic == "edge_step":
+        z = z_step
+    elif statistic == "absorbance":
+        z = z_level
+    else:
+        z = np.fmax(z_step, z_level)
+    with np.errstate(invalid="ignore"):
+        mask = z > thr
+        if min_edge_step is not None:
+            mask &= step >= float(min_edge_step)
+    mask &= fit.mask
+    return SampleMask(mask, thr, method=method, significance=z, edge_step=step, edge_step_std=step_std,
+                      absorbance=level, absorbance_std=level_std, noise_scale=(scale_step, scale_level),
+                      min_edge_step=None if min_edge_step is None else float(min_edge_step),
+                      statistic=statistic)

@@ -352,8 +352,9 @@ def simulate_stack(cfg: SimulationConfig = SimulationConfig(), *, seed: int = 0,
     stack : xanes_lib.io.Stack
         What an instrument would export (transmission after flat/dark correction).
     truth : xanes_lib.io.GroundTruth
-        Noise- and background-free transmission, background, fractions, oxidation state,
-        mask, areal density of the edge element and every parameter.
+        Noise- and background-free transmission, background, fractions, oxidation state
+        (NaN wherever ``mask`` is False, and in a foreign phase), mask, areal density of the
+        edge element and every parameter.
 
     Examples
     --------
@@ -398,7 +399,7 @@ def simulate_stack(cfg: SimulationConfig = SimulationConfig(), *, seed: int = 0,
     measured = flat_field_correct(sample, flat, dark)
 
     state = np.tensordot(np.asarray(ox), fractions, axes=1)
-    state = np.where(ph.areal_density > 0, state, np.nan)
+    state = np.where(mask & (ph.areal_density > 0), state, np.nan)  # NaN outside the sample (contract)
     if foreign_region is not None:
         state = np.where(foreign_region, np.nan, state)  # no state on the references' scale
     w_el = mass_fractions(cfg.composition)[cfg.element]

@@ -147,3 +147,16 @@ def test_same_seed_same_file(tmp_path):
 def test_bad_configuration_raises(changes, match):
     with pytest.raises(ValueError, match=match):
         simulate_stack(SMALL.replace(**changes), seed=0)
+
+
+@pytest.mark.parametrize("foreign", [0, 1])
+def test_oxidation_state_is_nan_exactly_outside_the_sample(foreign):
+    """DESIGN.md: NaN outside the sample (``mask`` False) and in a foreign phase, finite elsewhere."""
+    cfg = SMALL.replace(foreign_particles=foreign, mask_min_thickness_um=2.0)  # thin rims fall outside
+    _, truth = simulate_stack(cfg, seed=5)
+    outside = ~truth.mask
+    assert (outside & (truth.areal_density > 0)).any(), "the case needs matter outside the mask"
+    assert np.isnan(truth.oxidation_state[outside]).all()
+    undefined = outside if truth.foreign_mask is None else outside | truth.foreign_mask
+    assert np.isfinite(truth.oxidation_state[~undefined]).all()
+    assert (truth.foreign_mask is not None) == bool(foreign)

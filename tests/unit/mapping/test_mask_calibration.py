@@ -1,0 +1,138 @@
+"""The statistical sample mask and the robust energy calibration, on simulated stacks."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from xanes_lib import evaluation
+from xanes_lib.mapping import (
+    SIGNIFICANCE_THRESHOLD,
+    SampleMask,
+    calibrate_energy_shift,
+    fit_references,
+    sample_mask,
+    significant_mask,
+)
+from xanes_lib.simulation import SimulationConfig, simulate_stack
+from xanes_lib.spectra import default_references
+
+SHAPE = (96, 96)
+
+
+def _stack(element="Ni", dose=1000.0, *, foreign=0, ref_shift=0.0, seed=1, shape=SHAPE):
+    refs = default_references(element)
+    cfg = SimulationConfig(element=element, dose=dose, foreign_particles=foreign).replace(phantom_shape=shape)
+    shifted = None
+    if ref_shift:
+        shifted = [dataclasses.replace(r, params=r.params.replace(e0=r.params.e0 + ref_shift)) for r in refs]
+    stack, truth = simulate_stack(cfg, seed=seed, references=shifted)
+    return stack, truth, refs
+
+
+# ------------------------------------------------------------------ significant_mask
+
+@pytest.mark.parametrize("element, dose", [("Ni", 300.0), ("Co", 300.0), ("Co", 5000.0)])
+def test_significant_mask_maps_the_sample_and_not_the_empty_field(element, dose):
+    stack, truth, refs = _stack(element, dose)
+    m = significant_mask(stack, None, refs)
+    empty = truth.areal_density == 0
+    assert m.mask[truth.mask].mean() >= 0.95
+    assert m.mask[empty].mean() <= 0.02
+    assert m.threshold == SIGNIFICANCE_THRESHOLD and m.method == "significance (automatic)"
+    assert m.significance.shape == m.mask.shape and all(s >= 1.0 for s in m.noise_scale)
+    # the same seed gives the same mask
+    assert np.array_equal(significant_mask(stack, None, refs).mask, m.mask)
+
+
+def test_significant_mask_options_and_unpacking(rng):
+    refs = default_references("Ni")
+    e = np.linspace(8250.0, 8450.0, 60)
+    thick = np.zeros((30, 30))
+    thick[8:22, 8:22] = 0.4
+    a = thick * (refs[1].spectrum(e) + 0.3)[:, None, None] + rng.normal(0.0, 0.02, (60, 30, 30))
+    a[:, 0, 0] = np.nan
+    m = significant_mask(a, e, refs)
+    mask, thr = m                                   # unpacks as (mask, threshold)
+    assert isinstance(m, SampleMask) and thr == 3.0 and mask is m.mask
+    assert mask[8:22, 8:22].all() and mask.sum() <= 14 * 14 + 3 and not mask[0, 0]
+    strict = significant_mask(a, e, refs, threshold=50.0)
+    assert strict.method == "significance (given)" and strict.mask.sum() < mask.sum()
+    only = significant_mask(a, e, refs, statistic="edge_step", min_edge_step=0.3)
+    assert only.statistic == "edge_step" and only.min_edge_step == 0.3
+    assert not only.mask[np.nan_to_num(only.edge_step) < 0.3].any()
+    assert 0.0 < m.share < 1.0
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(threshold=float("nan")), "finite significance"),
+    (dict(statistic="thickness"), "statistic must be one of"),
+    (dict(min_edge_step=float("inf")), "min_edge_step"),
+])
+def test_significant_mask_bad_input(kwargs, match):
+    e = np.linspace(8250.0, 8450.0, 60)
+    with pytest.raises(ValueError, match=match):
+        significant_mask(np.zeros((60, 4, 4)), e, default_references("Ni"), **kwargs)
+
+
+def test_sample_mask_keeps_its_pair_and_says_how():
+    step = np.r_[np.zeros(50), np.ones(50)].reshape(10, 10)
+    m, t = sample_mask(step)
+    assert sample_mask(step).method == "otsu" and sample_mask(step, threshold=0.5).method == "given"
+    assert sample_mask(step).significance is None and int(m.sum()) == 50 and 0 < t < 1
+
+
+# ------------------------------------------------------------------ calibrate_energy_shift
+
+def _bias(stack, truth, refs, mask, shift):
+    fit = fit_references(stack, None, refs, mask=mask, mode="nonneg_sum_to_one", shift_eV=shift)
+    return evaluation.oxidation_state_metrics(fit.oxidation_state, fit.oxidation_state_std,
+                                              truth.oxidation_state, truth.mask & mask)["bias"]
+
+
+def test_calibration_without_shift_is_not_applied():
+    stack, truth, refs = _stack("Ni", 1000.0)
+    mask = significant_mask(stack, None, refs).mask
+    cal = calibrate_energy_shift(stack, None, refs, mask=mask)
+    assert not cal.applied and cal.applied_shift_eV == 0.0 and cal.reason.startswith("not applied")
+    assert cal.n_pixels + cal.n_excluded == int(mask.sum()) and cal.used.shape == mask.shape
+    assert cal.decision.startswith("shift ") and cal.decision.endswith(cal.reason)
+    forced = calibrate_energy_shift(stack, None, refs, mask=mask, force=True)
+    assert forced.applied and "forced" in forced.reason and forced.applied_shift_eV == forced.shift_eV
+    json.dumps(cal.to_attrs())
+
+
+def test_calibration_finds_and_applies_a_reference_shift():
+    stack, truth, refs = _stack("Ni", 1000.0, ref_shift=1.0)
+    mask = significant_mask(stack, None, refs).mask
+    cal = calibrate_energy_shift(stack, None, refs, mask=mask)
+    assert cal.significant and cal.applied and cal.reason == "applied"
+    assert abs(cal.shift_eV - 1.0) < 0.2 and 0 < cal.std_eV < 0.2
+    assert abs(_bias(stack, truth, refs, mask, cal.applied_shift_eV)) < 0.03
+    assert abs(_bias(stack, truth, refs, mask, 0.0)) > 0.2       # what the calibration repairs
+
+
+def test_calibration_is_not_hijacked_by_a_foreign_particle():
+    # 128 x 128: the foreign particle is a quarter of the sample (at 96 x 96 it is the
+    # majority, and no statistic can tell which phase is "foreign").
+    stack, truth, refs = _stack("Ni", 1000.0, foreign=1, shape=(128, 128))
+    mask = significant_mask(stack, None, refs).mask
+    cal = calibrate_energy_shift(stack, None, refs, mask=mask)
+    assert not cal.applied
+    assert abs(_bias(stack, truth, refs, mask, cal.applied_shift_eV)) <= 0.02
+
+
+def test_calibration_bad_input():
+    stack, _, refs = _stack("Ni", 1000.0)
+    mask = np.ones(stack.transmission.shape[1:], bool)
+    with pytest.raises(ValueError, match="z must be"):
+        calibrate_energy_shift(stack, None, refs, mask=mask, z=0.0)
+    with pytest.raises(ValueError, match="mask must be a boolean"):
+        calibrate_energy_shift(stack, None, refs, mask=mask[1:])
+    with pytest.raises(ValueError, match="no pixel"):
+        calibrate_energy_shift(stack, None, refs, mask=~mask)
+    with pytest.raises(ValueError, match="max_iterations"):
+        calibrate_energy_shift(stack, None, refs, mask=mask, max_iterations=0)

@@ -1,0 +1,82 @@
+"""Private checks of what :func:`xanes_lib.io.read_stack` reads.
+
+Damaged files, bad frames, raw counts, an element label that contradicts the energies.
+
+Each check is cheap next to reading the data: per frame a min/max pass, and medians on a
+sub-grid of pixels only.
+"""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+
+from ..validate import EV_PER_KEV
+
+#: A labelled element's edge may lie this far (eV) outside the scanned range (calibration).
+EDGE_TOLERANCE_EV = 50.0
+
+
+class DamagedFileError(OSError, ValueError):
+    """An HDF5 dataset could not be read (a corrupted chunk, a truncated copy).
+
+    Both an ``OSError`` (the bytes on disk are bad) and a ``ValueError`` (the input is
+    refused), so either ``except`` catches it.
+    """
+
+
+def read_dataset(ds: h5py.Dataset, source: str) -> np.ndarray:
+    """``ds[()]``, with HDF5 read errors naming the file, the dataset and the fix."""
+    try:
+        return ds[()]
+    except (OSError, RuntimeError, ValueError) as err:
+        raise DamagedFileError(
+            f"{source}: the dataset {ds.name!r} could not be read ({type(err).__name__}: {err}); the "
+            "file is damaged (a corrupted chunk or an incomplete copy). Copy it again from the "
+            "original (compare xanes_lib.io.stack_checksum of both), or re-export it.") from err
+
+
+def describe_frame(index: int, energy_eV: float) -> str:
+    """``frame 3 at 8.3400 keV (8340.00 eV)``."""
+    return f"frame {index} at {energy_eV / EV_PER_KEV:.4f} keV ({energy_eV:.2f} eV)"
+
+
+def element_contradiction(element: str, edge: str, energies_eV: np.ndarray, candidates) -> str | None:
+    """Why ``element`` (its ``edge``) cannot be the absorber of a scan over ``energies_eV``.
+
+    None when its tabulated edge lies within the scanned range (give or take
+    :data:`EDGE_TOLERANCE_EV`), or when the element or edge is not tabulated (nothing to
+    check against).
+    """
+    import xraydb
+
+    try:
+        e0 = float(xraydb.xray_edge(element, edge).energy)
+    except Exception:  # xraydb raises several types for unknown names: nothing to check
+        return None
+    lo, hi = float(energies_eV[0]), float(energies_eV[-1])
+    if lo - EDGE_TOLERANCE_EV <= e0 <= hi + EDGE_TOLERANCE_EV:
+        return None
+    span = f"{lo / EV_PER_KEV:.4f}-{hi / EV_PER_KEV:.4f} keV ({lo:.1f}-{hi:.1f} eV)"
+    said = f"{element} (its {edge} edge is at {e0 / EV_PER_KEV:.4f} keV, {e0:.1f} eV)"
+    inside = {}
+    for el in candidates:
+        if el == element:
+            continue
+        try:
+            energy = float(xraydb.xray_edge(el, edge).energy)
+        except Exception:
+            continue
+        if lo <= energy <= hi:
+            inside[el] = energy
+    if inside:
+        other = ", ".join(f"{el} {edge} edge at {e / EV_PER_KEV:.4f} keV ({e:.1f} eV)"
+                          for el, e in inside.items())
+        first = next(iter(inside))
+        return (f"says {said}, but X_eng spans {span}, which holds the {other} instead. If the stack is "
+                f"{first}, correct the label (h5py.File(path, 'r+').attrs['element'] = '{first}') or pass "
+                f"read_stack(path, element='{first}'); if it is {element}, X_eng is wrong (check the "
+                "energies and their unit).")
+    return (f"says {said}, but X_eng spans {span}, which does not contain that edge (nor the {edge} edge "
+            f"of any of {', '.join(candidates)}). Check X_eng and its unit, or pass the right element: "
+            "read_stack(path, element=...).")
