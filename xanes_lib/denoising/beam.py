@@ -32,12 +32,12 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from ..mapping import sample_mask
-from ..physics import absorbance
+from ..mapping import EnergyCalibration, calibrate_energy_shift, sample_mask
+from ..physics import absorbance, build_model
 from ..validate import check_energies, check_stack
 
 __all__ = [
-    "BackgroundEstimate", "estimate_background",
+    "BackgroundEstimate", "estimate_background", "beam_corrected_energy_shift",
 ]
 
 
@@ -194,3 +194,61 @@ def estimate_background(transmission, energies_eV, model, *, max_rank: int = 12,
     beta = np.tensordot(prof, maps, axes=(1, 0))
     return BackgroundEstimate(np.exp(-beta).astype(np.float32), prof, maps, len(keep), len(above) - len(keep),
                               empty, w)
+
+
+def beam_corrected_energy_shift(transmission, energies_eV, references, *, mask, iterations: int = 3,
+                                **options) -> tuple[EnergyCalibration, BackgroundEstimate]:
+    """Calibrate the references' energy shift on the stack divided by its low-rank beam background.
+
+    A smooth beam background that varies with energy pulls a shift fitted to the stack as
+    measured (measured on the held-out stacks of notebook 01, simulated without any shift:
+    -0.50 and -0.35 eV found and applied, bias of the maps +0.13 and +0.10); the low-rank
+    background, estimated with unshifted references, in turn absorbs part of a real shift
+    (+1 eV found as +0.64 to +0.81). So the two are estimated in turn: the background with
+    the references moved by the current shift, then the shift on the stack divided by that
+    background (:func:`xanes_lib.mapping.calibrate_energy_shift`, which decides whether to apply
+    it). Measured: no shift applied on the six held-out Ni stacks; +1 eV found as +0.92 and
+    applied (bias <= 0.021).
+
+    Parameters
+    ----------
+    transmission : array_like
+        (E, Y, X) measured transmission; not modified.
+    energies_eV : array_like
+        (E,) energies.
+    references : sequence of reference objects
+        With ``.name`` and ``.spectrum(energies_eV)``.
+    mask : array_like of bool
+        (Y, X) sample pixels for the calibration.
+    iterations : int
+        Rounds of background and shift (>= 1).
+    **options
+        Further options of :func:`xanes_lib.mapping.calibrate_energy_shift` (``z``, ``force``,
+        ``energy_window_eV``...).
+
+    Returns
+    -------
+    calibration : xanes_lib.mapping.EnergyCalibration
+        The last round's shift and decision.
+    beam : BackgroundEstimate
+        The low-rank background of the last round.
+
+    Raises
+    ------
+    ValueError
+        As :func:`estimate_background` (e.g. no empty field) and
+        :func:`xanes_lib.mapping.calibrate_energy_shift`.
+    """
+    if int(iterations) < 1:
+        raise ValueError(f"iterations must be >= 1; got {iterations}.")
+    e = check_energies(energies_eV, name="energies_eV")
+    t = check_stack(transmission, name="transmission", n_energies=e.size)
+    shift = 0.0
+    for _ in range(int(iterations)):
+        model = build_model(e, np.stack([r.spectrum(e - shift) for r in references]),
+                            names=[r.name for r in references])
+        beam = estimate_background(t, e, model)
+        calibration = calibrate_energy_shift(absorbance(t / beam.background), e, references, mask=mask,
+                                             **options)
+        shift = calibration.shift_eV if np.isfinite(calibration.shift_eV) else 0.0
+    return calibration, beam
