@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..validate import check_energies
-from .parametric import EdgeParams, edge_model, model_edge_energy
+from .parametric import EdgeParams, edge_model, half_step_energy, model_edge_energy
 
 __all__ = [
     "default_library_path", "ParametricReference", "TabulatedReference", "load_reference_library",
@@ -147,6 +147,20 @@ class TabulatedReference:
         object.__setattr__(self, "values", v)
         if self.oxidation_state is not None:
             object.__setattr__(self, "oxidation_state", float(self.oxidation_state))
+
+    def edge_energy(self) -> float:
+        """Edge energy (eV, half step) of the table: :func:`half_step_energy` of its values.
+
+        Raises
+        ------
+        ValueError
+            If the table never crosses half of its edge step (not a normalised edge).
+        """
+        e0 = float(half_step_energy(self.energies_eV, self.values))
+        if not np.isfinite(e0):
+            raise ValueError(f"reference {self.name!r} ({self.source or 'table'}) never rises through 0.5: "
+                             "it is not a normalised edge spectrum, so it has no half-step edge energy.")
+        return e0
 
     def spectrum(self, energies_eV) -> np.ndarray:
         """Normalised absorption at ``energies_eV`` (eV), linearly interpolated.

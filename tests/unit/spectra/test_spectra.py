@@ -384,3 +384,22 @@ def test_loader_refuses_references_that_would_shift_the_map(tmp_path, case, kwar
     with pytest.raises(ValueError, match=match):
         load_measured_reference(path, **kwargs)
     assert load_measured_reference(_write(tmp_path / "ok.txt", e, v), element="Ni").values.max() < 1.01
+
+
+def test_tabulated_reference_has_an_edge_energy_and_serves_the_residual_map(shared_ni_dir):
+    from xanes_lib.mapping import residual_map
+
+    nio = load_measured_reference(shared_ni_dir / "ref_NiO.txt", element="Ni", oxidation_state=2)
+    lno = load_measured_reference(shared_ni_dir / "ref_LiNiO2.txt", element="Ni", oxidation_state=3)
+    shipped = {r.name: r for r in default_references("Ni")}
+    # The shipped parametric references were fitted to these measured spectra (data/REFERENCES.md).
+    assert abs(nio.edge_energy() - shipped["Ni2+"].edge_energy()) < 0.5
+    assert lno.edge_energy() > nio.edge_energy()
+    e = np.linspace(8250.0, 8500.0, 60)
+    t = np.exp(-np.stack([nio.spectrum(e)] * 16).T.reshape(60, 4, 4) - 0.3)
+    r = residual_map(t, e, references=[nio, lno])  # default window: around the references' edges
+    assert r.shape == (4, 4) and np.all(np.isfinite(r)) and float(r.max()) < 1e-2
+    flat = load_measured_reference(shared_ni_dir / "ref_NiO.txt", element="Ni")
+    with pytest.raises(ValueError, match="never rises through 0.5"):
+        type(flat)(name="flat", element="Ni", edge="K", oxidation_state=None, energies_eV=flat.energies_eV,
+                   values=np.full(flat.energies_eV.size, 0.2)).edge_energy()
