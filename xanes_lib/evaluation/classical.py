@@ -91,14 +91,15 @@ def oxidation_state_fit(transmission, energies_eV, element: str, *, mask, refere
                         mode: str = "nonneg_sum_to_one", fit_shift: bool = False) -> mapping.ReferenceFit:
     """Run the valence fit of notebook 04 on a (processed) stack, on the given pixels.
 
-    With ``fit_shift`` the reference energy shift is first fitted on the mean spectrum of
-    ``mask`` (as notebook 04 can). It is off by default: simulated stacks are calibrated,
-    and for Co (0.9 eV between Co3+ and Co4+) a shift is nearly degenerate with the
-    oxidation state (on a noise-free Co stack it biases the state by -0.2).
+    With ``fit_shift`` the reference energy shift is first calibrated on ``mask`` with
+    :func:`xanes_lib.mapping.calibrate_energy_shift` (applied only when significant). It is
+    off by default: simulated stacks are calibrated, and for Co (0.9 eV between Co3+ and
+    Co4+) a shift is nearly degenerate with the oxidation state (on a noise-free Co stack it
+    biases the state by -0.2).
     """
     refs = references if references is not None else default_references(element)
     a = absorbance(np.asarray(transmission, dtype=np.float64))
-    shift = (mapping.fit_energy_shift(energies_eV, a[:, mask].mean(axis=1), refs).shift_eV if fit_shift
+    shift = (mapping.calibrate_energy_shift(a, energies_eV, refs, mask=mask).applied_shift_eV if fit_shift
              else 0.0)
     return mapping.fit_references(a, energies_eV, refs, mask=mask, mode=mode, shift_eV=shift)
 
