@@ -27,16 +27,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..physics import DEFAULT_BACKGROUND
-from .config import HPARAMS_CLASSES, NetworkConfig
+from .config import NetworkConfig
 
 __all__ = [
-    "DEFAULT_HPARAMS", "PIPELINE_HPARAMS", "pipeline_flags", "DenseBlock", "RRDB",
+    "PIPELINE_HPARAMS", "DenseBlock", "RRDB",
     "PaperBackgroundNet", "PixelNorm", "gaussian_blur", "LatentUNet", "build_network",
     "count_parameters",
 ]
-
-#: Default hyper-parameters of each variant (the defaults of its configuration class).
-DEFAULT_HPARAMS = {variant: cls().to_dict() for variant, cls in HPARAMS_CLASSES.items()}
 
 #: Hyper-parameters that choose the pipeline around the latent network, not its layers.
 #: ``lowrank_background``: the stack is first divided by the low-rank beam background
@@ -44,17 +41,6 @@ DEFAULT_HPARAMS = {variant: cls().to_dict() for variant, cls in HPARAMS_CLASSES.
 #: ``residual_background``: the network also estimates a smooth background from what its
 #: denoised fit leaves unexplained.
 PIPELINE_HPARAMS = ("lowrank_background", "residual_background")
-
-
-def pipeline_flags(hparams: dict) -> dict:
-    """Pick the pipeline hyper-parameters out of a latent network's full hyper-parameters.
-
-    Examples
-    --------
-    >>> pipeline_flags(DEFAULT_HPARAMS["latent"])
-    {'lowrank_background': True, 'residual_background': False}
-    """
-    return {k: bool(hparams[k]) for k in PIPELINE_HPARAMS}
 
 
 class DenseBlock(nn.Module):

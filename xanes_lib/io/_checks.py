@@ -48,11 +48,11 @@ def element_contradiction(element: str, edge: str, energies_eV: np.ndarray, cand
     :data:`EDGE_TOLERANCE_EV`), or when the element or edge is not tabulated (nothing to
     check against).
     """
-    import xraydb
+    from ..physics.materials import tabulated_edge_energy  # physics builds on io's consumers: import here
 
     try:
-        e0 = float(xraydb.xray_edge(element, edge).energy)
-    except Exception:  # xraydb raises several types for unknown names: nothing to check
+        e0 = tabulated_edge_energy(element, edge)
+    except ValueError:  # not tabulated: nothing to check against
         return None
     lo, hi = float(energies_eV[0]), float(energies_eV[-1])
     if lo - EDGE_TOLERANCE_EV <= e0 <= hi + EDGE_TOLERANCE_EV:
@@ -64,8 +64,8 @@ def element_contradiction(element: str, edge: str, energies_eV: np.ndarray, cand
         if el == element:
             continue
         try:
-            energy = float(xraydb.xray_edge(el, edge).energy)
-        except Exception:
+            energy = tabulated_edge_energy(el, edge)
+        except ValueError:
             continue
         if lo <= energy <= hi:
             inside[el] = energy
