@@ -20,10 +20,12 @@ from torch.nn import functional as F
 
 from ..physics import LinearAbsorbanceModel, absorbance, n_references, reference_model
 from ..progress import progress_bar
+from ..spectra import default_references
 from ..validate import check_stack, check_transmission_frames
 from .beam import estimate_background
 from .denoiser import Denoiser, pick_device
 from .networks import gaussian_blur
+from .strength import StrengthChoice, coefficient_covariance, residual_noise_std, select_strength
 
 __all__ = [
     "coefficient_scale", "ForwardOutput", "latent_inputs", "forward", "DenoiseResult", "denoise_stack",
@@ -84,6 +86,11 @@ class ForwardOutput:
         (P, Y, X) coefficient maps of the plain fit of the measured stack.
     scale : float
         The per-stack normalisation of the coefficients.
+    observed_coefficients : torch.Tensor or None
+        (P, Y, X) coefficient maps of the plain fit of ``corrected_absorbance`` (the noisy
+        observation the strength selection compares with); None for the paper variant.
+    inputs : torch.Tensor or None
+        The latent network's input (1, P + 1, Y, X); None for the paper variant.
     """
 
     background: torch.Tensor
@@ -92,6 +99,8 @@ class ForwardOutput:
     coefficients: torch.Tensor
     raw_coefficients: torch.Tensor
     scale: float
+    observed_coefficients: torch.Tensor | None = None
+    inputs: torch.Tensor | None = None
 
 
 def latent_inputs(a, model: LinearAbsorbanceModel, scale: float | None = None):
@@ -163,9 +172,10 @@ def forward(denoiser: Denoiser, transmission, model: LinearAbsorbanceModel, *, s
     corrected = a - beta
     # Keep the part of the data that no mix of references explains (phases outside the
     # references stay visible), lightly smoothed; the in-model part is the denoised fit.
-    outside = corrected - model.predict(model.fit(corrected))
+    observed = model.fit(corrected)
+    outside = corrected - model.predict(observed)
     denoised = model.predict(coeffs) + _gauss3(outside)
-    return ForwardOutput(torch.exp(-beta), corrected, denoised, coeffs, c0, s)
+    return ForwardOutput(torch.exp(-beta), corrected, denoised, coeffs, c0, s, observed, x)
 
 
 @dataclass
@@ -198,6 +208,10 @@ class DenoiseResult:
         (Y, X) pixels whose measured transmission was NaN, inf or <= 0 at some energy: left
         out (the network saw copies of their nearest valid neighbours, so nothing spreads
         from them) and NaN in every output; None when there were none.
+    strength : xanes_lib.denoising.strength.StrengthChoice or None
+        What the per-pixel strength selection chose between the network and Gaussian
+        smoothing of the plain fit, with the scores that chose it and the estimated
+        oxidation-state error of each pixel; None when the selection was off.
     """
 
     corrected: np.ndarray
@@ -211,6 +225,7 @@ class DenoiseResult:
     mode: str
     beam: object = None
     invalid: np.ndarray | None = None
+    strength: StrengthChoice | None = None
 
 
 def _tile_starts(n: int, tile: int, margin: int, align: int) -> list[int]:
@@ -225,7 +240,7 @@ def _tile_starts(n: int, tile: int, margin: int, align: int) -> list[int]:
 def denoise_stack(denoiser: Denoiser, transmission, energies_eV, *, element: str | None = None,
                   references=None, tile: int = 512, margin: int = 64, energy_batch: int = 16,
                   resize_to: int | None = None, lowrank: bool | None = None, device=None,
-                  progress: bool = True) -> DenoiseResult:
+                  progress: bool = True, select: bool = True, probe_seed: int = 0) -> DenoiseResult:
     """Denoise a whole stack of any size in overlapping tiles (or resized, for ``paper``).
 
     Parameters
@@ -256,6 +271,13 @@ def denoise_stack(denoiser: Denoiser, transmission, energies_eV, *, element: str
         None picks CUDA when present.
     progress : bool
         Show a progress bar over the tiles (when there are several).
+    select : bool
+        Latent variant: choose per pixel between the network and Gaussian smoothing of the
+        plain fit, by the estimated oxidation-state error of each
+        (:func:`xanes_lib.denoising.strength.select_strength`; the choice is returned in
+        ``strength``). False returns the network's output everywhere.
+    probe_seed : int
+        Seed of the random perturbation that measures the network's sensitivity to its input.
 
     Returns
     -------
@@ -264,7 +286,8 @@ def denoise_stack(denoiser: Denoiser, transmission, energies_eV, *, element: str
     t0 = time.perf_counter()
     device = pick_device(device)
     t = check_stack(transmission, name="transmission", allow_nonfinite=True)
-    model = reference_model(energies_eV, element, references)
+    refs = references if references is not None else default_references(element)
+    model = reference_model(energies_eV, element, refs)
     if t.shape[0] != model.matrix.shape[0]:
         raise ValueError(f"transmission has {t.shape[0]} images but there are {model.matrix.shape[0]} "
                          "energies; they must match one to one.")
@@ -281,8 +304,15 @@ def denoise_stack(denoiser: Denoiser, transmission, energies_eV, *, element: str
                           "whose background it was not trained for.", stacklevel=2)
     if beam is not None:
         t = (t / beam.background).astype(np.float32)
+    probe = None
+    if select and denoiser.variant == "latent" and resize_to is None:
+        probe = _Probe(model, [r.oxidation_state for r in refs], t.shape[1:], probe_seed)
     res = _denoise_corrected(denoiser, t, model, tile=tile, margin=margin, energy_batch=energy_batch,
-                             resize_to=resize_to, device=device, progress=progress)
+                             resize_to=resize_to, device=device, progress=progress, probe=probe)
+    if probe is not None:
+        coefficients, res.strength = probe.select(res.coefficients)
+        res.denoised *= np.exp(-model.predict(coefficients - res.coefficients))
+        res.coefficients = coefficients
     res.seconds = time.perf_counter() - t0
     if beam is not None:
         # corrected and denoised are already relative to the raw stack; B includes the beam's.
@@ -316,8 +346,51 @@ def _fill_invalid(t: np.ndarray):
     return np.ascontiguousarray(t[:, iy, ix], dtype=np.float32), bad
 
 
+class _Probe:
+    """Collects, tile by tile, what the strength selection needs; then selects.
+
+    Per pixel: the plain fit's coefficients, the photon noise of the absorbance, and the
+    network's response to a small perturbation of its input shaped like the noise
+    (``EPS * sigma_i * chol(cov) z_i``, ``z`` drawn once for the whole stack from
+    ``seed``, so that the result does not depend on the tiling).
+    """
+
+    EPS = 0.01
+
+    def __init__(self, model, oxidation_states, shape, seed: int):
+        p = model.n_params
+        self.model, self.ox = model, oxidation_states
+        self.chol = np.linalg.cholesky(coefficient_covariance(model)).astype(np.float32)
+        self.z = np.random.default_rng(seed).standard_normal((p, *shape), dtype=np.float32)
+        self.observed = np.empty((p, *shape), np.float32)
+        self.noise = np.empty(shape, np.float32)
+        self.delta = np.empty((p, *shape), np.float32)
+        self.response = np.empty((p, *shape), np.float32)
+
+    def tile(self, net, res: ForwardOutput, window, pad, keep, dst) -> None:
+        """Probe the network on one tile; ``keep`` (tile) and ``dst`` (stack) slice its inner part."""
+        resid = (res.corrected_absorbance - self.model.predict(res.observed_coefficients)).cpu().numpy()
+        noise = residual_noise_std(resid, self.model)
+        z = np.pad(self.z[window], ((0, 0), (0, pad[0]), (0, pad[1])))
+        delta = self.EPS * noise * np.einsum("pq,qyx->pyx", self.chol, z)
+        delta_t = res.inputs.new_tensor(delta)
+        x = res.inputs.clone()
+        x[0, :delta.shape[0]] += delta_t / res.scale
+        y = net(x)[0]
+        response = res.raw_coefficients + delta_t + res.scale * y[:-1] - res.coefficients
+        self.observed[dst] = res.observed_coefficients[keep].cpu().numpy()
+        self.noise[dst[1:]] = noise[keep[1:]]
+        self.delta[dst] = delta[keep]
+        self.response[dst] = response[keep].cpu().numpy()
+
+    def select(self, coefficients):
+        """Select: return the chosen coefficient maps and the :class:`StrengthChoice`."""
+        return select_strength(self.observed, self.noise, self.model, self.ox,
+                               network=(coefficients, self.delta, self.response))
+
+
 def _denoise_corrected(denoiser: Denoiser, t, model, *, tile: int, margin: int, energy_batch: int,
-                       resize_to, device, progress: bool) -> DenoiseResult:
+                       resize_to, device, progress: bool, probe: _Probe | None = None) -> DenoiseResult:
     """:func:`denoise_stack` after the optional low-rank background: the network's part."""
     t0 = time.perf_counter()
     n_e, ny, nx = t.shape
@@ -363,6 +436,9 @@ def _denoise_corrected(denoiser: Denoiser, t, model, *, tile: int, margin: int, 
             out["corrected"][dst] = torch.exp(-res.corrected_absorbance[sl]).cpu().numpy()
             out["denoised"][dst] = torch.exp(-res.denoised_absorbance[sl]).cpu().numpy()
             coeffs[dst] = res.coefficients[sl].cpu().numpy()
+            if probe is not None:
+                window = (slice(None), slice(ys, ye), slice(xs, xe))
+                probe.tile(net, res, window, (ph, pw), sl, dst)
             n_tiles += 1
     return DenoiseResult(out["corrected"], out["denoised"], out["background"], coeffs, model.names,
                          scale, time.perf_counter() - t0, n_tiles, "tiled")

@@ -4,10 +4,23 @@
 - :mod:`.background`  the smooth multiplicative beam background B(x, y, E)
 - :mod:`.simulate`    Beer-Lambert, beam and detector: :func:`simulate_stack`
 - :mod:`.datasets`    varied training / validation / test sets with seeds and a manifest
+- :mod:`.foreign`     the foreign test family: a separate phantom and forward model with its own
+                      assumptions (:func:`simulate_foreign_stack`, :data:`FOREIGN_FAMILIES`), for
+                      benchmarks only, never for training or choosing anything
 """
 
 from .background import PATTERNS, beam_background, illumination_profile
 from .datasets import sample_config, split_seeds, write_dataset
+from .foreign import (
+    FOREIGN_COMPOSITIONS,
+    FOREIGN_FAMILIES,
+    FOREIGN_KINDS,
+    ForeignConfig,
+    foreign_edge_attenuation,
+    foreign_energy_grid,
+    simulate_foreign_family,
+    simulate_foreign_stack,
+)
 from .phantom import PhantomConfig, PhantomMaps, make_phantom, state_to_fractions
 from .simulate import (
     FOREIGN_MIN_PIXELS,
@@ -26,4 +39,6 @@ __all__ = [
     "illumination_profile", "default_energy_grid", "SimulationConfig", "check_config",
     "resolve_references", "absorbance_basis", "FOREIGN_MIN_PIXELS", "choose_foreign_particles",
     "detector_counts", "simulate_stack", "split_seeds", "sample_config", "write_dataset",
+    "FOREIGN_KINDS", "FOREIGN_COMPOSITIONS", "FOREIGN_FAMILIES", "ForeignConfig", "foreign_energy_grid",
+    "foreign_edge_attenuation", "simulate_foreign_stack", "simulate_foreign_family",
 ]

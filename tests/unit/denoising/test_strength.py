@@ -1,0 +1,136 @@
+"""Strength chosen without ground truth: the noise estimate, SURE of the oxidation state, selection."""
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from xanes_lib import evaluation, simulation
+from xanes_lib.denoising import strength
+from xanes_lib.physics import reference_model
+from xanes_lib.spectra import default_references
+
+OX = [r.oxidation_state for r in default_references("Ni")]
+
+
+@pytest.fixture(scope="module")
+def coefficient_field():
+    """Noisy per-pixel fits of a textured two-state particle field, with the true state.
+
+    Absorbance = model prediction of known coefficients (Ni2+/Ni3+ fractions times a
+    thickness map) + white noise of 0.02 per energy; the plain fit gives the observation.
+    """
+    rng = np.random.default_rng(7)
+    e = simulation.default_energy_grid("Ni")
+    model = reference_model(e, "Ni")
+    ny = nx = 96
+    yy, xx = np.mgrid[:ny, :nx]
+    step = np.zeros((ny, nx))
+    for cy, cx, r in [(30, 30, 22), (66, 60, 26), (20, 76, 12)]:
+        d2 = ((yy - cy) ** 2 + (xx - cx) ** 2) / r ** 2
+        step += 0.4 * np.sqrt(np.clip(1 - d2, 0, None))
+    state = 2.0 + ndimage.gaussian_filter(rng.uniform(0, 1, (ny, nx)), 5)
+    state = np.clip(2.0 + (state - state.min()) / np.ptp(state), 2.0, 3.0)
+    mask = step > 0
+    coef = np.zeros((model.n_params, ny, nx))
+    coef[0], coef[1] = step * (3.0 - state), step * (state - 2.0)
+    coef[3] = 0.1  # the constant background term
+    a = model.predict(coef) + rng.normal(0, 0.02, (e.size, ny, nx))
+    c = model.fit(a)
+    noise = strength.residual_noise_std(a - model.predict(c), model)
+    return dict(model=model, c=c.astype(np.float32), noise=noise, state=np.where(mask, state, np.nan),
+                mask=mask, rng=rng, true_c=coef)
+
+
+def _true_rmse(choice_coef, f, weights_state):
+    """RMS error of the clipped linearised state of candidate coefficients on the scored pixels.
+
+    The target is the linearised state of the true coefficients: what SURE estimates.
+    """
+    weights, pilot, scored = weights_state
+    k = len(OX)
+    est = np.clip(pilot + np.einsum("kyx,kyx->yx", weights, choice_coef[:k]), min(OX), max(OX))
+    target = pilot + np.einsum("kyx,kyx->yx", weights, f["true_c"][:k])
+    return float(np.sqrt(np.mean((est - target)[scored] ** 2)))
+
+
+def test_noise_estimate_sees_photon_noise_not_a_smooth_background(coefficient_field):
+    f = coefficient_field
+    assert np.median(f["noise"]) == pytest.approx(0.02, rel=0.05)
+    model, rng = f["model"], np.random.default_rng(1)
+    e = model.energies_eV
+    yy = np.linspace(0, 1, 64)[:, None] * np.ones((1, 64))
+    smooth = rng.normal(0, 0.05, (e.size, 1, 1)) * yy[None]  # beam background: changes each energy
+    r = smooth + rng.normal(0, 0.01, (e.size, 64, 64))
+    r -= model.predict(model.fit(r))
+    assert np.median(strength.residual_noise_std(r, model)) == pytest.approx(0.01, rel=0.08)
+
+
+def test_sure_tracks_the_true_error_of_every_gaussian_width(coefficient_field):
+    f = coefficient_field
+    sigmas = (0.0, 1.0, 2.0, 3.0, 4.0, 6.0)
+    _, choice = strength.select_strength(f["c"], f["noise"], f["model"], OX, sigmas_px=sigmas)
+    weights, pilot, _, scored = strength.state_weights(f["c"], OX, f["noise"], f["model"])
+    n_sample = f["mask"].sum()
+    assert (scored & f["mask"]).sum() > 0.9 * n_sample and (scored & ~f["mask"]).sum() < 0.15 * n_sample
+    true = [_true_rmse(ndimage.gaussian_filter(f["c"], (0, s, s), mode="nearest") if s else f["c"], f,
+                       (weights, pilot, scored)) for s in sigmas]
+    est = np.sqrt(np.maximum(choice.pooled_risk, 0))
+    np.testing.assert_allclose(est, true, rtol=0.1)
+    # the width chosen without the truth is within 5 % of the best one's true error
+    assert true[int(np.argmin(choice.pooled_risk))] <= 1.05 * min(true)
+    assert choice.best_pooled == choice.candidates[int(choice.choice[0, 0])]
+
+
+def test_network_probe_gives_the_risk_of_a_known_linear_denoiser(coefficient_field):
+    """A 'network' that is a Gaussian filter: its probed risk must equal the exact one."""
+    f = coefficient_field
+    model = f["model"]
+    chol = np.linalg.cholesky(strength.coefficient_covariance(model))
+    z = f["rng"].standard_normal(f["c"].shape)
+    delta = 0.01 * f["noise"] * np.einsum("pq,qyx->pyx", chol, z)
+
+    def net(x):
+        return ndimage.gaussian_filter(x, (0, 2.0, 2.0), mode="nearest")
+
+    _, choice = strength.select_strength(f["c"], f["noise"], model, OX, sigmas_px=(2.0,),
+                                         network=(net(f["c"]), delta, net(f["c"] + delta) - net(f["c"])))
+    by_name = dict(zip(choice.candidates, choice.pooled_risk, strict=True))
+    assert by_name["network"] == pytest.approx(by_name["gaussian 2.0 px"], rel=0.05)
+    assert choice.uses_network.tolist() == [False, True, True, True]
+
+
+def test_per_pixel_choice_and_error_map(coefficient_field):
+    f = coefficient_field
+    out, choice = strength.select_strength(f["c"], f["noise"], f["model"], OX, window_px=8.0)
+    assert out.shape == f["c"].shape and out.dtype == np.float32
+    assert choice.window_px == 8.0 and len(np.unique(choice.choice)) >= 1
+    rmse = choice.state_rmse[f["mask"]]
+    assert np.isfinite(rmse).mean() > 0.95 and np.nanmin(rmse) > 0
+    assert np.isnan(choice.strength_map()).sum() == 0  # no network candidate
+    assert "estimated RMSE" in choice.summary() and choice.to_attrs()["strength_window_px"] == 8.0
+
+
+def test_self_tuned_gaussian_is_near_the_truth_picked_width():
+    cfg = simulation.SimulationConfig(element="Ni", dose=300.0, background_amplitude=0.0).replace(
+        phantom_shape=(96, 96), phantom_pixel_size_nm=250.0)
+    stack, truth = simulation.simulate_stack(cfg, seed=11)
+    original = stack.transmission.copy()
+    smoothed, choice = strength.self_tuned_gaussian(stack.transmission, stack.energies_eV, element="Ni")
+    np.testing.assert_array_equal(stack.transmission, original)  # input not modified
+    e, m = stack.energies_eV, truth.mask
+
+    def rmse(t):
+        res = evaluation.oxidation_state_fit(t, e, "Ni", mask=m)
+        return evaluation.oxidation_state_metrics(res.oxidation_state, res.oxidation_state_std,
+                                                  truth.oxidation_state, m)["rmse"]
+
+    grid = {s: rmse(np.exp(-ndimage.gaussian_filter(-np.log(stack.transmission), (0, s, s), mode="nearest")))
+            for s in (1.0, 2.0, 3.0, 4.0)}
+    assert rmse(smoothed) <= 1.1 * min(grid.values())
+    assert rmse(smoothed) < 0.8 * rmse(stack.transmission)
+    assert choice.best_pooled.startswith("gaussian") and np.isinf(choice.window_px)
+
+
+def test_bad_inputs_are_refused_clearly():
+    with pytest.raises(ValueError, match="transmission"):
+        strength.self_tuned_gaussian(np.ones((3, 4)), np.arange(3.0), element="Ni")

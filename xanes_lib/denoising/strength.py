@@ -1,0 +1,406 @@
+"""How much to average, chosen per stack (and per pixel) from the measurement itself.
+
+No ground truth is needed: the error of the oxidation state that each candidate denoiser
+would give is estimated by Stein's unbiased risk estimate (SURE) in the latent space of the
+physics model. The per-pixel least-squares coefficients ``c`` of the references are the
+truth plus noise whose covariance is known from the model and the photon noise of the
+pixel, ``sigma_i^2 (M^T M)^-1``; ``sigma_i`` is measured from the stack (the scatter of the
+pixel's fit residual from one energy to the next, which smooth model errors hardly touch).
+For a denoiser ``f`` of the coefficient maps, the expected squared error of a linear
+function ``L_i c`` at pixel ``i`` is estimated without the truth by
+
+    r_i = (L_i (f(c)_i - c_i))^2 - v_i + 2 d_i,        v_i = sigma_i^2 L_i (M^T M)^-1 L_i^T
+
+where ``d_i`` is the noise-weighted sensitivity of ``f`` at pixel ``i`` to its own input:
+``w0 v_i`` for a Gaussian filter with centre weight ``w0`` (exact), a Monte-Carlo probe for
+a network (one extra pass with a small, noise-shaped perturbation of its input). ``L_i`` is
+the linearised oxidation state, ``(s_k - s_i) / step_i`` for reference states ``s_k``, taken
+from a heavily smoothed pilot so that it hardly depends on the noise. Averaged over a window,
+``r`` estimates the local mean squared error of the oxidation state; the candidate with the
+lowest estimate is chosen per pixel (or once for the stack), and what was chosen is
+returned with its score.
+
+The same criterion tunes the plain classical pipeline (:func:`self_tuned_gaussian`, one
+Gaussian width for the stack): what a user without ground truth can do, and the baseline the
+network must never be worse than. This module uses numpy and scipy only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from ..physics import LinearAbsorbanceModel, absorbance, reference_model
+from ..spectra import default_references
+from ..validate import check_stack
+
+__all__ = [
+    "DEFAULT_SIGMAS_PX", "NETWORK_SIGMAS_PX", "StrengthChoice", "residual_noise_std",
+    "coefficient_covariance",
+    "state_weights", "gaussian_centre_weight", "select_strength", "self_tuned_gaussian",
+]
+
+#: Gaussian widths (pixels) tried by the selection; 0 is the plain per-pixel fit.
+DEFAULT_SIGMAS_PX = (0.0, 0.7, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
+#: Gaussian widths (pixels) also tried on the network's output (it may under-smooth a stack).
+NETWORK_SIGMAS_PX = (1.0, 2.0)
+#: Width (pixels) of the smoothing of the edge step that decides which pixels are scored.
+SCORING_SIGMA_PX = 1.5
+#: Scored pixels have an edge step of at least this share of the stack's 99th percentile.
+MIN_RELATIVE_STEP = 0.05
+#: Scored pixels have a per-pixel state standard deviation below this many times the range
+#: of the references' oxidation states.
+MAX_RELATIVE_STATE_STD = 10.0
+#: Median of a chi-square variable with one degree of freedom (robust variance from squares).
+_CHI2_1_MEDIAN = 0.4549364231195724
+
+
+@dataclass
+class StrengthChoice:
+    """What the strength selection chose, and the scores that chose it.
+
+    Attributes
+    ----------
+    candidates : tuple of str
+        Names of the candidates, e.g. ``"gaussian 2.0 px"``, ``"network"``.
+    sigmas_px : numpy.ndarray
+        (n,) Gaussian width of each candidate (applied to the plain fit, or to the network's
+        output when ``uses_network``).
+    uses_network : numpy.ndarray
+        (n,) bool: the candidate is the network's output.
+    pooled_risk : numpy.ndarray
+        (n,) estimated mean squared oxidation-state error of each candidate over the scored
+        pixels (SURE); the lowest is the best single choice for the stack.
+    choice : numpy.ndarray
+        (Y, X) index of the candidate used at each pixel.
+    state_rmse : numpy.ndarray
+        (Y, X) estimated RMS oxidation-state error of the chosen candidate (its SURE over a
+        window around the pixel, floored at the candidate's noise), NaN where nothing was
+        scored nearby.
+    noise_std : numpy.ndarray
+        (Y, X) measured photon-noise standard deviation of the absorbance of each pixel.
+    scored : numpy.ndarray
+        (Y, X) pixels whose oxidation state is defined well enough to be scored (edge step of
+        the pilot significant); the others take the choice of their scored neighbours.
+    window_px : float
+        Gaussian window of the local risk that chose (pixels); inf for one choice per stack.
+    """
+
+    candidates: tuple
+    sigmas_px: np.ndarray
+    uses_network: np.ndarray
+    pooled_risk: np.ndarray
+    choice: np.ndarray
+    state_rmse: np.ndarray
+    noise_std: np.ndarray
+    scored: np.ndarray
+    window_px: float
+
+    @property
+    def best_pooled(self) -> str:
+        """The candidate with the lowest pooled risk."""
+        return self.candidates[int(np.nanargmin(self.pooled_risk))]
+
+    def strength_map(self) -> np.ndarray:
+        """(Y, X) Gaussian width applied to the plain fit at each pixel (NaN where the network's)."""
+        return np.where(self.uses_network, np.nan, self.sigmas_px)[self.choice]
+
+    def shares(self) -> dict:
+        """Share of the scored pixels that use each candidate."""
+        n = max(int(self.scored.sum()), 1)
+        return {c: float(np.sum((self.choice == i) & self.scored) / n) for i, c in enumerate(self.candidates)}
+
+    def summary(self) -> str:
+        """One line per candidate: pooled estimated RMSE and share of pixels."""
+        shares = self.shares()
+        lines = [f"{c:>26s}: estimated RMSE {np.sqrt(max(r, 0.0)):.3f}, used at {shares[c]:.0%} of the pixels"
+                 for c, r in zip(self.candidates, self.pooled_risk, strict=True)]
+        return "\n".join(lines)
+
+    def to_attrs(self) -> dict:
+        """Flat attributes for a results file."""
+        return {"strength_candidates": list(self.candidates),
+                "strength_pooled_rmse": [float(np.sqrt(max(r, 0.0))) for r in self.pooled_risk],
+                "strength_window_px": float(self.window_px), "strength_best_pooled": self.best_pooled}
+
+
+def residual_noise_std(residual, model: LinearAbsorbanceModel) -> np.ndarray:
+    """Spatially white noise standard deviation of each pixel's absorbance, from its fit residual.
+
+    The residual minus the mean of its four neighbours keeps the photon noise and removes
+    what is smooth in space: model errors shared by neighbours and the beam background,
+    which varies from energy to energy but is smooth in space (smoothing does not remove it,
+    so it must not count as noise here). The robust (median) mean square over energies,
+    corrected for the fit's projection and the neighbours' share, estimates the variance.
+
+    Parameters
+    ----------
+    residual : numpy.ndarray
+        (E, Y, X) absorbance minus its least-squares model prediction.
+    model : LinearAbsorbanceModel
+        The model that made the residual.
+
+    Returns
+    -------
+    numpy.ndarray
+        (Y, X) float32 standard deviation.
+
+    Examples
+    --------
+    >>> from xanes_lib.physics import build_model
+    >>> e = np.linspace(8300, 8400, 80)
+    >>> m = build_model(e, [np.clip((e - 8340) / 10, 0, 1)])
+    >>> r = np.random.default_rng(0).normal(0, 0.05, (80, 40, 40))
+    >>> r -= m.predict(m.fit(r))
+    >>> round(float(np.median(residual_noise_std(r, m))), 2)
+    0.05
+    """
+    r = np.asarray(residual, dtype=np.float32)
+    kernel = np.array([[0, -0.25, 0], [-0.25, 1.0, -0.25], [0, -0.25, 0]], np.float32)
+    h2 = ndimage.convolve(r, kernel[None], mode="nearest") ** 2
+    # Residual variance per energy for unit white noise: the diagonal of I - M M^+.
+    q = 1.0 - np.einsum("ep,pe->e", model.matrix, model.pinv)
+    h2 /= (1.25 * q).astype(np.float32)[:, None, None]
+    return np.sqrt(np.median(h2, axis=0) / _CHI2_1_MEDIAN).astype(np.float32)
+
+
+def coefficient_covariance(model: LinearAbsorbanceModel) -> np.ndarray:
+    """(P, P) covariance of the least-squares coefficients for unit absorbance noise."""
+    return model.pinv @ model.pinv.T
+
+
+def state_weights(coefficients, oxidation_states, noise_std, model: LinearAbsorbanceModel, *,
+                  pilot_sigma_px: float = 4.0, min_significance: float = 5.0):
+    """Linearised oxidation state ``L_i`` of each pixel and the pixels where it is defined.
+
+    Parameters
+    ----------
+    coefficients : numpy.ndarray
+        (P, Y, X) coefficient maps of the plain fit (references first).
+    oxidation_states : array_like
+        (K,) oxidation state of each reference.
+    noise_std : numpy.ndarray
+        (Y, X) absorbance noise (:func:`residual_noise_std`).
+    model : LinearAbsorbanceModel
+    pilot_sigma_px : float
+        Width of the Gaussian pilot that gives the state and the edge step.
+    min_significance : float
+        A pixel is scored when the pilot's edge step exceeds this many of its standard
+        deviations.
+
+    Returns
+    -------
+    weights : numpy.ndarray
+        (K, Y, X) ``(s_k - s_i) / step_i``; zero where not scored.
+    state : numpy.ndarray
+        (Y, X) the pilot's oxidation state ``s_i`` (the state is ``s_i + weights . c``).
+    variance : numpy.ndarray
+        (Y, X) noise variance of the raw per-pixel oxidation state ``L_i c_i``.
+    scored : numpy.ndarray
+        (Y, X) bool.
+    """
+    ox = np.asarray(oxidation_states, dtype=np.float64)
+    k = ox.size
+    ck = np.asarray(coefficients[:k], np.float64)
+    pilot = ndimage.gaussian_filter(ck, (0, pilot_sigma_px, pilot_sigma_px), mode="nearest")
+    step = pilot.sum(0)
+    # Which pixels hold sample: the edge step lightly smoothed (the pilot spreads particles
+    # into their surroundings), significant against its noise and not a trace of the largest.
+    light = ndimage.gaussian_filter(ck.sum(0), SCORING_SIGMA_PX, mode="nearest")
+    cov = coefficient_covariance(model)[:k, :k]
+    light_std = noise_std * np.sqrt(cov.sum() * gaussian_centre_weight(SCORING_SIGMA_PX))
+    floor = MIN_RELATIVE_STEP * np.nanpercentile(light, 99.0)
+    scored = (np.isfinite(step) & (step > 0) & (light > min_significance * light_std) & (light > floor)
+              & (noise_std > 0))
+    safe = np.where(scored, step, 1.0)
+    state = (ox[:, None, None] * pilot).sum(0) / safe
+    # Where the pilot is no mix of the references (far outside their range: beam background
+    # in the empty field, a foreign phase), the state is undefined and not scored.
+    span = ox.max() - ox.min()
+    scored &= (state > ox.min() - 0.5 * span) & (state < ox.max() + 0.5 * span)
+    state = np.clip(state, ox.min(), ox.max())
+    weights = np.where(scored, (ox[:, None, None] - state) / safe, 0.0)
+    variance = noise_std.astype(np.float64) ** 2 * np.einsum("kyx,kl,lyx->yx", weights, cov, weights)
+    # A pixel whose own state is many times more uncertain than the references' range adds
+    # only noise to the risk estimate (its variance grows as v^2): its neighbours decide.
+    informative = variance < (MAX_RELATIVE_STATE_STD * (ox.max() - ox.min())) ** 2
+    scored &= informative
+    weights[:, ~scored] = 0.0
+    variance[~scored] = 0.0
+    return weights, state, variance, scored
+
+
+def gaussian_centre_weight(sigma_px: float) -> float:
+    """Weight of a pixel on itself in scipy's 2D Gaussian filter of width ``sigma_px`` (1 for 0).
+
+    For a Gaussian kernel ``sum(w^2)`` equals the centre weight to within a percent for
+    widths of 0.7 px and more, so this is also the factor by which the filter divides the
+    variance of white noise.
+    """
+    if sigma_px <= 0:
+        return 1.0
+    delta = np.zeros((1, 41), np.float64)
+    delta[0, 20] = 1.0
+    w1 = ndimage.gaussian_filter1d(delta, sigma_px, axis=1, mode="constant")[0, 20]
+    return float(w1 ** 2)
+
+
+def _local_mean(values, weight, window_px: float):
+    """Weighted local mean over a Gaussian window, and the local weight (normalised convolution)."""
+    num = ndimage.gaussian_filter(values * weight, window_px, mode="nearest")
+    den = ndimage.gaussian_filter(weight, window_px, mode="nearest")
+    return num / np.maximum(den, 1e-12), den
+
+
+def _candidates(c, network, sigmas_px, noise_std, model):
+    """Yield ``(name, sigma_px, uses_network, make_output, sensitivity_of)`` for each candidate.
+
+    ``make_output()`` builds the (P, Y, X) coefficient maps; ``sensitivity_of(proj, v)`` gives
+    the per-pixel sensitivity term of SURE from the projection ``proj`` and variance ``v``.
+    """
+    for s in sigmas_px:
+        w0 = gaussian_centre_weight(s)
+        yield (f"gaussian {s:.1f} px" if s > 0 else "no smoothing", float(s), False,
+               lambda s=s: ndimage.gaussian_filter(c, (0, s, s), mode="nearest") if s > 0 else c,
+               lambda proj, v, w0=w0: w0 * v)
+    if network is None:
+        return
+    out, delta, response = (np.asarray(x, np.float32) for x in network)
+    eps2 = _probe_eps2(delta, noise_std, model)
+    for s in (0.0, *NETWORK_SIGMAS_PX):
+        def smooth(x, s=s):
+            return ndimage.gaussian_filter(x, (0, s, s), mode="nearest") if s > 0 else x
+        yield (f"network + gaussian {s:.1f} px" if s > 0 else "network", float(s), True,
+               lambda smooth=smooth: smooth(out),
+               lambda proj, v, smooth=smooth: proj(delta) * proj(smooth(response)) / eps2)
+
+
+def select_strength(coefficients, noise_std, model: LinearAbsorbanceModel, oxidation_states, *,
+                    network=None, sigmas_px=DEFAULT_SIGMAS_PX, window_px: float | None = None,
+                    error_window_px: float = 8.0):
+    """Choose the denoiser with the lowest estimated oxidation-state error (once, or per pixel).
+
+    Parameters
+    ----------
+    coefficients : numpy.ndarray
+        (P, Y, X) coefficient maps of the plain per-pixel fit (the noisy observation).
+    noise_std : numpy.ndarray
+        (Y, X) absorbance noise of each pixel (:func:`residual_noise_std`).
+    model : LinearAbsorbanceModel
+        The physics model of the fit (references first, then the background terms).
+    oxidation_states : array_like
+        (K,) oxidation state of each reference.
+    network : tuple, optional
+        ``(coefficients, perturbation, response)``: the network's (P, Y, X) coefficient maps,
+        the perturbation added to its input coefficients for the probe and the change of its
+        output. The perturbation must be small and shaped like the noise
+        (``eps * sigma_i * chol(cov) z``); its size ``eps`` is read from it. The network's
+        output, alone and smoothed by :data:`NETWORK_SIGMAS_PX`, joins the candidates.
+    sigmas_px : sequence of float
+        Gaussian widths tried on the plain fit (0: no smoothing).
+    window_px : float or None
+        None (default): one choice for the stack, by the risk pooled over all scored pixels
+        (the most reliable: a local risk estimate is noisy). A width: a choice per pixel by
+        the risk over a Gaussian window of that width.
+    error_window_px : float
+        Window of the local risk that gives the estimated error of each pixel.
+
+    Returns
+    -------
+    coefficients : numpy.ndarray
+        (P, Y, X) float32 coefficient maps of the chosen candidates.
+    choice : StrengthChoice
+    """
+    c = np.asarray(coefficients, dtype=np.float32)
+    ox = np.asarray(oxidation_states, dtype=np.float64)
+    k = ox.size
+    weights, pilot, v, scored = state_weights(c, ox, noise_std, model)
+    lo, hi = ox.min(), ox.max()
+    m = scored.astype(np.float64)
+
+    def proj(x):
+        return np.einsum("kyx,kyx->yx", weights, x[:k])
+
+    observed = pilot + proj(c)  # the plain fit's (linearised) oxidation state
+    cands = list(_candidates(c, network, sigmas_px, noise_std, model))
+    risks, pooled = [], np.full(len(cands), np.nan)
+    for i, (_, _, _, make, sensitivity_of) in enumerate(cands):
+        # The fit keeps the state within the references' range: the clipped estimate's
+        # sensitivity to its own pixel is zero where it is clipped.
+        state = pilot + proj(make())
+        inside = (state > lo) & (state < hi)
+        sensitivity = np.where(inside, sensitivity_of(proj, v), 0.0)
+        r = (np.clip(state, lo, hi) - observed) ** 2 - v + 2.0 * sensitivity
+        risks.append(np.where(scored, r, 0.0).astype(np.float32))
+        pooled[i] = float(risks[i].sum() / max(m.sum(), 1.0))
+    if window_px is None:
+        choice = np.full(c.shape[1:], int(np.argmin(pooled)), np.int16)
+    else:
+        choice = np.argmin([_local_mean(r, m, window_px)[0] for r in risks], axis=0).astype(np.int16)
+    best = np.empty_like(c)
+    state_rmse = np.full(c.shape[1:], np.nan, np.float32)
+    for i in np.unique(choice):
+        at = choice == i
+        best[:, at] = cands[i][3]()[:, at]
+        local, weight = _local_mean(risks[i], m, error_window_px)
+        # Floor: what the candidate's own noise leaves (the local estimate can dip below zero).
+        floor = gaussian_centre_weight(cands[i][1]) * _local_mean(v, m, error_window_px)[0]
+        state_rmse[at] = np.where(weight > 1e-3, np.sqrt(np.maximum(local, floor)), np.nan)[at]
+    result = StrengthChoice(tuple(n for n, *_ in cands), np.array([s for _, s, *_ in cands]),
+                            np.array([u for _, _, u, *_ in cands]), pooled, choice, state_rmse,
+                            np.asarray(noise_std, np.float32), scored,
+                            np.inf if window_px is None else float(window_px))
+    return best, result
+
+
+def _probe_eps2(delta, noise_std, model: LinearAbsorbanceModel) -> float:
+    """Squared size ``eps^2`` of a noise-shaped perturbation ``eps * sigma_i * chol(cov) z``."""
+    cov = coefficient_covariance(model)
+    expected = np.trace(cov) * float(np.mean(np.asarray(noise_std, np.float64) ** 2))
+    return float(np.mean(np.sum(np.asarray(delta, np.float64) ** 2, axis=0)) / max(expected, 1e-30))
+
+
+def self_tuned_gaussian(transmission, energies_eV, *, element: str | None = None, references=None,
+                        oxidation_states=None, sigmas_px=DEFAULT_SIGMAS_PX):
+    """Smooth with the one Gaussian width whose estimated error is lowest: no ground truth needed.
+
+    The classical pipeline a user can tune without ground truth.
+
+    The width with the lowest SURE estimate of the oxidation-state error
+    (:func:`select_strength` without a network, one choice for the stack) smooths every
+    image of the absorbance.
+
+    Parameters
+    ----------
+    transmission : array_like
+        (E, Y, X) transmission; not modified.
+    energies_eV : array_like
+        (E,) energies.
+    element : str, optional
+        Edge element (its shipped references); or give ``references``.
+    references : sequence, optional
+        Reference spectra (with ``oxidation_state``, or give ``oxidation_states``).
+    oxidation_states : sequence of float, optional
+    sigmas_px : sequence of float
+        Widths tried.
+
+    Returns
+    -------
+    smoothed : numpy.ndarray
+        (E, Y, X) float32 transmission smoothed with the chosen width.
+    choice : StrengthChoice
+        With ``window_px`` inf; ``best_pooled`` names the width.
+    """
+    t = check_stack(transmission, name="transmission")
+    refs = references if references is not None else default_references(element)
+    ox = [r.oxidation_state for r in refs] if oxidation_states is None else list(oxidation_states)
+    model = reference_model(energies_eV, element, refs)
+    a = absorbance(t.astype(np.float32))
+    c = model.fit(a)
+    noise = residual_noise_std(a - model.predict(c), model)
+    _, choice = select_strength(c, noise, model, ox, sigmas_px=sigmas_px, window_px=None)
+    s = float(choice.sigmas_px[int(np.nanargmin(choice.pooled_risk))])
+    smoothed = ndimage.gaussian_filter(a, (0, s, s), mode="nearest") if s > 0 else a
+    return np.exp(-smoothed).astype(np.float32), choice
