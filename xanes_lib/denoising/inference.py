@@ -227,6 +227,20 @@ class DenoiseResult:
     invalid: np.ndarray | None = None
     strength: StrengthChoice | None = None
 
+    def oxidation_state_std(self, fit_std):
+        """Return the standard deviation to report for the oxidation state fitted on ``denoised``.
+
+        The fit of a denoised stack sees a residual that the averaging has shrunk (or, with the
+        residual kept, one that ignores it); its standard deviation does not describe the
+        error. Where the strength selection estimated the pixel's error (``strength.state_rmse``,
+        bias included) that estimate is returned, elsewhere ``fit_std``.
+        """
+        fit_std = np.asarray(fit_std)
+        if self.strength is None:
+            return fit_std
+        rmse = self.strength.state_rmse
+        return np.where(np.isfinite(rmse) & np.isfinite(fit_std), rmse, fit_std).astype(fit_std.dtype)
+
 
 def _tile_starts(n: int, tile: int, margin: int, align: int) -> list[int]:
     """Return the starts of the inner regions (multiples of ``align``) covering ``0..n``."""
@@ -310,9 +324,8 @@ def denoise_stack(denoiser: Denoiser, transmission, energies_eV, *, element: str
     res = _denoise_corrected(denoiser, t, model, tile=tile, margin=margin, energy_batch=energy_batch,
                              resize_to=resize_to, device=device, progress=progress, probe=probe)
     if probe is not None:
-        coefficients, res.strength = probe.select(res.coefficients)
-        res.denoised *= np.exp(-model.predict(coefficients - res.coefficients))
-        res.coefficients = coefficients
+        res.coefficients, res.strength = probe.select(res.coefficients)
+        res.denoised = _rebuild(res.corrected, res.coefficients, model)
     res.seconds = time.perf_counter() - t0
     if beam is not None:
         # corrected and denoised are already relative to the raw stack; B includes the beam's.
@@ -323,6 +336,22 @@ def denoise_stack(denoiser: Denoiser, transmission, energies_eV, *, element: str
             a[:, invalid] = np.nan
         res.invalid = invalid
     return res
+
+
+#: Gaussian width (pixels) of the smoothing of what no mix of the references explains, in the
+#: stack rebuilt after the strength selection: a phase outside the references stays in the
+#: residual, above the noise (more so than after a plain Gaussian of 2 px).
+UNEXPLAINED_SIGMA_PX = 3.0
+
+
+def _rebuild(corrected, coefficients, model) -> np.ndarray:
+    """Denoised transmission: the model of the chosen coefficients plus the smoothed unexplained part."""
+    a = absorbance(corrected)
+    outside = a - model.predict(model.fit(a))
+    ndimage.gaussian_filter(outside, (0, UNEXPLAINED_SIGMA_PX, UNEXPLAINED_SIGMA_PX), mode="nearest",
+                            output=outside)
+    outside += model.predict(coefficients)
+    return np.exp(-outside, out=outside).astype(np.float32, copy=False)
 
 
 def _fill_invalid(t: np.ndarray):

@@ -1,6 +1,7 @@
 """Scoring against ground truth (simulated files only): classical pipelines and metrics.
 
-- :mod:`.classical`  classical denoisers (Gaussian, TV, non-local means, PCA) + fit, pipelines scored
+- :mod:`.classical`  classical denoisers (Gaussian, TV, non-local means, PCA) + fit, the
+  self-tuned baseline, pipelines scored (incl. the unseen-phase AUC)
 - :mod:`.metrics`    oxidation-state accuracy, boundary masks, background error, ROC AUC
 """
 
@@ -12,12 +13,14 @@ from .classical import (
     run_classical,
     run_hybrid,
     run_network,
+    run_self_tuned,
     score_pipeline,
+    unexplained_auc,
 )
 from .metrics import background_error, boundary_mask, matched_negatives, oxidation_state_metrics, roc_auc
 
 __all__ = [
     "CLASSICAL_GRID", "noise_sigma", "classical_denoise", "oxidation_state_fit", "score_pipeline",
-    "run_classical", "run_hybrid", "run_network", "oxidation_state_metrics", "boundary_mask",
-    "background_error", "roc_auc", "matched_negatives",
+    "run_classical", "run_hybrid", "run_self_tuned", "run_network", "unexplained_auc",
+    "oxidation_state_metrics", "boundary_mask", "background_error", "roc_auc", "matched_negatives",
 ]

@@ -8,20 +8,22 @@ on it, and :func:`score_pipeline` compares with the ground truth (simulated file
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 from scipy import ndimage
 
 from .. import mapping
 from ..denoising.beam import estimate_background
+from ..denoising.strength import self_tuned_gaussian
 from ..physics import absorbance, reference_model
 from ..progress import progress_bar
 from ..spectra import default_references
-from .metrics import background_error, boundary_mask, oxidation_state_metrics
+from .metrics import background_error, boundary_mask, matched_negatives, oxidation_state_metrics, roc_auc
 
 __all__ = [
     "CLASSICAL_GRID", "noise_sigma", "classical_denoise", "oxidation_state_fit", "score_pipeline",
-    "run_classical", "run_hybrid", "run_network",
+    "run_classical", "run_hybrid", "run_self_tuned", "run_network", "unexplained_auc",
 ]
 
 #: Classical pipelines and the parameter values tried for each (the best is kept with the truth).
@@ -104,6 +106,28 @@ def oxidation_state_fit(transmission, energies_eV, element: str, *, mask, refere
     return mapping.fit_references(a, energies_eV, refs, mask=mask, mode=mode, shift_eV=shift)
 
 
+def unexplained_auc(res: mapping.ReferenceFit, truth) -> float:
+    """How well the fit residual reveals a phase outside the references (ROC AUC; NaN without one).
+
+    Positives: the truth's ``foreign_mask`` pixels; negatives: other sample pixels with the
+    same range of edge-element areal density (a residual that grows with thickness alone
+    cannot score).
+    """
+    foreign = getattr(truth, "foreign_mask", None)
+    if foreign is None or not np.any(foreign & truth.mask):
+        return float("nan")
+    pos = foreign & truth.mask & np.isfinite(res.residual_rms)
+    neg = _foreign_negatives(truth, pos)
+    if not pos.any() or not neg.any():
+        return float("nan")
+    return roc_auc(res.residual_rms, pos, neg)
+
+
+def _foreign_negatives(truth, positives) -> np.ndarray:
+    """Sample pixels outside the foreign phase, matched to its areal density."""
+    return matched_negatives(truth.areal_density, positives, truth.mask & ~truth.foreign_mask)
+
+
 def score_pipeline(res: mapping.ReferenceFit, truth, *, background=None, boundary_width: int = 3) -> dict:
     """Accuracy of a valence fit (and of a background estimate) against the ground truth.
 
@@ -124,11 +148,12 @@ def score_pipeline(res: mapping.ReferenceFit, truth, *, background=None, boundar
                                                    truth.oxidation_state, m & ~near)["rmse"]
     b = np.ones_like(truth.background) if background is None else background
     out.update(background_error(b, truth.background, m))
+    out["unexplained_auc"] = unexplained_auc(res, truth)
     return out
 
 
 def run_classical(stack, truth, *, grid=None, progress: bool = True, background=None,
-                  label: str = "classical") -> dict:
+                  label: str = "classical", fit_shift: bool = False) -> dict:
     """Score every classical pipeline (and the raw stack) on one simulated stack.
 
     For each method the parameter value with the lowest oxidation-state RMSE against the
@@ -138,13 +163,14 @@ def run_classical(stack, truth, *, grid=None, progress: bool = True, background=
     ``background`` (E, Y, X), e.g. the low-rank beam background of :mod:`xanes_lib.denoising.beam`, is
     divided out first and scored as the pipelines' background estimate (hybrid pipelines:
     our background correction, classical denoising). ``progress`` shows a bar over the
-    (method, parameter) pairs, labelled ``label``.
+    (method, parameter) pairs, labelled ``label``. ``fit_shift``: calibrate the references'
+    energy shift in every fit (:func:`oxidation_state_fit`).
     """
     grid = CLASSICAL_GRID if grid is None else grid
     e, el = stack.energies_eV, stack.element
     t = stack.transmission if background is None else (stack.transmission / background).astype(np.float32)
-    results = {"raw": {**score_pipeline(oxidation_state_fit(t, e, el, mask=truth.mask), truth,
-                                        background=background), "params": {}, "seconds": 0.0}}
+    raw = oxidation_state_fit(t, e, el, mask=truth.mask, fit_shift=fit_shift)
+    results = {"raw": {**score_pipeline(raw, truth, background=background), "params": {}, "seconds": 0.0}}
     trials = [(method, *next(iter(params.items()))) for method, params in grid.items()]
     bar = progress_bar(total=sum(len(values) for _, _, values in trials), desc=label, unit="fit",
                        disable=not progress)
@@ -154,7 +180,7 @@ def run_classical(stack, truth, *, grid=None, progress: bool = True, background=
             t0 = time.perf_counter()
             den = classical_denoise(t, method, **{name: v})
             secs = time.perf_counter() - t0
-            sc = score_pipeline(oxidation_state_fit(den, e, el, mask=truth.mask), truth,
+            sc = score_pipeline(oxidation_state_fit(den, e, el, mask=truth.mask, fit_shift=fit_shift), truth,
                                 background=background)
             sc.update(params={name: v}, seconds=secs)
             if best is None or sc["rmse"] < best["rmse"]:
@@ -166,7 +192,7 @@ def run_classical(stack, truth, *, grid=None, progress: bool = True, background=
     return results
 
 
-def run_hybrid(stack, truth, *, grid=None, progress: bool = True) -> dict:
+def run_hybrid(stack, truth, *, grid=None, progress: bool = True, fit_shift: bool = False) -> dict:
     """:func:`run_classical` after our low-rank beam background (:mod:`xanes_lib.denoising.beam`).
 
     Returns the scores under ``lowrank+<name>``: how much of a network pipeline's gain is
@@ -175,20 +201,47 @@ def run_hybrid(stack, truth, *, grid=None, progress: bool = True) -> dict:
     e = stack.energies_eV
     lowrank = estimate_background(stack.transmission, e, reference_model(e, stack.element))
     scores = run_classical(stack, truth, grid=grid, progress=progress, background=lowrank.background,
-                           label="low-rank background + classical")
+                           label="low-rank background + classical", fit_shift=fit_shift)
     return {f"lowrank+{k}": v for k, v in scores.items()}
 
 
-def run_network(denoiser, stack, truth, *, resize_to=None, device=None) -> dict:
+def run_self_tuned(stack, truth, *, lowrank: bool = False, fit_shift: bool = False) -> dict:
+    """Score the classical pipeline tuned without the truth: one Gaussian width chosen by SURE.
+
+    :func:`xanes_lib.denoising.strength.self_tuned_gaussian`, after our low-rank beam
+    background when ``lowrank``. The chosen width is in ``params``.
+    """
+    e, t, background = stack.energies_eV, stack.transmission, None
+    if lowrank:
+        background = estimate_background(t, e, reference_model(e, stack.element)).background
+        t = (t / background).astype(np.float32)
+    t0 = time.perf_counter()
+    smoothed, choice = self_tuned_gaussian(t, e, element=stack.element)
+    secs = time.perf_counter() - t0
+    sc = score_pipeline(oxidation_state_fit(smoothed, e, stack.element, mask=truth.mask, fit_shift=fit_shift),
+                        truth, background=background)
+    sc.update(params={"chosen": choice.best_pooled}, seconds=secs)
+    return sc
+
+
+def run_network(denoiser, stack, truth, *, resize_to=None, device=None, select: bool = True,
+                fit_shift: bool = False) -> dict:
     """Denoise a simulated stack with a denoiser and score the valence fit and the background.
 
     The valence fit uses the denoised stack (background and noise removed); the background
-    score uses the network's background estimate. ``denoiser`` is a
-    :class:`xanes_lib.denoising.Denoiser` (torch is needed only here, through it).
+    score uses the network's background estimate; the standard deviation is the one the
+    denoiser reports (:meth:`xanes_lib.denoising.DenoiseResult.oxidation_state_std`).
+    ``denoiser`` is a :class:`xanes_lib.denoising.Denoiser` (torch is needed only here,
+    through it); ``select`` is passed to :func:`xanes_lib.denoising.denoise_stack`.
     """
     res = denoiser.denoise(stack.transmission, stack.energies_eV, element=stack.element, resize_to=resize_to,
-                           device=device)
-    sc = score_pipeline(oxidation_state_fit(res.denoised, stack.energies_eV, stack.element, mask=truth.mask),
-                        truth, background=res.background)
-    sc.update(params={"resize_to": resize_to} if resize_to else {}, seconds=res.seconds)
+                           device=device, select=select, progress=False)
+    fit = oxidation_state_fit(res.denoised, stack.energies_eV, stack.element, mask=truth.mask,
+                              fit_shift=fit_shift)
+    fit = replace(fit, oxidation_state_std=res.oxidation_state_std(fit.oxidation_state_std))
+    sc = score_pipeline(fit, truth, background=res.background)
+    params = {"resize_to": resize_to} if resize_to else {}
+    if res.strength is not None:
+        params["chosen"] = res.strength.best_pooled
+    sc.update(params=params, seconds=res.seconds)
     return sc
