@@ -1,0 +1,34 @@
+"""Registration across energies: shifts per image, applying them, the common field of view.
+
+- :mod:`.registration`  :func:`register_stack`: sub-pixel translation of every image relative to
+                        a reference image, on edge-enhanced absorbance images (robust to the
+                        contrast change across the edge and to low counts), with a confidence
+                        per shift; schedules "template", "anchored", "chained"
+- :mod:`.shifts`        :class:`Alignment` (shifts, confidence, reference, method; saved to and
+                        loaded from an HDF5 group ``alignment/``), :func:`apply_alignment`
+                        (sub-pixel shift, common mask and crop, noise variance factor per
+                        image), :func:`interpolation_variance`
+
+Convention (DESIGN.md): ``shifts_px[e] = (dy, dx)`` is the displacement of image e relative to
+the reference image; a feature at (y, x) in the reference is at (y + dy, x + dx) in image e,
+and aligning shifts image e by -(dy, dx).
+"""
+
+from .registration import (
+    DRIFT_TOLERANCE_PX,
+    FEATURES,
+    MAX_BINNED_SIZE,
+    METHODS,
+    POST_EDGE_OFFSET_EV,
+    RELATIVE_CONFIDENCE,
+    choose_reference,
+    drift_test,
+    register_stack,
+)
+from .shifts import GROUP, ORDERS, AlignedStack, Alignment, apply_alignment, interpolation_variance
+
+__all__ = [
+    "METHODS", "FEATURES", "MAX_BINNED_SIZE", "POST_EDGE_OFFSET_EV", "RELATIVE_CONFIDENCE",
+    "DRIFT_TOLERANCE_PX", "register_stack", "choose_reference", "drift_test", "GROUP", "ORDERS",
+    "Alignment", "AlignedStack", "interpolation_variance", "apply_alignment",
+]

@@ -1,0 +1,355 @@
+"""Shifts across energies: the :class:`Alignment` record, its file form, and applying it.
+
+Convention (DESIGN.md): ``shifts_px[e] = (dy, dx)`` is the displacement of image ``e``
+relative to the reference image: a feature at ``(y, x)`` in the reference is at
+``(y + dy, x + dx)`` in image ``e``. Aligning shifts image ``e`` by ``-(dy, dx)``:
+``aligned[e](y, x) = image[e](y + dy, x + dx)``.
+
+In a file the record is the group ``alignment/`` holding ``shifts_px`` (E, 2),
+``confidence`` (E,), ``flagged`` (E,) and ``shift_std_px`` (E, 2), with attributes
+``reference_index``, ``method`` and the registration's choices.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+
+import h5py
+import numpy as np
+from scipy import ndimage
+
+from ..io._hdf5 import atomic_h5, encode_attrs, read_attrs, write_array, write_attrs
+from ..validate import check_stack
+
+__all__ = [
+    "GROUP", "ORDERS", "Alignment", "AlignedStack", "interpolation_variance", "apply_alignment",
+]
+
+#: Name of the HDF5 group holding an alignment.
+GROUP = "alignment"
+#: Interpolation orders of :func:`apply_alignment` (0 nearest, 1 linear, 2-5 splines).
+ORDERS = (0, 1, 2, 3, 4, 5)
+_RESERVED = ("reference_index", "method")
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """Sub-pixel translations of the images of a stack relative to a reference image.
+
+    Attributes
+    ----------
+    shifts_px : numpy.ndarray, shape (E, 2)
+        Displacement (dy, dx) of image e relative to the reference image, in pixels.
+    confidence : numpy.ndarray, shape (E,)
+        Quality of each shift: the normalised cross-correlation of the image's features with
+        what it was registered to (1 for the reference; lower is worse).
+    reference_index : int
+        Index of the reference image.
+    method : str
+        How the shifts were found (for example ``"template"``, or ``"manual"``).
+    flagged : numpy.ndarray of bool, shape (E,)
+        Images whose confidence was too low; their shifts were interpolated from neighbours.
+        None means none flagged.
+    shift_std_px : numpy.ndarray, shape (E, 2), or None
+        Standard error of each shift relative to the reference (0 for the reference); None
+        when unknown (NaN after loading).
+    info : dict
+        JSON-able details of the choices made (bin factor, smoothing, threshold, ...).
+    """
+
+    shifts_px: np.ndarray
+    confidence: np.ndarray
+    reference_index: int
+    method: str
+    flagged: np.ndarray | None = None
+    shift_std_px: np.ndarray | None = None
+    info: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        shifts = np.array(self.shifts_px, dtype=np.float64)
+        if shifts.ndim != 2 or shifts.shape[1] != 2 or shifts.shape[0] < 1:
+            raise ValueError(f"shifts_px must have shape (E, 2) (dy, dx per image); got {shifts.shape}.")
+        if not np.isfinite(shifts).all():
+            bad = int(np.flatnonzero(~np.isfinite(shifts).all(axis=1))[0])
+            raise ValueError(f"shifts_px must be finite; image {bad} has {shifts[bad].tolist()}.")
+        n_e = shifts.shape[0]
+        conf = np.array(self.confidence, dtype=np.float64)
+        if conf.shape != (n_e,):
+            raise ValueError(f"confidence must have shape ({n_e},), one value per image; got {conf.shape}.")
+        flagged = (np.zeros(n_e, bool) if self.flagged is None else np.array(self.flagged))
+        if flagged.shape != (n_e,) or flagged.dtype != bool:
+            raise ValueError(f"flagged must be a boolean array of shape ({n_e},); got "
+                             f"{flagged.dtype} {flagged.shape}.")
+        std = np.full((n_e, 2), np.nan) if self.shift_std_px is None else np.array(self.shift_std_px,
+                                                                                   dtype=np.float64)
+        if std.shape != (n_e, 2) or np.any(std < 0):
+            raise ValueError(f"shift_std_px must be an ({n_e}, 2) array of errors >= 0 (or NaN); got "
+                             f"shape {std.shape}.")
+        ref = self.reference_index
+        if isinstance(ref, bool) or not isinstance(ref, int | np.integer) or not 0 <= ref < n_e:
+            raise ValueError(f"reference_index must be an integer in [0, {n_e - 1}]; got {ref!r}.")
+        if not isinstance(self.method, str) or not self.method:
+            raise ValueError(f"method must be a non-empty string; got {self.method!r}.")
+        if not isinstance(self.info, dict):
+            raise ValueError(f"info must be a dict; got {type(self.info).__name__}.")
+        for name, value in (("shifts_px", shifts), ("confidence", conf), ("flagged", flagged),
+                            ("shift_std_px", std)):
+            value.setflags(write=False)
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "reference_index", int(ref))
+
+    @property
+    def n_energies(self) -> int:
+        """Number of images."""
+        return self.shifts_px.shape[0]
+
+    @classmethod
+    def identity(cls, n_energies: int, *, reference_index: int = 0) -> Alignment:
+        """No shift at all (``method="none"``): what a stack that is not aligned carries."""
+        return cls(np.zeros((n_energies, 2)), np.ones(n_energies), reference_index, "none",
+                   shift_std_px=np.zeros((n_energies, 2)))
+
+    def to_attrs(self) -> dict:
+        """Attributes of the ``alignment/`` group: ``reference_index``, ``method`` and ``info``."""
+        return {**self.info, "reference_index": self.reference_index, "method": self.method}
+
+    def write(self, group: h5py.Group) -> None:
+        """Write the datasets and attributes into an open, empty HDF5 group."""
+        pairs, json_keys = encode_attrs(dict(self.info), what="Alignment.info", reserved=_RESERVED)
+        write_attrs(group, pairs + [("reference_index", self.reference_index), ("method", self.method)],
+                    json_keys)
+        write_array(group, "shifts_px", self.shifts_px)
+        write_array(group, "confidence", self.confidence)
+        write_array(group, "flagged", self.flagged)
+        write_array(group, "shift_std_px", self.shift_std_px)
+
+    def save(self, path, *, overwrite: bool = True) -> None:
+        """Write a new HDF5 file holding the group ``alignment/`` (atomically: whole or not at all).
+
+        Examples
+        --------
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "shifts.h5"
+        >>> Alignment.identity(3).save(path)
+        >>> Alignment.load(path).shifts_px.shape
+        (3, 2)
+        """
+        with atomic_h5(path, overwrite=overwrite) as f:
+            self.write(f.create_group(GROUP))
+
+    @classmethod
+    def load(cls, source) -> Alignment:
+        """Read an alignment from a file (its ``alignment/`` group) or from an open HDF5 group.
+
+        Raises
+        ------
+        ValueError
+            When the group or one of its datasets is missing.
+        """
+        if isinstance(source, h5py.Group):
+            return cls._from_group(source)
+        path = os.fspath(source)
+        with h5py.File(path, "r") as f:
+            if GROUP not in f:
+                raise ValueError(f"{path} holds no '{GROUP}/' group; it was not aligned (groups there: "
+                                 f"{sorted(f.keys())}).")
+            return cls._from_group(f[GROUP])
+
+    @classmethod
+    def _from_group(cls, group: h5py.Group) -> Alignment:
+        where = f"{group.file.filename}:{group.name}"
+        missing = [k for k in ("shifts_px", "confidence") if k not in group]
+        missing += [k for k in _RESERVED if k not in group.attrs]
+        if missing:
+            raise ValueError(f"{where} lacks {missing}; an alignment needs the datasets shifts_px and "
+                             "confidence and the attributes reference_index and method.")
+        attrs = read_attrs(group, source=group.file.filename)
+        flagged = group["flagged"][()].astype(bool) if "flagged" in group else None
+        std = group["shift_std_px"][()] if "shift_std_px" in group else None
+        ref, method = attrs.pop("reference_index"), attrs.pop("method")
+        return cls(shifts_px=group["shifts_px"][()], confidence=group["confidence"][()],
+                   reference_index=int(ref), method=str(method), flagged=flagged, shift_std_px=std,
+                   info=attrs)
+
+
+@dataclass(frozen=True)
+class AlignedStack:
+    """An aligned stack and what the alignment did to it.
+
+    Attributes
+    ----------
+    transmission : numpy.ndarray, shape (E, Y, X)
+        The aligned images, same dtype as the input; outside each image's field the nearest
+        edge value is repeated (use ``common_mask`` or ``crop``).
+    common_mask : numpy.ndarray of bool, shape (Y, X)
+        Pixels that every image covers after alignment (no extrapolation anywhere).
+    crop : tuple of slice
+        The rectangle of ``common_mask``: ``transmission[:, crop[0], crop[1]]``.
+    variance_factor : numpy.ndarray, shape (E,)
+        Variance of a pixel of the aligned image e over that of the input for uncorrelated
+        noise (:func:`interpolation_variance`); 1 for unshifted images.
+    order : int
+        Interpolation order used.
+    """
+
+    transmission: np.ndarray
+    common_mask: np.ndarray
+    crop: tuple[slice, slice]
+    variance_factor: np.ndarray
+    order: int
+
+
+def _kernel_energy(fraction: float, order: int) -> float:
+    """Sum of the squared interpolation weights for a fractional shift along one axis."""
+    if order == 0:
+        return 1.0
+    if order == 1:
+        return (1.0 - fraction) ** 2 + fraction ** 2
+    delta = np.zeros(65)
+    delta[32] = 1.0
+    out = ndimage.shift(delta, fraction, order=order, mode="constant", cval=0.0)
+    return float(np.sum(out ** 2))
+
+
+def interpolation_variance(shifts_px, *, order: int = 1) -> np.ndarray:
+    """Variance factor of uncorrelated pixel noise after a sub-pixel shift, per image.
+
+    An interpolated pixel is a weighted sum ``sum_k w_k I_k`` of input pixels, so its
+    variance is ``sum_k w_k**2`` times theirs. Linear interpolation at fractional shift
+    ``f`` gives ``(1 - f)**2 + f**2`` per axis (down to 0.5 at ``f = 0.5``), and neighbouring
+    output pixels become correlated (covariance ``f (1 - f)`` per axis), so averages over
+    regions do not gain: the variance of a region mean is unchanged.
+
+    Parameters
+    ----------
+    shifts_px : array_like, shape (E, 2)
+        Shifts applied (dy, dx); only their fractional parts matter.
+    order : int
+        Interpolation order (0 nearest: factor 1).
+
+    Returns
+    -------
+    numpy.ndarray, shape (E,)
+        Product of the two axes' factors, in (0, 1].
+
+    Examples
+    --------
+    >>> interpolation_variance([[0.0, 0.5], [2.0, -3.0]])
+    array([0.5, 1. ])
+    """
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {ORDERS}; got {order!r}.")
+    shifts = np.asarray(shifts_px, dtype=np.float64).reshape(-1, 2)
+    frac = shifts - np.floor(shifts)
+    return np.array([_kernel_energy(fy, order) * _kernel_energy(fx, order) for fy, fx in frac])
+
+
+def _linear_shift(image: np.ndarray, shift) -> np.ndarray:
+    """``out(y, x) = image(y + dy, x + dx)`` by separable linear interpolation, edges repeated."""
+    out = image
+    for axis, d in enumerate(shift):
+        n = image.shape[axis]
+        base = math.floor(d)
+        f = d - base
+        i0 = np.clip(np.arange(n) + base, 0, n - 1)
+        lo = np.take(out, i0, axis=axis)
+        if f > 0:
+            hi = np.take(out, np.clip(np.arange(n) + base + 1, 0, n - 1), axis=axis)
+            lo *= (1.0 - f)
+            lo += f * hi
+        out = lo
+    return out
+
+
+def _valid_range(n: int, d: float, order: int) -> tuple[int, int]:
+    """Output indices ``[lo, hi)`` whose sample position ``i + d`` lies inside the image."""
+    slack = 0.5 if order == 0 else 0.0
+    lo = max(0, math.ceil(-d - slack - 1e-9))
+    hi = min(n, math.floor(n - 1 - d + slack + 1e-9) + 1)
+    return lo, max(lo, hi)
+
+
+def apply_alignment(transmission, alignment, *, order: int = 1) -> AlignedStack:
+    """Shift every image by ``-shifts_px[e]`` onto the reference image's grid.
+
+    Parameters
+    ----------
+    transmission : array_like, shape (E, Y, X)
+        The stack the alignment was estimated on (not modified).
+    alignment : Alignment or array_like of shape (E, 2)
+        The shifts (dy, dx), see :class:`Alignment`.
+    order : int
+        Interpolation: 1 linear (default, fast, local), 0 nearest pixel (no change to the
+        noise, up to half a pixel of error), 2-5 splines (:func:`scipy.ndimage.shift`).
+
+    Returns
+    -------
+    AlignedStack
+        Aligned images (same dtype), the mask and crop of the field that every image covers,
+        and the per-image ``variance_factor`` of the noise.
+
+    Notes
+    -----
+    Interpolation changes the noise: linear interpolation at fractional shift ``f`` reduces
+    the per-pixel variance by ``(1 - f)**2 + f**2`` per axis and correlates neighbouring
+    pixels. A per-pixel fit over energies that takes the noise variance of image e from the
+    photon counts should multiply it by ``variance_factor[e]``; a noise estimate taken from
+    the aligned images themselves already includes it. The spatial correlation matters for
+    statistics pooled over regions (their variance is not reduced).
+
+    Raises
+    ------
+    ValueError
+        For a stack that is not (E, Y, X) finite numbers, a number of shifts that does not
+        match, non-finite shifts, shifts as large as the field, or an unknown order.
+
+    Examples
+    --------
+    >>> stack = np.zeros((2, 5, 5), np.float32)
+    >>> stack[0, 2, 2] = stack[1, 3, 1] = 1.0  # image 1 moved by (dy, dx) = (1, -1)
+    >>> out = apply_alignment(stack, [[0, 0], [1, -1]])
+    >>> bool(out.transmission[1, 2, 2]), out.crop
+    (True, (slice(0, 4, None), slice(1, 5, None)))
+    """
+    stack = check_stack(transmission, name="transmission")
+    if not np.issubdtype(stack.dtype, np.floating):
+        stack = stack.astype(np.float64)
+    if order not in ORDERS or isinstance(order, bool):
+        raise ValueError(f"order must be one of {ORDERS} (0 nearest, 1 linear, 2-5 splines); got {order!r}.")
+    if isinstance(alignment, Alignment):
+        shifts = alignment.shifts_px
+    else:
+        shifts = np.asarray(alignment, dtype=np.float64)
+        if shifts.ndim != 2 or shifts.shape[1] != 2 or not np.isfinite(shifts).all():
+            raise ValueError(f"shifts must be a finite (E, 2) array of (dy, dx); got shape {shifts.shape}.")
+    n_e, ny, nx = stack.shape
+    if shifts.shape[0] != n_e:
+        raise ValueError(f"the alignment has {shifts.shape[0]} shifts but the stack has {n_e} images; "
+                         "apply it to the stack it was estimated on.")
+    big = np.flatnonzero((np.abs(shifts) >= np.array([ny, nx]) - 1).any(axis=1))
+    if big.size:
+        raise ValueError(f"image {big[0]} would move by {shifts[big[0]].tolist()} px, as much as the field "
+                         f"({ny} x {nx}); no pixel would remain. Check the shifts (units: pixels).")
+    out = np.empty_like(stack)
+    lo, hi = [0, 0], [ny, nx]
+    for e in range(n_e):
+        d = (float(shifts[e, 0]), float(shifts[e, 1]))
+        if d == (0.0, 0.0):
+            out[e] = stack[e]
+        elif order == 0:
+            out[e] = _linear_shift(stack[e], tuple(float(np.round(v)) for v in d))
+        elif order == 1:
+            out[e] = _linear_shift(stack[e], d)
+        else:
+            out[e] = ndimage.shift(stack[e], (-d[0], -d[1]), order=order, mode="nearest")
+        for axis, n in enumerate((ny, nx)):
+            a, b = _valid_range(n, d[axis], order)
+            lo[axis], hi[axis] = max(lo[axis], a), min(hi[axis], b)
+    crop = (slice(lo[0], max(lo[0], hi[0])), slice(lo[1], max(lo[1], hi[1])))
+    common = np.zeros((ny, nx), bool)
+    common[crop] = True
+    used = np.round(shifts) if order == 0 else shifts
+    return AlignedStack(transmission=out, common_mask=common, crop=crop,
+                        variance_factor=interpolation_variance(used, order=order), order=order)
