@@ -6,9 +6,11 @@ evaluation stand beside it:
 - :mod:`io`          stack files (FXI-compatible), results files, flat-field correction
 - :mod:`spectra`     reference spectra: parametric edge model, shipped library, users' files
 - :mod:`physics`     the linear absorbance model with its reference basis, materials
-- :mod:`simulation`  phantoms, beam background, detector, data sets with ground truth
-- :mod:`denoising`   networks, losses, inference, beam background, training, adaptation
-  (the only package that imports torch)
+- :mod:`simulation`  phantoms, beam background, detector, data sets with ground truth; the
+  foreign test family made by independent code
+- :mod:`alignment`   registration of the images across energies, shifts, common field of view
+- :mod:`denoising`   networks, losses, inference, beam background, strength chosen per stack,
+  training, adaptation (the only package that imports torch)
 - :mod:`mapping`     normalisation, edge energies, mask, reference fits, energy shift, flags
 - :mod:`evaluation`  classical pipelines and metrics against ground truth (simulated files)
 - :mod:`validate`, :mod:`config`, :mod:`progress`, :mod:`plot`, :mod:`notebooks`: input
