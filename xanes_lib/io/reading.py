@@ -2,6 +2,12 @@
 
 Files are opened read-only. ``ground_truth/`` is read only by :func:`read_ground_truth`,
 which is meant for simulation, metrics and tests; :func:`read_stack` never opens it.
+
+NSLS-II FXI exports are read as written: ``img_xanes`` as corrected float32 transmission
+(most exports) or raw counts (an integer dtype or a median above 5: refused, or corrected with
+the file's ``img_bkg``/``img_dark`` when asked), ``X_eng`` in keV, ``Pixel Size`` as
+``"21.666666666666668nm"`` or ``"0.0217 um"`` or a number of nm, ``Magnification``, averaged
+frames with their axis kept, the scan metadata; what was decided is in ``Stack.provenance``.
 """
 
 from __future__ import annotations
@@ -9,63 +15,49 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import re
-import warnings
 
 import h5py
 import numpy as np
 
-from ..validate import (
-    EV_MIN,
-    EV_PER_KEV,
-    KEV_MAX,
-    RAW_COUNTS_MEDIAN,
-    check_energies,
-    check_stack,
-    energies_to_ev,
-    find_bad_frames,
-    find_nonfinite,
-    sampled_median,
-)
-from ._checks import (
-    DamagedFileError,
-    describe_frame,
-    element_contradiction,
-    read_dataset,
-)
+from ..validate import EV_MIN, EV_PER_KEV, KEV_MAX, check_energies, check_stack, energies_to_ev
+from ._checks import DamagedFileError, read_dataset
 from ._hdf5 import read_attrs, to_python
+from ._intake import (
+    BAD_FRAMES_MODES,
+    RAW_COUNTS_MODES,
+    REPEAT_POS_RE,
+    describe_intensity,
+    finish_stack,
+    parse_pixel_size,
+    refuse_nonfinite,
+    to_transmission,
+)
 from .stacks import (
-    _RESERVED_ROOT_ATTRS,
-    CANDIDATE_ELEMENTS,
     DARK_KEY,
+    DRIFT_KEY,
     ENERGY_KEY,
     FLAT_KEY,
     GROUND_TRUTH_KEY,
     IMAGES_KEY,
+    MAGNIFICATION_KEY,
     PIXEL_SIZE_KEY,
+    PROVENANCE_ATTR,
     GroundTruth,
     Stack,
     _check_frame,
     _check_label,
     _real_array,
     _validate_ground_truth,
-    infer_element,
 )
 
 __all__ = [
     "read_stack", "has_ground_truth", "read_ground_truth", "stack_checksum", "DamagedFileError",
-    "BAD_FRAMES_MODES",
+    "BAD_FRAMES_MODES", "RAW_COUNTS_MODES",
 ]
 
-#: What :func:`read_stack` does with frames that measure nothing (dead, saturated, no beam).
-BAD_FRAMES_MODES = ("refuse", "drop", "keep")
-_MIN_FRAMES_LEFT = 2
-_LISTED_FRAMES = 10               # bad frames named one by one in a message
-
-
 _ENERGY_DECIMALS_EV = 6           # keV -> eV round-off is removed by rounding to 1 micro-eV
-_PIXEL_UNITS_NM = {"nm": 1.0, "um": 1e3, "µm": 1e3, "μm": 1e3, "micron": 1e3, "mm": 1e6}
-_PIXEL_SIZE_RE = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([^\s\d]+)?\s*$")
+#: Scalar datasets of FXI exports recorded in ``Stack.provenance["instrument"]``.
+_INSTRUMENT_KEYS = ("scan_id", "uid", "note", "scan_time")
 
 
 def _open_read(source: str) -> h5py.File:
@@ -115,25 +107,6 @@ def _read_energies(ds: h5py.Dataset, source: str, energy_unit: str | None) -> np
     return check_energies(energies_eV, name=ENERGY_KEY, unit="eV", source=source)
 
 
-def _parse_pixel_size(ds, source: str) -> float:
-    where = f"{PIXEL_SIZE_KEY!r} in {source}"
-    fix = "write it as a string such as '20.0 nm' (units nm, um or mm)."
-    value = to_python(ds[()]) if isinstance(ds, h5py.Dataset) else None
-    if isinstance(value, list) and len(value) == 1:
-        value = value[0]
-    if not isinstance(value, str):
-        raise ValueError(f"{where} is unparsable: {value!r} has no unit; {fix}")
-    match = _PIXEL_SIZE_RE.match(value)
-    unit = match.group(2) if match else None
-    if match is None or unit is None or unit.lower() not in {u.lower() for u in _PIXEL_UNITS_NM}:
-        raise ValueError(f"{where} is unparsable: {value!r}; {fix}")
-    factor = next(f for u, f in _PIXEL_UNITS_NM.items() if u.lower() == unit.lower())
-    size_nm = float(match.group(1)) * factor
-    if not (math.isfinite(size_nm) and size_nm > 0):
-        raise ValueError(f"{where} is {value!r}: a pixel size must be positive; {fix}")
-    return size_nm
-
-
 def _read_label(f: h5py.File, key: str, source: str) -> str | None:
     if key not in f.attrs:
         return None
@@ -144,71 +117,97 @@ def _read_label(f: h5py.File, key: str, source: str) -> str | None:
     return value.strip()
 
 
-def _check_raw_counts(transmission: np.ndarray, energies_eV: np.ndarray, source: str,
-                      has_flat: bool, has_dark: bool) -> None:
-    median = sampled_median(transmission)
-    if not median > RAW_COUNTS_MEDIAN:
-        return
-    first = next((i for i, frame in enumerate(transmission) if sampled_median(frame) > RAW_COUNTS_MEDIAN), 0)
-    present = [repr(k) for k, here in ((FLAT_KEY, has_flat), (DARK_KEY, has_dark)) if here]
-    with_file = f" with this file's {' and '.join(present)}" if present else ""
-    raise ValueError(f"{IMAGES_KEY} in {source} has a median of {median:.4g} (the first frame above "
-                     f"{RAW_COUNTS_MEDIAN:g}: {describe_frame(first, energies_eV[first])}): these are raw "
-                     "detector counts, "
-                     "not transmission (I-dark)/(flat-dark), which lies at about 0-1.2. Flat-field correct "
-                     f"them first: xanes_lib.io.flat_field_correct(images, flat, dark){with_file}, and write "
-                     "the result with write_stack (transmission in percent: divide by 100).")
+
+def _companion(f: h5py.File, group, key: str):
+    """``key`` next to the images (their group) when there, else at the root; None if absent."""
+    for where in (group, f):
+        if key in where:
+            return where[key]
+    return None
 
 
-def _bad_frames(bad, transmission, energies_eV, flat, dark, attrs, source: str, mode: str):
-    """Refuse, drop or keep (and record) the frames that measure nothing."""
-    listed = "; ".join(f"{describe_frame(i, energies_eV[i])} is {why}" for i, why in bad[:_LISTED_FRAMES])
-    if len(bad) > _LISTED_FRAMES:
-        listed += f"; and {len(bad) - _LISTED_FRAMES} more"
-    if mode == "refuse":
-        raise ValueError(f"{IMAGES_KEY} in {source} has {len(bad)} frame(s) that measure no absorption: "
-                         f"{listed}. Pass bad_frames='drop' to read the stack without them (their energies "
-                         "go too, listed in Stack.attrs['dropped_frames']), or re-measure those energies.")
-    record = [{"index": int(i), "energy_eV": float(energies_eV[i]), "reason": why} for i, why in bad]
-    if mode == "keep":
-        attrs["bad_frames"] = record
-        return transmission, energies_eV, flat, dark
-    keep = np.ones(energies_eV.size, bool)
-    keep[[i for i, _ in bad]] = False
-    if keep.sum() < _MIN_FRAMES_LEFT:
-        raise ValueError(f"{IMAGES_KEY} in {source}: only {int(keep.sum())} of {keep.size} frames measure "
-                         f"absorption ({listed}); nothing is left to analyse: re-measure the stack.")
-
-    def per_energy(a):
-        return a[keep] if a is not None and a.ndim == 3 else a
-
-    previous = attrs.get("dropped_frames")
-    attrs["dropped_frames"] = (previous if isinstance(previous, list) else []) + record
-    warnings.warn(f"{source}: dropped {len(bad)} frame(s) of {IMAGES_KEY} that measure no absorption: "
-                  f"{listed}.", stacklevel=3)
-    return transmission[keep], energies_eV[keep], per_energy(flat), per_energy(dark)
+def _read_frame(ds, key: str, shape: tuple[int, int, int], source: str, fix: str,
+                repeat: int | None) -> tuple[np.ndarray, str | None]:
+    """Read a flat or dark frame: (Y, X), (E, Y, X), (1, Y, X) (squeezed), or one repeat's block."""
+    if not isinstance(ds, h5py.Dataset):
+        raise ValueError(f"{key!r} in {source} is a {type(ds).__name__}, not a dataset; the stack layout "
+                         "expects a dataset there.")
+    a = read_dataset(ds, source)
+    note = None
+    n = shape[0]
+    if a.ndim == 3 and a.shape[1:] == shape[1:]:
+        if a.shape[0] == 1 and n != 1:
+            a, note = a[0], f"{key} has shape {ds.shape}: used as one averaged frame"
+        elif repeat is not None and a.shape[0] != n and a.shape[0] % n == 0 and a.shape[0] // n > repeat:
+            a = a[repeat * n:(repeat + 1) * n]
+            note = (f"{key} holds {ds.shape[0] // n} repeats of {n} frames: frames "
+                    f"{repeat * n}-{(repeat + 1) * n - 1} (repeat {repeat}) used")
+    return _check_frame(a, key, shape, source=source, fix=fix), note
 
 
-def _resolve_element(element, file_element, edge: str, energies_eV, attrs: dict, source: str) -> str:
-    """Return the given element, else the file's (checked against the energies), else infer it."""
-    if element is not None:
-        return element
-    if file_element is not None:
-        why = element_contradiction(file_element, edge, energies_eV, CANDIDATE_ELEMENTS)
-        if why is not None:
-            raise ValueError(f"the 'element' attribute of {source} {why}")
-        return file_element
+def _read_magnification(ds, source: str) -> tuple[float | None, str | None]:
+    value = to_python(read_dataset(ds, source)) if isinstance(ds, h5py.Dataset) else None
+    values = value if isinstance(value, list) else [value]
     try:
-        element = infer_element(energies_eV)
-    except ValueError as err:
-        raise ValueError(f"{source} has no 'element' attribute and {err}") from None
-    attrs["element_inferred"] = True
-    return element
+        numbers = {float(v) for v in values}
+    except (TypeError, ValueError):
+        numbers = set()
+    m = numbers.pop() if len(numbers) == 1 else float("nan")
+    if math.isfinite(m) and m > 0:
+        return m, None
+    return None, f"{MAGNIFICATION_KEY!r} is {value!r}: not one positive number, left unknown"
+
+
+def _read_frames(f: h5py.File, group, shape, source: str, *, correcting: bool, repeat: int | None):
+    """(flat, dark, notes) next to the images; None for a frame the file does not hold."""
+    fix = ("The flat and dark frames are needed to correct the raw counts: average repeated frames "
+           "(.mean(axis=0)) and correct them with flat_field_correct." if correcting
+           else "Pass load_flat_dark=False to read the stack without them.")
+    frames, notes = [], []
+    for key in (FLAT_KEY, DARK_KEY):
+        ds = _companion(f, group, key)
+        frame, note = (None, None) if ds is None else _read_frame(ds, key, shape, source, fix, repeat)
+        frames.append(frame)
+        if note:
+            notes.append(note)
+    return frames[0], frames[1], notes
+
+
+def _metadata(f: h5py.File, group, source: str) -> tuple[float | None, float | None, dict]:
+    """Pixel size (nm), magnification and the provenance notes about them and the scan."""
+    notes = {}
+    pixel_size_nm = magnification = None
+    pixel_ds = _companion(f, group, PIXEL_SIZE_KEY)
+    if pixel_ds is not None:
+        value = read_dataset(pixel_ds, source) if isinstance(pixel_ds, h5py.Dataset) else None
+        pixel_size_nm, notes["pixel_size"] = parse_pixel_size(value, f"{PIXEL_SIZE_KEY!r} in {source}")
+    magnification_ds = _companion(f, group, MAGNIFICATION_KEY)
+    if magnification_ds is not None:
+        magnification, note = _read_magnification(magnification_ds, source)
+        if note:
+            notes["magnification"] = note
+    instrument = _instrument(f, source)
+    if instrument:
+        notes["instrument"] = instrument
+    return pixel_size_nm, magnification, notes
+
+
+def _instrument(f: h5py.File, source: str) -> dict:
+    """FXI scan metadata stored as scalar datasets (scan id, uid, note, time)."""
+    out = {}
+    for key in _INSTRUMENT_KEYS:
+        ds = f.get(key)
+        if isinstance(ds, h5py.Dataset) and ds.ndim == 0:
+            value = to_python(read_dataset(ds, source))
+            if isinstance(value, str | int | float) and not isinstance(value, bool):
+                out[key] = value
+    return out
 
 
 def read_stack(path, *, load_flat_dark: bool = True, energy_unit: str | None = None,
                element: str | None = None, allow_nonfinite: bool = False,
-               bad_frames: str = "refuse") -> Stack:
+               bad_frames: str = "refuse", raw_counts: str = "refuse",
+               dataset: str = IMAGES_KEY) -> Stack:
     """Read a stack file (FXI export or xanes_lib file), checking it against the contract.
 
     The file is opened read-only and ``ground_truth/`` is never opened, so analysis code
@@ -220,6 +219,9 @@ def read_stack(path, *, load_flat_dark: bool = True, energy_unit: str | None = N
         The HDF5 file.
     load_flat_dark : bool
         Read ``img_bkg`` and ``img_dark`` when present (False skips them, and their checks).
+        A frame stored as (1, Y, X) (an FXI average with its axis kept) is read as (Y, X);
+        in a file named ``..._repeat_RR_pos_PP`` whose frames hold several repeats of E
+        (FXI multi-position scans), the block of repeat RR is used (noted in the provenance).
     energy_unit : {None, "keV", "eV"}
         Unit of ``X_eng``. None means keV (the FXI convention) and raises when the values
         look like eV (> 200).
@@ -238,87 +240,127 @@ def read_stack(path, *, load_flat_dark: bool = True, energy_unit: str | None = N
         flat/dark frames) out, lists them in ``attrs["dropped_frames"]`` (index in the file,
         energy in eV, reason) and warns; "keep" reads them and lists them in
         ``attrs["bad_frames"]``.
+    raw_counts : {"refuse", "correct"}
+        What to do when ``img_xanes`` holds raw detector counts rather than transmission
+        (an integer dtype, or a median above ``RAW_COUNTS_MEDIAN`` = 5; most FXI exports are
+        already corrected float32, some are not). "refuse" raises, naming the fix; "correct"
+        computes ``(img_xanes - img_dark) / (img_bkg - img_dark)`` on reading with the file's
+        frames (``img_dark`` missing: taken as 0, with a warning). Counts in a file without
+        ``img_bkg`` are always refused. The decision is in ``Stack.provenance``.
+    dataset : str
+        Path of the image dataset (default ``img_xanes``); ``X_eng``, ``img_bkg``,
+        ``img_dark``, ``Pixel Size`` and ``Magnification`` are taken from its group when
+        there, else from the root (files holding several positions, see
+        :func:`xanes_lib.io.list_positions`).
 
     Returns
     -------
     Stack
         ``transmission`` as float32, ``energies_eV`` in eV (float64, rounded to 1 micro-eV
         to remove the keV -> eV round-off), ``edge`` from the file or "K" by default,
-        ``attrs`` with the other root attributes, ``source`` = ``path``.
+        ``pixel_size_nm`` from ``Pixel Size`` (a string such as "21.7 nm", "21.666nm" or
+        "0.0217 um", or a number of nm; "0 nm" means unknown: None), ``magnification`` from
+        ``Magnification``, ``attrs`` with the other root attributes, ``source`` = ``path``,
+        and ``provenance``: ``intensity`` ("transmission" or "raw counts, flat-field
+        corrected on reading") with ``intensity_note`` (dtype, median, what was done), notes on
+        the pixel size, magnification and flat/dark frames, FXI scan metadata
+        (``instrument``: scan_id, uid, note, scan_time) and the provenance the file recorded.
 
     Raises
     ------
     ValueError
         Naming the file and the key: a missing ``img_xanes`` or ``X_eng`` (the keys present
-        are listed), ``img_xanes`` not 3-D or of integer dtype (raw counts), a length mismatch
-        between ``img_xanes`` and ``X_eng``, NaN/inf in ``img_xanes`` (count and first index),
-        a median above 5 (raw counts: flat-field correct first), bad frames (index, energy in
-        keV and eV), an ``element`` attribute whose edge lies outside the energies (the
-        element whose edge lies inside is named), energies not strictly increasing or looking
-        like eV, ``img_bkg``/``img_dark`` of the wrong shape, an unparsable ``Pixel Size``,
-        or an element that cannot be inferred.
+        are listed), ``img_xanes`` not 3-D or not real numbers, a length mismatch between
+        ``img_xanes`` and ``X_eng``, NaN/inf in ``img_xanes`` (count and first index), raw
+        counts (integer dtype or a median above 5) unless corrected with ``raw_counts="correct"``
+        and the file's flat field (without one they are always refused), bad frames (index,
+        energy in keV and eV), an ``element`` attribute whose edge lies outside the energies
+        (the element whose edge lies inside is named), energies not strictly increasing or
+        looking like eV, ``img_bkg``/``img_dark`` of the wrong shape, an unparsable
+        ``Pixel Size``, or an element that cannot be inferred.
     DamagedFileError
         (an ``OSError`` and a ``ValueError``) if a dataset cannot be read (corrupted chunk,
         truncated copy), naming the file and the dataset.
     FileNotFoundError, OSError
         If the file does not exist or is not HDF5.
     """
+    match = REPEAT_POS_RE.match(os.path.splitext(os.path.basename(os.fspath(path)))[0])
+    return _read_stack(path, load_flat_dark=load_flat_dark, energy_unit=energy_unit, element=element,
+                       allow_nonfinite=allow_nonfinite, bad_frames=bad_frames, raw_counts=raw_counts,
+                       dataset=dataset, repeat=int(match["repeat"]) if match else None)
+
+
+def _read_stack(path, *, load_flat_dark: bool, energy_unit, element, allow_nonfinite: bool,
+                bad_frames: str, raw_counts: str, dataset: str, repeat: int | None = None,
+                position: dict | None = None) -> Stack:
+    """:func:`read_stack`; ``repeat`` picks that repeat's block of flat frames stored for several."""
     source = os.fspath(path)
     if energy_unit not in (None, "keV", "eV"):
         raise ValueError(f"energy_unit must be None (keV, the FXI convention), 'keV' or 'eV'; "
                          f"got {energy_unit!r}.")
     if bad_frames not in BAD_FRAMES_MODES:
         raise ValueError(f"bad_frames must be one of {BAD_FRAMES_MODES}; got {bad_frames!r}.")
+    if raw_counts not in RAW_COUNTS_MODES:
+        raise ValueError(f"raw_counts must be one of {RAW_COUNTS_MODES}; got {raw_counts!r}.")
     element = _check_label(element, "element")
     with _open_read(source) as f:
-        images_ds = _require_dataset(f, IMAGES_KEY, source)
-        energies_ds = _require_dataset(f, ENERGY_KEY, source)
+        images_ds = _require_dataset(f, dataset, source)
+        name = images_ds.name.lstrip("/")
+        group = images_ds.parent
+        energies_ds = _require_dataset(group if ENERGY_KEY in group else f, ENERGY_KEY, source)
         energies_eV = _read_energies(energies_ds, source, energy_unit)
         if images_ds.ndim != 3:
-            raise ValueError(f"{IMAGES_KEY} in {source} must be 3-D (energies, rows, columns); got shape "
+            raise ValueError(f"{name} in {source} must be 3-D (energies, rows, columns); got shape "
                              f"{images_ds.shape}. A single image needs a leading energy axis.")
         if images_ds.shape[0] != energies_eV.size:
-            raise ValueError(f"{IMAGES_KEY} in {source} has {images_ds.shape[0]} images but {ENERGY_KEY} "
+            raise ValueError(f"{name} in {source} has {images_ds.shape[0]} images but {ENERGY_KEY} "
                              f"has {energies_eV.size} energies; they must match one to one (is the "
                              "stack transposed, or the export incomplete?).")
-        dtype = images_ds.dtype
-        if not np.issubdtype(dtype, np.floating):
-            raise ValueError(f"{IMAGES_KEY} in {source} has dtype {dtype}, not float: it looks like raw "
-                             "detector counts, while the contract stores transmission (I-dark)/(flat-dark). "
-                             "Correct it with xanes_lib.io.flatfield.flat_field_correct(images, flat, dark) "
-                             "and write the result with write_stack.")
-        transmission = read_dataset(images_ds, source).astype(np.float32, copy=False)
-        check_stack(transmission, name=IMAGES_KEY, source=source, n_energies=energies_eV.size,
-                    allow_nonfinite=True)
+        images = _real_array(read_dataset(images_ds, source), name)
+        check_stack(images, name=name, source=source, n_energies=energies_eV.size, allow_nonfinite=True)
         if not allow_nonfinite:
-            count, first = find_nonfinite(transmission)
-            if count:
-                raise ValueError(f"{IMAGES_KEY} in {source} holds {count} NaN or inf value(s), first at "
-                                 f"index {first}; repair or mask them, or pass allow_nonfinite=True to "
-                                 "read them as they are.")
-        _check_raw_counts(transmission, energies_eV, source, FLAT_KEY in f, DARK_KEY in f)
+            refuse_nonfinite(images, name=name, source=source)
+        counts = describe_intensity(images)[0]
+        correcting = counts and raw_counts == "correct"
+        flat_ds, dark_ds = _companion(f, group, FLAT_KEY), _companion(f, group, DARK_KEY)
         flat = dark = None
-        if load_flat_dark:
-            fix = "Pass load_flat_dark=False to read the stack without them."
-            if FLAT_KEY in f:
-                flat = _check_frame(read_dataset(_require_dataset(f, FLAT_KEY, source), source), FLAT_KEY,
-                                    transmission.shape, source=source, fix=fix)
-            if DARK_KEY in f:
-                dark = _check_frame(read_dataset(_require_dataset(f, DARK_KEY, source), source), DARK_KEY,
-                                    transmission.shape, source=source, fix=fix)
-        pixel_size_nm = _parse_pixel_size(f[PIXEL_SIZE_KEY], source) if PIXEL_SIZE_KEY in f else None
+        notes = []
+        if load_flat_dark or correcting:
+            flat, dark, notes = _read_frames(f, group, images.shape, source, correcting=correcting,
+                                             repeat=repeat)
+        present = [repr(k) for k, ds in ((FLAT_KEY, flat_ds), (DARK_KEY, dark_ds)) if ds is not None]
+        transmission, provenance = to_transmission(
+            images, energies_eV, flat, dark, name=name, source=source, mode=raw_counts,
+            flat_name=FLAT_KEY, dark_name=DARK_KEY, has_flat=flat_ds is not None,
+            refused_fix=(f"Correct them on reading with this file's {' and '.join(present)}: "
+                         "read_stack(path, raw_counts='correct'); or yourself with "
+                         f"xanes_lib.io.flat_field_correct(images, flat, dark) with this file's "
+                         f"{' and '.join(present)}, and write the result with write_stack."),
+            no_flat_fix=(f"This file has no {FLAT_KEY!r} (flat field), so they cannot be corrected on "
+                         "reading. Flat-field correct them first with the flat and dark frames of the same "
+                         "scan: xanes_lib.io.flat_field_correct(images, flat, dark), and write the result "
+                         f"with write_stack (or re-export the scan with {FLAT_KEY!r} and {DARK_KEY!r}); "
+                         "transmission in percent: divide by 100."))
+        if not load_flat_dark:
+            flat = dark = None
+        provenance = {"reader": "read_stack", "images": name, "energies": f"{ENERGY_KEY} in "
+                      f"{energy_unit or 'keV'}", **provenance}
+        if position:
+            provenance["position"] = position
+        if notes:
+            provenance["flat_dark"] = notes
+        pixel_size_nm, magnification, more = _metadata(f, group, source)
+        provenance.update(more)
         file_element = _read_label(f, "element", source)
         file_edge = _read_label(f, "edge", source)
-        attrs = read_attrs(f, source=source, exclude=_RESERVED_ROOT_ATTRS)
-    edge = file_edge if file_edge is not None else "K"
-    element = _resolve_element(element, file_element, edge, energies_eV, attrs, source)
-    bad = find_bad_frames(transmission)
-    if bad:
-        transmission, energies_eV, flat, dark = _bad_frames(bad, transmission, energies_eV, flat, dark,
-                                                            attrs, source, bad_frames)
-    return Stack(transmission=transmission, energies_eV=energies_eV, element=element,
-                 edge=edge, pixel_size_nm=pixel_size_nm,
-                 flat=flat, dark=dark, attrs=attrs, source=source)
+        attrs = read_attrs(f, source=source, exclude=("element", "edge"))
+        recorded = attrs.pop(PROVENANCE_ATTR, None)
+        if recorded is not None:
+            provenance["recorded"] = recorded
+    return finish_stack(transmission, energies_eV, flat, dark, name=name, source=source, element=element,
+                        file_element=file_element, edge=file_edge if file_edge is not None else "K",
+                        attrs=attrs, bad_frames=bad_frames, pixel_size_nm=pixel_size_nm,
+                        magnification=magnification, provenance=provenance)
 
 
 def has_ground_truth(path) -> bool:
@@ -354,7 +396,9 @@ def read_ground_truth(path) -> GroundTruth:
         Arrays with the dtypes they were written with (``mask`` bool), ``references`` as a
         list of str, ``params`` from the group's attributes; ``foreign_mask`` (bool) when the
         file holds ``ground_truth/foreign_mask``, None otherwise (older files, stacks without
-        a foreign phase).
+        a foreign phase); ``drift_px`` ((E, 2) float64, relative to image 0) and
+        ``drift_origin_px`` (its attribute ``origin_px``) when the file holds
+        ``ground_truth/drift_px``, None otherwise (files written before it existed).
 
     Raises
     ------
@@ -379,6 +423,16 @@ def read_ground_truth(path) -> GroundTruth:
         if "foreign_mask" in g:
             data["foreign_mask"] = read_dataset(_require_dataset(g, "foreign_mask",
                                                                  f"{source}:{GROUND_TRUTH_KEY}"), source)
+        if DRIFT_KEY in g:
+            ds = _require_dataset(g, DRIFT_KEY, f"{source}:{GROUND_TRUTH_KEY}")
+            reference = to_python(ds.attrs.get("reference_index", 0))
+            if reference != 0:
+                raise ValueError(f"{GROUND_TRUTH_KEY}/{DRIFT_KEY} in {source} is relative to image "
+                                 f"{reference!r}; the contract stores it relative to image 0: write the "
+                                 "file again with write_stack.")
+            data["drift_px"] = read_dataset(ds, source)
+            origin = ds.attrs.get("origin_px")
+            data["drift_origin_px"] = np.zeros(2) if origin is None else np.asarray(origin, np.float64)
         for ds_name, attr in (("fractions", "references"), ("areal_density", "unit")):
             if attr not in g[ds_name].attrs:
                 raise ValueError(f"{GROUND_TRUTH_KEY}/{ds_name} in {source} lacks the attribute {attr!r}; "

@@ -10,8 +10,10 @@ path                shape, type         meaning
 ``img_bkg``         (Y, X) or (E, Y, X) averaged flat field (optional)
 ``img_dark``        (Y, X) or (E, Y, X) averaged dark frame (optional)
 ``Pixel Size``      str                 e.g. ``"20.0 nm"`` (optional)
-attrs               str, numbers        ``element``, ``edge`` and provenance
-``ground_truth/``   group               simulated files only (optional ``foreign_mask``)
+``Magnification``   float               optical magnification (optional, FXI)
+attrs               str, numbers        ``element``, ``edge``, ``provenance`` (JSON) and others
+``ground_truth/``   group               simulated files only (optional ``foreign_mask``,
+                                        ``drift_px``)
 ==================  ==================  ===================================================
 
 Energies are eV everywhere in memory; keV exists only on disk (``X_eng``). The same inputs
@@ -38,8 +40,9 @@ from ._hdf5 import (
 )
 
 __all__ = [
-    "IMAGES_KEY", "ENERGY_KEY", "FLAT_KEY", "DARK_KEY", "PIXEL_SIZE_KEY", "GROUND_TRUTH_KEY",
-    "CANDIDATE_ELEMENTS", "Stack", "GroundTruth", "infer_element", "write_stack",
+    "IMAGES_KEY", "ENERGY_KEY", "FLAT_KEY", "DARK_KEY", "PIXEL_SIZE_KEY", "MAGNIFICATION_KEY",
+    "GROUND_TRUTH_KEY", "PROVENANCE_ATTR", "DRIFT_KEY", "CANDIDATE_ELEMENTS", "Stack", "GroundTruth",
+    "infer_element", "write_stack",
 ]
 
 
@@ -48,9 +51,17 @@ ENERGY_KEY = "X_eng"
 FLAT_KEY = "img_bkg"
 DARK_KEY = "img_dark"
 PIXEL_SIZE_KEY = "Pixel Size"
+MAGNIFICATION_KEY = "Magnification"
 GROUND_TRUTH_KEY = "ground_truth"
+#: Root attribute holding :attr:`Stack.provenance` (JSON text).
+PROVENANCE_ATTR = "provenance"
 #: Root attributes that are fields of :class:`Stack`, not entries of ``Stack.attrs``.
-_RESERVED_ROOT_ATTRS = ("element", "edge", JSON_KEYS_ATTR)
+_RESERVED_ROOT_ATTRS = ("element", "edge", PROVENANCE_ATTR, JSON_KEYS_ATTR)
+#: Name of the true drift in ``ground_truth/`` and its convention (DESIGN.md).
+DRIFT_KEY = "drift_px"
+DRIFT_CONVENTION = ("(dy, dx) displacement of image e relative to image 0: a feature at (y, x) in image 0 "
+                    "is at (y + dy, x + dx) in image e; origin_px is that of image 0 relative to the "
+                    "ground-truth maps")
 
 #: Elements whose K edge :func:`infer_element` looks for.
 CANDIDATE_ELEMENTS = ("Mn", "Fe", "Co", "Ni", "Cu", "Zn")
@@ -75,10 +86,18 @@ class Stack:
     flat, dark : numpy.ndarray or None
         Averaged flat (``img_bkg``) and dark (``img_dark``) frames, (Y, X) or (E, Y, X).
     attrs : dict
-        Further file attributes (provenance, seeds, ...): strings and numbers, or dicts,
+        Further file attributes (seeds, settings, ...): strings and numbers, or dicts,
         lists and None (stored as JSON text).
     source : str or None
         The path the stack was read from (set by :func:`read_stack`).
+    magnification : float or None
+        Optical magnification of the microscope (FXI ``Magnification``), when known.
+    provenance : dict
+        What the reader found and decided (JSON-able): the file layout, whether ``img_xanes``
+        held transmission or raw counts (and whether they were flat-field corrected on
+        reading), how ``Pixel Size`` was parsed, instrument metadata, and under
+        ``"recorded"`` the provenance stored in the file by an earlier :func:`write_stack`.
+        Written to the file as the root attribute ``provenance``.
 
     Notes
     -----
@@ -94,11 +113,13 @@ class Stack:
     dark: np.ndarray | None = None
     attrs: dict = field(default_factory=dict)
     source: str | None = None
+    magnification: float | None = None
+    provenance: dict = field(default_factory=dict)
 
     def __repr__(self) -> str:
         parts = ", ".join(f"{name}={_describe(getattr(self, name))}" for name in (
             "transmission", "energies_eV", "element", "edge", "pixel_size_nm", "flat", "dark",
-            "attrs", "source"))
+            "attrs", "source", "magnification", "provenance"))
         return f"Stack({parts})"
 
 
@@ -135,6 +156,19 @@ class GroundTruth:
         ``fractions`` are 0 and ``oxidation_state`` is NaN. Stored as
         ``ground_truth/foreign_mask`` only when given; None for stacks simulated without a
         foreign phase and for files written before it existed.
+    drift_px : numpy.ndarray, shape (E, 2), float, or None
+        True sample drift, relative to the first image (``drift_px[0] == (0, 0)``):
+        ``drift_px[e] = (dy, dx)`` means that a feature at (y, x) in image 0 is at
+        (y + dy, x + dx) in image e (the convention of ``alignment/shifts_px`` in
+        DESIGN.md; an alignment with reference image r estimates ``drift_px - drift_px[r]``).
+        Stored as ``ground_truth/drift_px`` (attributes ``reference_index`` = 0,
+        ``origin_px``, ``convention``); None for files written before it existed.
+    drift_origin_px : numpy.ndarray, shape (2,), float, or None
+        Displacement (dy, dx) of image 0 relative to the ground-truth maps (``fractions``,
+        ``oxidation_state``, ``mask``, ``areal_density``, which do not drift): a feature at
+        (y, x) in the maps is at ``(y, x) + drift_origin_px + drift_px[e]`` in image e.
+        ``transmission`` holds the drifted images; ``background`` stays with the detector.
+        Given only together with ``drift_px``.
     """
 
     transmission: np.ndarray
@@ -147,11 +181,14 @@ class GroundTruth:
     areal_density_unit: str = "ug/cm^2"
     params: dict = field(default_factory=dict)
     foreign_mask: np.ndarray | None = None
+    drift_px: np.ndarray | None = None
+    drift_origin_px: np.ndarray | None = None
 
     def __repr__(self) -> str:
         parts = ", ".join(f"{name}={_describe(getattr(self, name))}" for name in (
             "transmission", "background", "fractions", "references", "oxidation_state", "mask",
-            "areal_density", "areal_density_unit", "params", "foreign_mask"))
+            "areal_density", "areal_density_unit", "params", "foreign_mask", "drift_px",
+            "drift_origin_px"))
         return f"GroundTruth({parts})"
 
 
@@ -240,6 +277,19 @@ def _check_pixel_size(value, name: str) -> float | None:
     return px
 
 
+def _check_magnification(value, name: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        m = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number or None; got {value!r}.") from None
+    if not (math.isfinite(m) and m > 0):
+        raise ValueError(f"{name} must be a finite positive number; got {m}. Use None when it is "
+                         "unknown.")
+    return m
+
+
 def _check_label(value, name: str) -> str | None:
     if value is None:
         return None
@@ -266,12 +316,18 @@ def _validate_stack(stack: Stack) -> dict:
     shape = transmission.shape
     flat = None if stack.flat is None else _check_frame(stack.flat, "Stack.flat", shape)
     dark = None if stack.dark is None else _check_frame(stack.dark, "Stack.dark", shape)
-    attrs = encode_attrs(stack.attrs, what="Stack.attrs", reserved=_RESERVED_ROOT_ATTRS)
+    pairs, json_keys = encode_attrs(stack.attrs, what="Stack.attrs", reserved=_RESERVED_ROOT_ATTRS)
+    if stack.provenance:
+        if not isinstance(stack.provenance, dict):
+            raise ValueError(f"Stack.provenance must be a dict; got {type(stack.provenance).__name__}.")
+        more, more_json = encode_attrs({PROVENANCE_ATTR: stack.provenance}, what="Stack.provenance")
+        pairs, json_keys = sorted(pairs + more), json_keys + more_json
     return dict(transmission=transmission, energies_eV=energies, flat=flat, dark=dark,
                 element=_check_label(stack.element, "Stack.element"),
                 edge=_check_label(stack.edge, "Stack.edge"),
                 pixel_size_nm=_check_pixel_size(stack.pixel_size_nm, "Stack.pixel_size_nm"),
-                attrs=attrs)
+                magnification=_check_magnification(stack.magnification, "Stack.magnification"),
+                attrs=(pairs, json_keys))
 
 
 def _validate_ground_truth(gt, shape: tuple[int, int, int], *, source: str = "",
@@ -311,7 +367,34 @@ def _validate_ground_truth(gt, shape: tuple[int, int, int], *, source: str = "",
     out["areal_density_unit"] = _check_label(gt.areal_density_unit, f"{prefix}.areal_density_unit")
     if out["areal_density_unit"] is None:
         raise ValueError(f"{prefix}.areal_density_unit{where} is missing; give the unit, e.g. 'ug/cm^2'.")
+    out.update(_validate_drift(getattr(gt, "drift_px", None), getattr(gt, "drift_origin_px", None),
+                               shape[0], f"{prefix}.", where))
     return out
+
+
+def _validate_drift(drift, origin, n_energies: int, prefix: str, where: str) -> dict:
+    """Check the true drift (E, 2), relative to image 0, and the offset (2,) of image 0."""
+    if drift is None:
+        if origin is not None:
+            raise ValueError(f"{prefix}drift_origin_px{where} is given without {prefix}drift_px; give "
+                             "both (the drift of every image relative to image 0, and the offset of "
+                             "image 0 relative to the maps) or neither.")
+        return dict(drift_px=None, drift_origin_px=None)
+    d = np.asarray(_real_array(drift, f"{prefix}drift_px"), dtype=np.float64)
+    if d.shape != (n_energies, 2):
+        raise ValueError(f"{prefix}drift_px{where} has shape {d.shape}; it must be ({n_energies}, 2): one "
+                         "(dy, dx) per image, relative to image 0.")
+    if not np.isfinite(d).all():
+        raise ValueError(f"{prefix}drift_px{where} holds NaN or inf; the true drift must be finite.")
+    if np.abs(d[0]).max() > 1e-9:
+        raise ValueError(f"{prefix}drift_px{where} starts at {tuple(float(v) for v in d[0])}, not (0, 0): it "
+                         "is relative to image 0. Subtract drift_px[0] and give it as drift_origin_px.")
+    o = np.zeros(2) if origin is None else np.asarray(_real_array(origin, f"{prefix}drift_origin_px"),
+                                                      dtype=np.float64)
+    if o.shape != (2,) or not np.isfinite(o).all():
+        raise ValueError(f"{prefix}drift_origin_px{where} must be two finite numbers (dy, dx); got "
+                         f"{np.asarray(origin).tolist()!r}.")
+    return dict(drift_px=d, drift_origin_px=o)
 
 
 def write_stack(path, stack: Stack, *, ground_truth: GroundTruth | None = None,
@@ -329,13 +412,16 @@ def write_stack(path, stack: Stack, *, ground_truth: GroundTruth | None = None,
     stack : Stack
         The data. ``transmission`` is stored as float32 ``img_xanes``, ``energies_eV`` as
         float64 ``X_eng`` in keV, ``flat``/``dark`` as ``img_bkg``/``img_dark`` (their dtype
-        kept), ``pixel_size_nm`` as the string ``"20.0 nm"`` in ``Pixel Size``, ``element``
-        and ``edge`` as root attributes, and ``attrs`` as further root attributes (dicts,
-        lists and None as JSON text, decoded again by :func:`read_stack`).
+        kept), ``pixel_size_nm`` as the string ``"20.0 nm"`` in ``Pixel Size``,
+        ``magnification`` as ``Magnification``, ``element`` and ``edge`` as root attributes,
+        ``provenance`` (when not empty) as the JSON root attribute ``provenance``, and
+        ``attrs`` as further root attributes (dicts, lists and None as JSON text, decoded
+        again by :func:`read_stack`).
     ground_truth : GroundTruth, optional
         Written to the ``ground_truth/`` group (simulated stacks only); ``params`` become
-        the group's attributes; ``foreign_mask`` is written (as ``foreign_mask``) only when
-        it is not None.
+        the group's attributes; ``foreign_mask`` and ``drift_px`` (float64, with the
+        attributes ``reference_index`` = 0, ``origin_px`` and ``convention``) are written
+        only when they are not None.
     overwrite : bool
         If False, an existing ``path`` raises ``FileExistsError`` and is left alone.
     inputs : path or sequence of paths, optional
@@ -391,6 +477,9 @@ def write_stack(path, stack: Stack, *, ground_truth: GroundTruth | None = None,
             write_array(f, DARK_KEY, v["dark"])
         if v["pixel_size_nm"] is not None:
             f.create_dataset(PIXEL_SIZE_KEY, data=f"{v['pixel_size_nm']!r} nm", track_times=False)
+        if v["magnification"] is not None:
+            f.create_dataset(MAGNIFICATION_KEY, data=v["magnification"], dtype=np.float64,
+                             track_times=False)
         if v["element"] is not None:
             f.attrs["element"] = v["element"]
         if v["edge"] is not None:
@@ -403,6 +492,11 @@ def write_stack(path, stack: Stack, *, ground_truth: GroundTruth | None = None,
                 write_array(g, name, gt[name])
             if gt["foreign_mask"] is not None:
                 write_array(g, "foreign_mask", gt["foreign_mask"])
+            if gt["drift_px"] is not None:
+                g.create_dataset(DRIFT_KEY, data=gt["drift_px"], dtype=np.float64, track_times=False)
+                g[DRIFT_KEY].attrs["reference_index"] = 0
+                g[DRIFT_KEY].attrs["origin_px"] = gt["drift_origin_px"]
+                g[DRIFT_KEY].attrs["convention"] = DRIFT_CONVENTION
             g["fractions"].attrs["references"] = gt["references"]
             g["areal_density"].attrs["unit"] = gt["areal_density_unit"]
             write_attrs(g, *gt["params"])

@@ -7,7 +7,8 @@ The chain, per energy E and pixel (y, x):
 2. Beer-Lambert: ``A = w_el m sum_k f_k mu_k(E) + m mu_matrix(E)`` where ``mu_k`` is the
    edge element's mass attenuation in state k (tabulated branches joined by the reference
    spectrum, :mod:`xanes_lib.physics.materials`) and ``mu_matrix`` that of all other elements;
-   ``T = exp(-A)``, optionally shifted (sample drift) and blurred (detector PSF);
+   ``T = exp(-A)``, optionally shifted (sample drift: a random walk of the absorbance, before
+   any noise is drawn, stored as ``GroundTruth.drift_px``) and blurred (detector PSF);
 3. beam and detector: flat-field photons ``dose`` per pixel per energy, an illumination
    profile P, the multiplicative background B (:mod:`xanes_lib.simulation.background`), Poisson counts
    for the sample (``dose P B T``) and the averaged flat (``dose P``), a dark offset with
@@ -109,7 +110,15 @@ class SimulationConfig(Config):
     blur_px : float
         Detector/optics PSF, Gaussian sigma in pixels (0: none).
     drift_px : float
-        RMS sub-pixel sample drift between energies in pixels (0: none).
+        Size of the sample drift, in pixels (0: none): the images follow a 2-D Gaussian
+        random walk (one step per energy), scaled so that its RMS displacement about its
+        mean position is ``drift_px``; sub-pixel to several pixels (the largest
+        displacement from image 0 is typically 2-3 x ``drift_px``). The walk moves the
+        absorbance (cubic-spline shift, so that the stored drift is the translation of the
+        image content to well below 0.01 px; negative undershoot at sharp edges clipped;
+        empty beam entering at the field edges) before the detector PSF and the photon
+        noise; the truth is ``GroundTruth.drift_px`` (relative to image 0) and
+        ``GroundTruth.drift_origin_px``.
     background_amplitude : float
         RMS of the multiplicative background ``B - 1`` (0.02 = 2 %).
     background_patterns : tuple of str
@@ -189,8 +198,8 @@ def check_config(cfg: SimulationConfig) -> None:
         if int(getattr(cfg, name)) < 1:
             raise ValueError(f"{name} must be >= 1; got {getattr(cfg, name)}.")
     for name in ("read_noise", "dark_offset", "blur_px", "drift_px", "mask_min_thickness_um"):
-        if getattr(cfg, name) < 0:
-            raise ValueError(f"{name} must be >= 0; got {getattr(cfg, name)}.")
+        if not getattr(cfg, name) >= 0 or not math.isfinite(getattr(cfg, name)):
+            raise ValueError(f"{name} must be finite and >= 0; got {getattr(cfg, name)}.")
     bad = [p for p in cfg.background_patterns if p not in PATTERNS]
     if bad:
         raise ValueError(f"unknown background pattern(s) {bad}; choose from {PATTERNS}.")
@@ -303,19 +312,27 @@ def choose_foreign_particles(labels, mask, n: int, rng, *, min_pixels: int = FOR
     return sorted(int(i) for i in chosen)
 
 
-def _drift_and_blur(absorb: np.ndarray, cfg: SimulationConfig, rng: np.random.Generator) -> np.ndarray:
-    """Transmission with sample drift (shift of the absorbance) and detector blur."""
+def _drift_and_blur(absorb: np.ndarray, cfg: SimulationConfig,
+                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Transmission with sample drift (shift of the absorbance) and detector blur, and the drift.
+
+    Returns the transmission (E, Y, X) and the path (E, 2): ``path[e] = (dy, dx)`` is the
+    displacement of image e relative to the (undrifted) phantom, the convention of
+    ``ndimage.shift``: a feature at (y, x) of the phantom is at (y + dy, x + dx) in image e.
+    """
+    path = np.zeros((absorb.shape[0], 2))
     if cfg.drift_px > 0:
         steps = rng.standard_normal((absorb.shape[0], 2))
         path = np.cumsum(steps, axis=0)
         path -= path.mean(axis=0)
         path *= cfg.drift_px / max(np.sqrt(np.mean(path ** 2)), 1e-12)
-        absorb = np.stack([ndimage.shift(a, s, order=1, mode="constant", cval=0.0)
+        absorb = np.stack([ndimage.shift(a, s, order=3, mode="grid-constant", cval=0.0)
                            for a, s in zip(absorb, path, strict=True)])
+        np.maximum(absorb, 0.0, out=absorb)   # the spline's undershoot at sharp edges (~0.05 % of the mass)
     trans = np.exp(-absorb)
     if cfg.blur_px > 0:
         trans = ndimage.gaussian_filter(trans, sigma=(0, cfg.blur_px, cfg.blur_px), mode="nearest")
-    return trans
+    return trans, path
 
 
 def detector_counts(expected, rng, *, read_noise: float = 0.0, offset: float = 0.0,
@@ -352,9 +369,12 @@ def simulate_stack(cfg: SimulationConfig = SimulationConfig(), *, seed: int = 0,
     stack : xanes_lib.io.Stack
         What an instrument would export (transmission after flat/dark correction).
     truth : xanes_lib.io.GroundTruth
-        Noise- and background-free transmission, background, fractions, oxidation state
-        (NaN wherever ``mask`` is False, and in a foreign phase), mask, areal density of the
-        edge element and every parameter.
+        Noise- and background-free transmission (drifted and blurred like the images),
+        background, fractions, oxidation state (NaN wherever ``mask`` is False, and in a
+        foreign phase), mask, areal density of the edge element (maps in the undrifted frame
+        of the phantom), every parameter, and the true drift: ``drift_px`` (E, 2), the
+        displacement (dy, dx) of image e relative to image 0 (zeros without drift), and
+        ``drift_origin_px``, that of image 0 relative to the maps.
 
     Examples
     --------
@@ -383,7 +403,7 @@ def simulate_stack(cfg: SimulationConfig = SimulationConfig(), *, seed: int = 0,
     else:
         coeffs = np.concatenate([ph.areal_density * fractions, ph.areal_density[None]])
     absorb = np.tensordot(basis, coeffs, axes=(0, 0))  # (E, Y, X) = -ln T
-    trans = _drift_and_blur(absorb, cfg, rng)
+    trans, path = _drift_and_blur(absorb, cfg, rng)
 
     shape = cfg.phantom.shape
     bkg = beam_background(shape, energies.size, rng, amplitude=cfg.background_amplitude,
@@ -419,7 +439,8 @@ def simulate_stack(cfg: SimulationConfig = SimulationConfig(), *, seed: int = 0,
                         oxidation_state=state.astype(np.float32), mask=mask,
                         areal_density=(w_el * ph.areal_density * 1e6).astype(np.float32),
                         areal_density_unit="ug/cm^2", params=params,
-                        foreign_mask=None if foreign_region is None else foreign_region & mask)
+                        foreign_mask=None if foreign_region is None else foreign_region & mask,
+                        drift_px=path - path[0], drift_origin_px=path[0].copy())
     return stack, truth
 
 

@@ -108,6 +108,36 @@ def test_round_trip_stack_and_ground_truth(tmp_path):
     assert gt.references == truth.references
     assert gt.areal_density_unit == "ug/cm^2"
     assert gt.params == truth.params
+    assert gt.drift_px is None and gt.drift_origin_px is None     # optional: absent, as in older files
+
+
+def test_round_trip_true_drift(tmp_path):
+    drift = np.cumsum(np.random.default_rng(1).normal(0, 0.7, (E, 2)), axis=0)
+    drift -= drift[0]
+    truth = make_truth()
+    truth.drift_px, truth.drift_origin_px = drift, np.array([0.25, -1.5])
+    write_stack(tmp_path / "sim.h5", make_stack(), ground_truth=truth)
+    with h5py.File(tmp_path / "sim.h5", "r") as f:
+        ds = f["ground_truth/drift_px"]
+        assert ds.dtype == np.float64 and ds.attrs["reference_index"] == 0
+        np.testing.assert_array_equal(ds.attrs["origin_px"], [0.25, -1.5])
+    gt = read_ground_truth(tmp_path / "sim.h5")
+    np.testing.assert_array_equal(gt.drift_px, drift)
+    np.testing.assert_array_equal(gt.drift_origin_px, [0.25, -1.5])
+
+
+@pytest.mark.parametrize("drift, origin, match", [
+    (np.zeros((E - 1, 2)), None, r"drift_px has shape \(5, 2\); it must be \(6, 2\)"),
+    (np.ones((E, 2)), None, r"starts at \(1\.0, 1\.0\), not \(0, 0\).*drift_origin_px"),
+    (np.full((E, 2), np.nan), None, "NaN or inf"),
+    (None, np.zeros(2), "drift_origin_px is given without"),
+    (np.zeros((E, 2)), np.zeros(3), "must be two finite numbers"),
+])
+def test_write_rejects_bad_true_drift(tmp_path, drift, origin, match):
+    truth = make_truth()
+    truth.drift_px, truth.drift_origin_px = drift, origin
+    with pytest.raises(ValueError, match=match):
+        write_stack(tmp_path / "s.h5", make_stack(), ground_truth=truth)
 
 
 def test_round_trip_linspace_energies_are_close(tmp_path):
@@ -327,7 +357,7 @@ def test_x_eng_in_ev_with_override(tmp_path):
     (dict(energies_keV=np.linspace(7.6, 8.4, E)), r"several K edges .*Co .*Ni"),
     (dict(img_bkg=np.ones((3, Y, X))), r"img_bkg in .* has shape \(3, 5, 7\).*load_flat_dark=False"),
     (dict(Pixel_Size="twenty nm"), r"'Pixel Size' in .* is unparsable"),
-    (dict(Pixel_Size=20.0), r"'Pixel Size' in .* is unparsable"),
+    (dict(Pixel_Size=0.0217), r"'Pixel Size' in .* is 0\.0217 without a unit.*no TXM pixel size"),
 ])
 def test_read_rejects_bad_file(tmp_path, kwargs, match):
     path = write_fxi(tmp_path / "bad.h5", **kwargs)

@@ -1,0 +1,311 @@
+"""TIFF stacks with an energy list, a common export of TXM-XANES software, read as a Stack.
+
+The images are a multi-page TIFF (one page per energy) or a folder of single-image TIFFs
+(ordered by a natural sort of their names: ``img_2.tif`` before ``img_10.tif``); the energies
+are an array or a text file of one column (energies, one per image, in image order) or two
+(an image index, 0- or 1-based, and the energy, in either order). Read with tifffile.
+
+The checks are those of :func:`xanes_lib.io.read_stack`: energies strictly increasing and one
+per image, NaN/inf, raw counts (corrected with a given flat field, refused without one),
+frames that measure nothing, the element (given or inferred from the energies).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import numpy as np
+
+from ..validate import EV_MIN, EV_PER_KEV, KEV_MAX, check_energies, check_stack, energies_to_ev
+from ._intake import (
+    BAD_FRAMES_MODES,
+    finish_stack,
+    natural_key,
+    parse_pixel_size,
+    refuse_nonfinite,
+    to_transmission,
+)
+from .stacks import Stack, _check_frame, _check_label, _real_array
+
+__all__ = ["TIFF_EXTENSIONS", "read_energy_list", "read_tiff_stack"]
+
+#: File name endings of TIFF images.
+TIFF_EXTENSIONS = (".tif", ".tiff")
+_ENERGY_DECIMALS_EV = 6
+_COMMENT = re.compile(r"[#%].*$")
+_SPLIT = re.compile(r"[,;\s]+")
+
+
+def _index_column(values: np.ndarray) -> int | None:
+    """0 or 1 when ``values`` are the integers 0..n-1 or 1..n in some order, else None."""
+    if not np.all(values == np.round(values)):
+        return None
+    for base in (0, 1):
+        if np.array_equal(np.sort(values), np.arange(base, base + values.size)):
+            return base
+    return None
+
+
+def _parse_rows(source: str) -> tuple[np.ndarray, int]:
+    """Numeric rows of a text file (header lines and comments skipped) and the header count."""
+    with open(source, encoding="utf-8", errors="replace") as fh:
+        lines = fh.read().splitlines()
+    rows, skipped = [], 0
+    for number, line in enumerate(lines, start=1):
+        text = _COMMENT.sub("", line).strip()
+        if not text:
+            continue
+        tokens = [t for t in _SPLIT.split(text) if t]
+        try:
+            rows.append([float(t) for t in tokens])
+        except ValueError:
+            if rows:
+                raise ValueError(f"energy list {source}: line {number} is not numbers: {line.strip()!r}. "
+                                 "Only header lines may precede the numbers; remove it or comment it "
+                                 "out with '#'.") from None
+            skipped += 1
+            continue
+        if len(rows[-1]) != len(rows[0]):
+            raise ValueError(f"energy list {source}: line {number} has {len(rows[-1])} column(s), the first "
+                             f"numeric line {len(rows[0])}; every line needs the same columns.")
+    if not rows:
+        raise ValueError(f"energy list {source} holds no numbers; write one energy per line (or an image "
+                         "index and an energy).")
+    return np.asarray(rows, dtype=np.float64), skipped
+
+
+def read_energy_list(path, *, unit: str | None = None) -> tuple[np.ndarray, dict]:
+    """Read photon energies from a text file of one or two columns.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Text file: one energy per line, in image order; or two columns, an image index (the
+        integers 0..E-1 or 1..E, in any order) and the energy (either column first).
+        Separators: spaces, tabs, commas or semicolons; header lines before the numbers and
+        comments after ``#`` or ``%`` are skipped.
+    unit : {None, "eV", "keV"}
+        Unit of the energies; None tells it from their magnitude (keV below 200, eV above
+        1000).
+
+    Returns
+    -------
+    energies_eV : numpy.ndarray
+        (E,) float64, in eV, in image order.
+    info : dict
+        How the file was read: ``file``, ``columns``, ``energy_column`` and
+        ``index_column`` (1-based column numbers, None when absent), ``index_base`` (0 or 1),
+        ``unit`` (as written), ``header_lines``.
+
+    Raises
+    ------
+    ValueError
+        For a file without numbers, rows of unequal length, more than two columns, two
+        columns neither of which is an image index, energies not strictly increasing (in
+        image order), out of the hard X-ray range or of an undetectable unit.
+    FileNotFoundError
+        If the file does not exist.
+    """
+    source = os.fspath(path)
+    if not os.path.isfile(source):
+        raise FileNotFoundError(f"energy list {source} does not exist or is not a file; give the text file "
+                                "of energies (one per image) or an array.")
+    rows, skipped = _parse_rows(source)
+    n_cols = rows.shape[1]
+    info = {"file": os.path.basename(source), "columns": n_cols, "energy_column": 1, "index_column": None,
+            "index_base": None, "header_lines": skipped}
+    if n_cols == 1:
+        values = rows[:, 0]
+    elif n_cols == 2:
+        bases = [_index_column(rows[:, c]) for c in (0, 1)]
+        index_col = 0 if bases[0] is not None else 1 if bases[1] is not None else None
+        if index_col is None:
+            raise ValueError(f"energy list {source} has two columns and neither is an image index (the "
+                             f"integers 0..{rows.shape[0] - 1} or 1..{rows.shape[0]}): which one is the "
+                             "energy is unclear. Keep only the energy column, or pass the energies as an "
+                             "array (e.g. np.loadtxt(path, usecols=1)).")
+        base = bases[index_col]
+        order = rows[:, index_col].astype(int) - base
+        values = np.empty(rows.shape[0])
+        values[order] = rows[:, 1 - index_col]
+        info.update(energy_column=2 - index_col, index_column=index_col + 1, index_base=base)
+    else:
+        raise ValueError(f"energy list {source} has {n_cols} columns; give one (the energies) or two (an "
+                         "image index and the energy), or pass the energies as an array.")
+    energies_eV, info["unit"] = _to_ev(values, unit, f"energy list {source}")
+    return energies_eV, info
+
+
+def _to_ev(values, unit: str | None, where: str) -> tuple[np.ndarray, str]:
+    if unit not in (None, "eV", "keV"):
+        raise ValueError(f"unit must be None (detect), 'eV' or 'keV'; got {unit!r}.")
+    values = check_energies(values, name="energies", unit=unit or "as given", source=where)
+    energies_eV, unit = energies_to_ev(values, unit=unit, source=where)
+    if energies_eV[0] < EV_MIN or energies_eV[-1] > KEV_MAX * EV_PER_KEV:
+        raise ValueError(f"energies of {where} give {energies_eV[0]:g} ... {energies_eV[-1]:g} eV when read "
+                         f"as {unit}; hard X-ray edges lie at 1-200 keV. Check unit=.")
+    return np.round(energies_eV, _ENERGY_DECIMALS_EV), unit
+
+
+def _imread(path: str) -> np.ndarray:
+    """All pages of a TIFF as one array; colour (samples per pixel > 1) is refused."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            axes, data = series.axes, np.asarray(series.asarray())
+    except (tifffile.TiffFileError, OSError, ValueError, IndexError) as err:
+        raise OSError(f"{path} could not be read as a TIFF ({type(err).__name__}: {err}); is it a TIFF "
+                      "image and completely copied?") from err
+    if "S" in axes:
+        raise ValueError(f"{path} holds colour images (axes {axes!r}, shape {data.shape}); a TIFF stack "
+                         "needs one 2-D grey-level page per energy: export one channel.")
+    return data
+
+
+def _squeeze(a: np.ndarray) -> np.ndarray:
+    """Drop length-1 axes before the last two (ImageJ hyperstacks keep them)."""
+    lead = tuple(n for n in a.shape[:-2] if n != 1)
+    return a.reshape(lead + a.shape[-2:]) if a.ndim >= 2 else a
+
+
+def _read_images(source: str) -> tuple[np.ndarray, dict]:
+    if os.path.isdir(source):
+        names = sorted((n for n in os.listdir(source) if n.lower().endswith(TIFF_EXTENSIONS)
+                        and os.path.isfile(os.path.join(source, n))), key=natural_key)
+        if not names:
+            raise ValueError(f"{source} holds no TIFF files ({', '.join(TIFF_EXTENSIONS)}); give a "
+                             "multi-page TIFF or a folder of one TIFF per energy.")
+        frames = []
+        for n in names:
+            a = _squeeze(_imread(os.path.join(source, n)))
+            if a.ndim != 2:
+                raise ValueError(f"{os.path.join(source, n)} holds an array of shape {a.shape}; a folder of "
+                                 "TIFFs needs one 2-D image per file (give a multi-page TIFF by its path).")
+            if frames and a.shape != frames[0].shape:
+                raise ValueError(f"{os.path.join(source, n)} is {a.shape} pixels but {names[0]} is "
+                                 f"{frames[0].shape}; every image of a stack must have the same size.")
+            frames.append(a)
+        layout = {"images": f"folder of {len(names)} TIFF files in natural order", "first_file": names[0],
+                  "last_file": names[-1]}
+        return np.stack(frames), layout
+    if not os.path.exists(source):
+        raise FileNotFoundError(f"{source} does not exist; give a multi-page TIFF or a folder of TIFFs.")
+    images = _squeeze(_imread(source))
+    if images.ndim == 2:
+        images = images[None]
+    if images.ndim != 3:
+        raise ValueError(f"{source} holds an array of shape {images.shape}; a TIFF stack needs one 2-D "
+                         "grey-level page per energy (colour or multi-channel images are not XANES "
+                         "stacks: export one channel).")
+    return images, {"images": f"multi-page TIFF of {images.shape[0]} pages"}
+
+
+def _load_frame(value, name: str, shape: tuple[int, int, int]) -> np.ndarray | None:
+    if value is None:
+        return None
+    if isinstance(value, str | os.PathLike):
+        value = _imread(os.fspath(value))
+    a = _squeeze(np.asarray(value))
+    if a.ndim == 3 and a.shape[0] == 1:
+        a = a[0]
+    return _check_frame(_real_array(a, name), name, shape,
+                        fix="Average repeated frames (.mean(axis=0)) and check rows and columns.")
+
+
+def read_tiff_stack(path, energies, *, element: str | None = None, edge: str = "K",
+                    unit: str | None = None, flat=None, dark=None, pixel_size_nm=None,
+                    allow_nonfinite: bool = False, bad_frames: str = "refuse") -> Stack:
+    """Read a TIFF stack (multi-page file or folder of TIFFs) and its energies as a Stack.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A multi-page TIFF (pages in energy order) or a folder of single-image TIFFs (in the
+        natural order of their names).
+    energies : str, os.PathLike or array_like
+        The energy list: a text file (see :func:`read_energy_list`) or one energy per image.
+    element : str, optional
+        Absorbing element; None infers it from the energies (recorded as
+        ``attrs["element_inferred"] = True``).
+    edge : str
+        Absorption edge.
+    unit : {None, "eV", "keV"}
+        Unit of the energies; None tells it from their magnitude. Recorded in
+        ``provenance["energies"]``.
+    flat, dark : array_like or path, optional
+        Flat field and dark frame ((Y, X), (1, Y, X) or (E, Y, X); arrays or TIFF files).
+        Images of raw counts (an integer dtype or a median above 5) are corrected with them
+        on reading as ``(images - dark) / (flat - dark)`` (no dark: 0, with a warning) and
+        refused without a flat. Transmission images are not corrected again; the frames are
+        kept on the Stack.
+    pixel_size_nm : float or str, optional
+        Pixel size: a number of nm or a string such as "21.7 nm" or "0.0217 um".
+    allow_nonfinite : bool
+        If False, NaN or inf in the images raises.
+    bad_frames : {"refuse", "drop", "keep"}
+        As in :func:`xanes_lib.io.read_stack`.
+
+    Returns
+    -------
+    Stack
+        float32 transmission, energies in eV, ``source`` = ``path``, and ``provenance``
+        (reader, layout, energy list columns and unit, intensity decision).
+
+    Raises
+    ------
+    ValueError
+        If the number of energies differs from the number of images, the energies are not
+        strictly increasing, the images are not one 2-D grey-level image per energy (or of
+        different sizes), hold NaN/inf, raw counts without a flat field, frames that
+        measure nothing, or the element cannot be inferred.
+    FileNotFoundError, OSError
+        If a path does not exist or is not a readable TIFF.
+
+    Examples
+    --------
+    >>> import tempfile, os, numpy as np, tifffile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     t = np.random.default_rng(0).uniform(0.4, 0.6, (3, 4, 5)).astype(np.float32)
+    ...     tifffile.imwrite(os.path.join(d, "s.tif"), t, photometric="minisblack")
+    ...     stack = read_tiff_stack(os.path.join(d, "s.tif"), [8.30, 8.34, 8.40], unit="keV")
+    >>> stack.element, stack.energies_eV.tolist()
+    ('Ni', [8300.0, 8340.0, 8400.0])
+    """
+    source = os.fspath(path)
+    if bad_frames not in BAD_FRAMES_MODES:
+        raise ValueError(f"bad_frames must be one of {BAD_FRAMES_MODES}; got {bad_frames!r}.")
+    element = _check_label(element, "element")
+    edge = _check_label(edge, "edge") or "K"
+    images, provenance = _read_images(source)
+    images = _real_array(images, "images")
+    if isinstance(energies, str | os.PathLike):
+        energies_eV, info = read_energy_list(energies, unit=unit)
+        given = f"the energy list {os.fspath(energies)} has {energies_eV.size} energies"
+    else:
+        energies_eV, used = _to_ev(np.asarray(energies, dtype=np.float64).ravel(), unit, "the given energies")
+        info = {"file": None, "unit": used}
+        given = f"{energies_eV.size} energies were given"
+    if energies_eV.size != images.shape[0]:
+        raise ValueError(f"{source} holds {images.shape[0]} images but {given}; they must match one to one "
+                         "(a missing or extra page or file, or the energy list of another scan?).")
+    check_stack(images, name="images", source=source, n_energies=energies_eV.size, allow_nonfinite=True)
+    if not allow_nonfinite:
+        refuse_nonfinite(images, name="images", source=source)
+    flat = _load_frame(flat, "flat", images.shape)
+    dark = _load_frame(dark, "dark", images.shape)
+    transmission, intensity = to_transmission(
+        images, energies_eV, flat, dark, name="images", source=source, mode="correct", flat_name="flat",
+        dark_name="dark", refused_fix="",
+        no_flat_fix=("Give the flat field (and dark frame) of the same scan: read_tiff_stack(path, energies, "
+                     "flat=..., dark=...) corrects them on reading as (images - dark) / (flat - dark). If "
+                     "they are transmission in percent, divide by 100."))
+    provenance = {"reader": "read_tiff_stack", **provenance, "energies": info, **intensity}
+    if pixel_size_nm is not None:
+        pixel_size_nm, provenance["pixel_size"] = parse_pixel_size(pixel_size_nm, "pixel_size_nm")
+    return finish_stack(transmission, energies_eV, flat, dark, name="images", source=source,
+                        element=element, file_element=None, edge=edge, attrs={}, bad_frames=bad_frames,
+                        missing_element="was read without element=", pixel_size_nm=pixel_size_nm,
+                        provenance=provenance)
