@@ -10,6 +10,7 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from xanes_lib.notebooks import NOTEBOOKS_DIR, count_figures, list_notebooks, run_notebook
@@ -67,3 +68,60 @@ def test_training_from_scratch_runs_quick(quick_dir, tmp_path):
     text = "".join("".join(o.get("text", "")) for c in json.loads(out.read_text())["cells"]
                    for o in c.get("outputs", []) if o.get("output_type") == "stream")
     assert "training from scratch" in text and "12 steps" in text and "held-out stacks scored: 2" in text
+
+
+# ------------------------------------------------------------------ users' reference files
+
+def _stream_text(path) -> str:
+    return "".join("".join(o.get("text", "")) for c in json.loads(Path(path).read_text())["cells"]
+                   for o in c.get("outputs", []) if o.get("output_type") == "stream")
+
+
+@pytest.fixture(scope="module")
+def ni_foreign_stack(tmp_path_factory):
+    """A small Ni stack with one particle in a phase outside the references (and its truth)."""
+    from xanes_lib import io
+    from xanes_lib.simulation import SimulationConfig, simulate_stack
+
+    cfg = SimulationConfig().replace(phantom_shape=(96, 96), phantom_pixel_size_nm=150.0, dose=1000.0,
+                                     foreign_particles=1)
+    stack, truth = simulate_stack(cfg, seed=3)
+    path = tmp_path_factory.mktemp("ni_refs") / "ni_foreign.h5"
+    io.write_stack(path, stack, ground_truth=truth)
+    return path
+
+
+def _reference_params(shared_ni_dir) -> dict:
+    return {"reference_paths": [str(shared_ni_dir / "ref_NiO.txt"), str(shared_ni_dir / "ref_LiNiO2.txt")],
+            "reference_oxidation_states": [2, 3]}
+
+
+def test_valence_mapping_runs_with_reference_files(shared_ni_dir, ni_foreign_stack, tmp_path):
+    """Notebook 04 on measured NiO / LiNiO2 files: the results file holds maps/unexplained."""
+    from xanes_lib import io
+
+    notebook = next(nb for nb in NOTEBOOKS if nb.name.startswith("04_"))
+    out, results = tmp_path / notebook.name, tmp_path / "valence.h5"
+    run_notebook(notebook, out, timeout=600, parameters={
+        "quick": True, "seed": 0, "data_dir": str(tmp_path), "input_path": str(ni_foreign_stack),
+        "output_path": str(results), **_reference_params(shared_ni_dir)})
+    text = _stream_text(out)
+    assert "references ['ref_NiO', 'ref_LiNiO2']" in text and "pixels flagged unexplained:" in text
+    res = io.read_results(results)
+    assert res.references == ["ref_NiO", "ref_LiNiO2"] and res.unexplained_test is not None
+    truth = io.read_ground_truth(ni_foreign_stack)
+    assert res.unexplained[truth.foreign_mask & res.mask].mean() > 0.5, "the foreign particle is flagged"
+    assert res.unexplained[truth.mask & res.mask & ~truth.foreign_mask].mean() < 0.05
+    assert np.isnan(res.oxidation_state[res.unexplained]).all()
+
+
+def test_adaptation_runs_with_reference_files(shared_ni_dir, ni_foreign_stack, tmp_path):
+    """Notebook 03 adapts to a Ni stack with measured reference files (no shipped references)."""
+    notebook = next(nb for nb in NOTEBOOKS if nb.name.startswith("03_"))
+    out, adapted = tmp_path / notebook.name, tmp_path / "adapted.pt"
+    run_notebook(notebook, out, timeout=600, parameters={
+        "quick": True, "seed": 0, "data_dir": str(tmp_path), "input_path": str(ni_foreign_stack),
+        "output_path": str(adapted), **_reference_params(shared_ni_dir)})
+    text = _stream_text(out)
+    assert "flagged" in text and f"wrote {adapted.name}" in text
+    assert adapted.is_file()

@@ -10,14 +10,20 @@ path                            shape        meaning
 ``maps/edge_energy_eV``         (Y, X)       edge energy (eV)
 ``maps/residual``               (Y, X)       RMS fit residual per pixel (absorbance units)
 ``maps/mask``                   (Y, X) bool  pixels that were fitted
+``maps/unexplained``            (Y, X) bool  pixels no mix of the references explains (their
+                                             oxidation state and fractions are NaN); all
+                                             False with attr ``unexplained_test`` "none" when
+                                             no test was run
 root attrs                                   references, energy window, method, checkpoint
-                                             (or "none"), package version, input checksum
+                                             (or "none"), package version, input checksum,
+                                             ``unexplained_test`` (the test's settings)
 ==============================  ===========  ================================================
 
 The file is written to a temporary file in the target directory, flushed to disk and
 renamed into place, so ``path`` holds the complete new file or whatever was there before.
 Attributes holding lists or dicts are stored as JSON text and listed in the attribute
-``xanes_lib_json_attrs`` (the convention of :mod:`xanes_lib.io`).
+``xanes_lib_json_attrs`` (the convention of :mod:`xanes_lib.io`). Files of format version 1
+(before ``maps/unexplained``) are read with an all-False map and no test.
 """
 
 from __future__ import annotations
@@ -47,17 +53,19 @@ from .reading import stack_checksum
 __all__ = ["ValenceResults", "write_results", "read_results", "RESULTS_FORMAT", "MAP_KEYS"]
 
 RESULTS_FORMAT = "xanes_lib.io.results"
-RESULTS_FORMAT_VERSION = 1
+RESULTS_FORMAT_VERSION = 2
 MAPS_GROUP = "maps"
 #: Datasets of the ``maps`` group, in the order of the contract.
 MAP_KEYS = ("oxidation_state", "oxidation_state_std", "fractions", "fractions_std",
-            "edge_energy_eV", "residual", "mask")
+            "edge_energy_eV", "residual", "mask", "unexplained")
+#: Maps that files of format version 1 lack.
+_ADDED_IN_V2 = ("unexplained",)
 #: Root attributes written by :func:`write_results` itself (``extra_attrs`` may not use them).
 RESERVED_ATTRS = ("format", "format_version", "references", "reference_oxidation_states",
                   "energy_window_eV", "method", "checkpoint", "package_version", "input_checksum",
                   "input_file", "fit_mode", "edge_step_constraint", "background_terms",
                   "energy_shift_eV", "n_energies", "n_masked_nonfinite", "n_masked_nonpositive",
-                  "n_outside_mask", "edge_energy_source", JSON_KEYS_ATTR)
+                  "n_outside_mask", "edge_energy_source", "unexplained_test", JSON_KEYS_ATTR)
 
 
 @dataclass(eq=False)
@@ -76,6 +84,9 @@ class ValenceResults:
         (Y, X) RMS fit residual.
     mask : numpy.ndarray
         (Y, X) bool, the fitted pixels.
+    unexplained : numpy.ndarray
+        (Y, X) bool, the pixels that no mix of the references explains (oxidation state and
+        fractions NaN there); all False when no test was run (``unexplained_test`` None).
     references : list of str
         Reference names, in the order of the fractions.
     energy_window_eV : tuple of float
@@ -88,6 +99,9 @@ class ValenceResults:
         xanes_lib version that wrote the file.
     input_checksum : str
         SHA-256 of the input stack file, or "none".
+    unexplained_test : dict or None
+        Settings and outcome of the test behind ``unexplained``
+        (:meth:`xanes_lib.mapping.UnexplainedPixels.to_attrs`); None when none was run.
     attrs : dict
         Every root attribute (including the above and ``extra_attrs``).
     source : str or None
@@ -101,12 +115,14 @@ class ValenceResults:
     edge_energy_eV: np.ndarray
     residual: np.ndarray
     mask: np.ndarray
+    unexplained: np.ndarray
     references: list[str]
     energy_window_eV: tuple[float, float]
     method: str
     checkpoint: str
     package_version: str
     input_checksum: str
+    unexplained_test: dict | None = None
     attrs: dict = field(default_factory=dict)
     source: str | None = None
 
@@ -131,6 +147,27 @@ def _map(value, name: str, shape: tuple[int, ...], dtype=np.float32) -> np.ndarr
     if a.shape != shape:
         raise ValueError(f"{name} has shape {a.shape}; the results contract needs {shape}.")
     return a.astype(dtype, copy=False)
+
+
+def _unexplained(fit_result: ReferenceFit, maps: dict, shape: tuple[int, int]) -> tuple[np.ndarray, object]:
+    """Return the ``maps/unexplained`` map and the ``unexplained_test`` attribute, after checking them."""
+    flags = getattr(fit_result, "unexplained", None)
+    test = getattr(fit_result, "unexplained_test", None)
+    if flags is None:
+        return np.zeros(shape, bool), "none"
+    flags = np.asarray(flags)
+    if flags.shape != shape or flags.dtype != bool:
+        raise ValueError(f"fit_result.unexplained must be a boolean (Y, X) = {shape} map; got {flags.dtype} "
+                         f"{flags.shape}.")
+    outside = int((flags & ~maps["mask"]).sum())
+    if outside:
+        raise ValueError(f"{outside} unexplained pixel(s) lie outside maps/mask; flags are only defined on "
+                         "fitted pixels. Use xanes_lib.mapping.mark_unexplained(fit, flags).")
+    for name in ("oxidation_state", "oxidation_state_std", "fractions", "fractions_std"):
+        if np.isfinite(maps[name][..., flags]).any():
+            raise ValueError(f"maps/{name} is finite at unexplained pixels; the contract leaves it NaN "
+                             "there. Use xanes_lib.mapping.mark_unexplained(fit, flags).")
+    return flags, dict(test) if test is not None else {"method": "not described"}
 
 
 def write_results(path, fit_result: ReferenceFit, *, references=None, energy_window_eV=None,
@@ -166,6 +203,10 @@ def write_results(path, fit_result: ReferenceFit, *, references=None, energy_win
     edge_energy_eV : array_like, optional
         (Y, X) edge-energy map (eV); None takes ``fit_result.edge_energy_eV``. The contract
         requires one: compute it with :func:`xanes_lib.mapping.edge_energy`.
+
+        ``maps/unexplained`` comes from ``fit_result.unexplained`` and its description from
+        ``fit_result.unexplained_test`` (both set by :func:`xanes_lib.mapping.mark_unexplained`);
+        without them an all-False map is written with ``unexplained_test`` "none".
     overwrite : bool
         If False, an existing ``path`` raises ``FileExistsError``.
 
@@ -173,7 +214,8 @@ def write_results(path, fit_result: ReferenceFit, *, references=None, energy_win
     ------
     ValueError
         Missing edge-energy map, references or window that do not match the fit, maps of the
-        wrong shape, reserved or unstorable ``extra_attrs``, an empty ``method``, ``path``
+        wrong shape, unexplained pixels outside the mask or with a finite oxidation state or
+        fraction, reserved or unstorable ``extra_attrs``, an empty ``method``, ``path``
         resolving to ``input_path`` (nothing is written then).
     TypeError
         If ``fit_result`` is not a :class:`~xanes_lib.mapping.ReferenceFit`.
@@ -216,6 +258,7 @@ def write_results(path, fit_result: ReferenceFit, *, references=None, energy_win
         "residual": _map(fit_result.residual_rms, "residual", (ny, nx)),
         "mask": _map(fit_result.mask, "mask", (ny, nx), bool),
     }
+    maps["unexplained"], unexplained_test = _unexplained(fit_result, maps, (ny, nx))
     if input_path is not None:
         checksum = stack_checksum(input_path)
         input_file = os.path.basename(os.fspath(input_path))
@@ -236,6 +279,7 @@ def write_results(path, fit_result: ReferenceFit, *, references=None, energy_win
         "n_masked_nonpositive": int(fit_result.n_masked_nonpositive),
         "n_outside_mask": int(fit_result.n_outside_mask),
         "edge_energy_source": edge_source,
+        "unexplained_test": unexplained_test,
     }
     extra = {} if extra_attrs is None else extra_attrs
     if not isinstance(extra, dict):
@@ -288,11 +332,13 @@ def read_results(path) -> ValenceResults:
         g = f.get(MAPS_GROUP)
         if not isinstance(g, h5py.Group):
             raise ValueError(f"{source} has no '{MAPS_GROUP}' group; the file is incomplete.")
-        missing = [k for k in MAP_KEYS if not isinstance(g.get(k), h5py.Dataset)]
+        version = to_python(f.attrs.get("format_version"))
+        missing = [k for k in MAP_KEYS if not isinstance(g.get(k), h5py.Dataset)
+                   and not (k in _ADDED_IN_V2 and version == 1)]
         if missing:
             raise ValueError(f"{source} lacks the map(s) {[f'{MAPS_GROUP}/{m}' for m in missing]} "
                              "of the results contract; write it again with write_results.")
-        maps = {k: g[k][()] for k in MAP_KEYS}
+        maps = {k: g[k][()] for k in MAP_KEYS if k in g}
         attrs = read_attrs(f, source=source)
     needed = ("references", "energy_window_eV", "method", "checkpoint", "package_version",
               "input_checksum")
@@ -300,12 +346,14 @@ def read_results(path) -> ValenceResults:
     if absent:
         raise ValueError(f"{source} lacks the attribute(s) {absent} of the results contract.")
     shape = maps["oxidation_state"].shape
+    maps.setdefault("unexplained", np.zeros(shape, bool))         # format version 1: no test
     k = len(attrs["references"])
     for name in MAP_KEYS:
         expected = (k,) + shape if name.startswith("fractions") else shape
         if maps[name].shape != expected:
             raise ValueError(f"{MAPS_GROUP}/{name} in {source} has shape {maps[name].shape}; "
                              f"expected {expected}.")
+    test = attrs.get("unexplained_test")
     lo, hi = (float(v) for v in attrs["energy_window_eV"])
     if not (math.isfinite(lo) and math.isfinite(hi)):
         raise ValueError(f"energy_window_eV of {source} is not finite: {attrs['energy_window_eV']}.")
@@ -313,7 +361,8 @@ def read_results(path) -> ValenceResults:
         oxidation_state=maps["oxidation_state"], oxidation_state_std=maps["oxidation_state_std"],
         fractions=maps["fractions"], fractions_std=maps["fractions_std"],
         edge_energy_eV=maps["edge_energy_eV"], residual=maps["residual"],
-        mask=maps["mask"].astype(bool), references=list(attrs["references"]),
+        mask=maps["mask"].astype(bool), unexplained=maps["unexplained"].astype(bool),
+        references=list(attrs["references"]),
         energy_window_eV=(lo, hi), method=str(attrs["method"]), checkpoint=str(attrs["checkpoint"]),
         package_version=str(attrs["package_version"]), input_checksum=str(attrs["input_checksum"]),
-        attrs=attrs, source=source)
+        unexplained_test=test if isinstance(test, dict) else None, attrs=attrs, source=source)

@@ -6,7 +6,8 @@
 - :mod:`.lcf`            :func:`fit_references`: per-pixel reference fit with uncertainties
 - :mod:`.energy_shift`   :func:`fit_energy_shift`: one shift of the references;
                          :func:`calibrate_energy_shift`: robust to unexplained pixels, applied if significant
-- :mod:`.phases`         residual map and flags for phases outside the references
+- :mod:`.phases`         phases outside the references: residual map, :func:`unexplained_pixels`
+                         (a test against each pixel's own noise), :func:`mark_unexplained`
 
 Energies are eV; arrays put energies first ((E, Y, X) stacks, (Y, X) maps, (K, Y, X)
 per-reference maps).
@@ -17,7 +18,15 @@ from .energy_shift import EnergyCalibration, EnergyShiftFit, calibrate_energy_sh
 from .lcf import FIT_MODES, MAX_NONNEG_REFERENCES, ReferenceFit, fit_references
 from .mask import MASK_STATISTICS, SIGNIFICANCE_THRESHOLD, SampleMask, sample_mask, significant_mask
 from .normalization import POST_EDGE_START_EV, PRE_EDGE_GAP_EV, NormalizedSpectra, normalize_spectra
-from .phases import flag_unexplained, residual_map
+from .phases import (
+    FALSE_FLAG_RATE,
+    MIN_RELATIVE_RESIDUAL,
+    UnexplainedPixels,
+    flag_unexplained,
+    mark_unexplained,
+    residual_map,
+    unexplained_pixels,
+)
 
 __all__ = [
     "PRE_EDGE_GAP_EV", "POST_EDGE_START_EV", "NormalizedSpectra", "normalize_spectra", "edge_energy",
@@ -25,5 +34,6 @@ __all__ = [
     "significant_mask", "FIT_MODES", "MAX_NONNEG_REFERENCES",
     "ReferenceFit", "fit_references", "EnergyShiftFit", "fit_energy_shift",
     "EnergyCalibration", "calibrate_energy_shift", "residual_map",
-    "flag_unexplained",
+    "flag_unexplained", "FALSE_FLAG_RATE", "MIN_RELATIVE_RESIDUAL", "UnexplainedPixels", "unexplained_pixels",
+    "mark_unexplained",
 ]

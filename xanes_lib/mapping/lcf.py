@@ -108,6 +108,10 @@ class ReferenceFit:
         Optional (Y, X) edge-energy map attached by the caller
         (``dataclasses.replace(fit, edge_energy_eV=edge_energy(...))``); written by
         :func:`xanes_lib.io.results.write_results`.
+    unexplained : numpy.ndarray or None
+        Optional (Y, X) bool: pixels that no mix of the references explains, where the
+        oxidation state and fractions are NaN; ``unexplained_test`` (dict) describes the test.
+        Both set by :func:`xanes_lib.mapping.mark_unexplained`; written by ``write_results``.
     """
 
     fractions: np.ndarray
@@ -136,6 +140,8 @@ class ReferenceFit:
     chunk_rows: int
     n_threads: int
     edge_energy_eV: np.ndarray | None = None
+    unexplained: np.ndarray | None = None
+    unexplained_test: dict | None = None
 
     @property
     def n_references(self) -> int:

@@ -11,7 +11,13 @@ import pytest
 
 from xanes_lib import __version__
 from xanes_lib.io import MAP_KEYS, Stack, read_results, stack_checksum, write_results, write_stack
-from xanes_lib.mapping import edge_energy, fit_references, normalize_spectra
+from xanes_lib.mapping import (
+    edge_energy,
+    fit_references,
+    mark_unexplained,
+    normalize_spectra,
+    unexplained_pixels,
+)
 from xanes_lib.physics import build_model
 from xanes_lib.simulation import default_energy_grid
 from xanes_lib.spectra import default_references
@@ -139,4 +145,88 @@ def test_overwrite_false_and_bad_files(tmp_path, fitted):
     with h5py.File(out, "a") as f:
         del f["maps/residual"]
     with pytest.raises(ValueError, match="maps/residual"):
+        read_results(out)
+
+
+# ------------------------------------------------------------------ maps/unexplained
+
+def _flagged(fit):
+    flags = np.zeros(fit.mask.shape, bool)
+    flags[2:4, 3:6] = True
+    return mark_unexplained(fit, flags)
+
+
+def test_unexplained_round_trips(tmp_path, fitted):
+    fit, _ = fitted
+    marked = _flagged(fit)
+    out = tmp_path / "maps.h5"
+    write_results(out, marked, method="LCF")
+    with h5py.File(out, "r") as f:
+        assert f["maps/unexplained"].dtype == bool
+    res = read_results(out)
+    np.testing.assert_array_equal(res.unexplained, marked.unexplained)
+    assert res.unexplained.sum() == 6
+    assert np.isnan(res.oxidation_state[res.unexplained]).all()
+    assert np.isnan(res.fractions[:, res.unexplained]).all()
+    assert np.isnan(res.fractions_std[:, res.unexplained]).all()
+    assert np.isfinite(res.oxidation_state[res.mask & ~res.unexplained]).all()
+    assert res.unexplained_test == {"method": "not described"}   # bare flags, no test object
+
+
+def test_unexplained_test_attributes_round_trip(tmp_path, fitted):
+    fit, a = fitted
+    test = unexplained_pixels(np.exp(-np.nan_to_num(a)), E, REFS, mask=fit.mask, smooth_px=0.0)
+    marked = mark_unexplained(fit, test)
+    write_results(tmp_path / "maps.h5", marked, method="LCF")
+    res = read_results(tmp_path / "maps.h5")
+    np.testing.assert_array_equal(res.unexplained, test.flags & fit.mask)
+    assert res.unexplained_test == test.to_attrs()
+    assert res.unexplained_test["threshold"] == pytest.approx(test.threshold)
+    assert res.attrs["unexplained_test"] == test.to_attrs()
+
+
+def test_untested_fit_writes_an_all_false_map(tmp_path, fitted):
+    fit, _ = fitted
+    write_results(tmp_path / "maps.h5", fit, method="LCF")
+    res = read_results(tmp_path / "maps.h5")
+    assert res.unexplained.dtype == bool and not res.unexplained.any()
+    assert res.unexplained_test is None and res.attrs["unexplained_test"] == "none"
+
+
+@pytest.mark.parametrize("change, match", [
+    ("outside", "outside maps/mask"),
+    ("finite_state", "maps/oxidation_state is finite"),
+    ("finite_fraction", "maps/fractions is finite"),
+    ("shape", "boolean"),
+])
+def test_inconsistent_unexplained_map_is_refused(tmp_path, fitted, change, match):
+    fit, _ = fitted
+    marked = _flagged(fit)
+    if change == "outside":
+        flags = marked.unexplained.copy()
+        flags[0, 0] = True                                   # the pixel that was not fitted
+        bad = dataclasses.replace(marked, unexplained=flags)
+    elif change == "finite_state":
+        bad = dataclasses.replace(marked, oxidation_state=fit.oxidation_state)
+    elif change == "finite_fraction":
+        bad = dataclasses.replace(marked, fractions=fit.fractions)
+    else:
+        bad = dataclasses.replace(marked, unexplained=marked.unexplained.astype(np.uint8))
+    with pytest.raises(ValueError, match=match):
+        write_results(tmp_path / "maps.h5", bad, method="LCF")
+    assert not (tmp_path / "maps.h5").exists()
+
+
+def test_version_1_file_reads_without_a_test(tmp_path, fitted):
+    fit, _ = fitted
+    out = tmp_path / "maps.h5"
+    write_results(out, fit, method="LCF")
+    with h5py.File(out, "a") as f:                          # what version 1 wrote
+        del f["maps/unexplained"]
+        f.attrs["format_version"] = 1
+    res = read_results(out)
+    assert res.unexplained.shape == (6, 7) and not res.unexplained.any() and res.unexplained_test is None
+    with h5py.File(out, "a") as f:
+        f.attrs["format_version"] = 2
+    with pytest.raises(ValueError, match="maps/unexplained"):
         read_results(out)
