@@ -55,6 +55,8 @@ __all__ = ["ValenceResults", "write_results", "read_results", "RESULTS_FORMAT", 
 RESULTS_FORMAT = "xanes_lib.io.results"
 RESULTS_FORMAT_VERSION = 2
 MAPS_GROUP = "maps"
+#: Group of the alignment the stack went through (optional).
+ALIGNMENT_GROUP = "alignment"
 #: Datasets of the ``maps`` group, in the order of the contract.
 MAP_KEYS = ("oxidation_state", "oxidation_state_std", "fractions", "fractions_std",
             "edge_energy_eV", "residual", "mask", "unexplained")
@@ -172,7 +174,7 @@ def _unexplained(fit_result: ReferenceFit, maps: dict, shape: tuple[int, int]) -
 
 def write_results(path, fit_result: ReferenceFit, *, references=None, energy_window_eV=None,
                   method: str, checkpoint: str | None = None, input_path=None,
-                  extra_attrs: dict | None = None, edge_energy_eV=None,
+                  extra_attrs: dict | None = None, edge_energy_eV=None, alignment=None,
                   overwrite: bool = True) -> None:
     """Write valence maps to a results file (HDF5) per the results contract.
 
@@ -207,6 +209,11 @@ def write_results(path, fit_result: ReferenceFit, *, references=None, energy_win
         ``maps/unexplained`` comes from ``fit_result.unexplained`` and its description from
         ``fit_result.unexplained_test`` (both set by :func:`xanes_lib.mapping.mark_unexplained`);
         without them an all-False map is written with ``unexplained_test`` "none".
+    alignment : object, optional
+        The registration the stack went through (an :class:`xanes_lib.alignment.Alignment`,
+        or any object with ``write(group)``): written to the group ``alignment/``
+        (``shifts_px``, ``confidence``, attrs ``reference_index`` and ``method``). Read it
+        back with ``xanes_lib.alignment.Alignment.load(path)``.
     overwrite : bool
         If False, an existing ``path`` raises ``FileExistsError``.
 
@@ -301,6 +308,8 @@ def write_results(path, fit_result: ReferenceFit, *, references=None, energy_win
         g["fractions_std"].attrs["references"] = json.dumps(names)
         g["edge_energy_eV"].attrs["unit"] = "eV"
         write_attrs(f, pairs, json_keys)
+        if alignment is not None:
+            alignment.write(f.create_group(ALIGNMENT_GROUP, track_times=False))
 
 
 def read_results(path) -> ValenceResults:

@@ -79,6 +79,23 @@ def test_checkpoint_and_defaults_from_the_fit(tmp_path, fitted):
     assert res.references == list(fit.reference_names)
 
 
+def test_alignment_is_written_with_the_maps_and_reads_back(tmp_path, fitted):
+    from xanes_lib.alignment import Alignment
+
+    fit, _ = fitted
+    shifts = np.column_stack([np.linspace(0, 1.5, E.size), np.linspace(0, -0.7, E.size)])
+    reg = Alignment(shifts_px=shifts, confidence=np.full(E.size, 0.9), reference_index=0, method="template")
+    out = tmp_path / "maps.h5"
+    write_results(out, fit, method="LCF", alignment=reg)
+    back = Alignment.load(out)
+    np.testing.assert_allclose(back.shifts_px, shifts)
+    assert back.reference_index == 0 and back.method == "template"
+    write_results(tmp_path / "plain.h5", fit, method="LCF")
+    with h5py.File(tmp_path / "plain.h5", "r") as f:
+        assert "alignment" not in f  # written only when the stack was aligned
+    read_results(out)  # the maps read as before
+
+
 def test_same_input_gives_identical_bytes(tmp_path, fitted):
     fit, _ = fitted
     write_results(tmp_path / "a.h5", fit, method="LCF")
