@@ -46,6 +46,11 @@ __all__ = [
 DEFAULT_SIGMAS_PX = (0.0, 0.7, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 #: Gaussian widths (pixels) also tried on the network's output (it may under-smooth a stack).
 NETWORK_SIGMAS_PX = (1.0, 2.0)
+#: A candidate replaces the network only when its estimated risk is lower by more than this
+#: many standard errors of the difference (one choice per stack).
+NETWORK_MARGIN_SE = 1.0
+#: Block size (pixels) of the standard error of pooled risk differences.
+SE_BLOCK_PX = 16
 #: Width (pixels) of the smoothing of the edge step that decides which pixels are scored.
 SCORING_SIGMA_PX = 1.5
 #: Scored pixels have an edge step of at least this share of the stack's 99th percentile.
@@ -73,6 +78,9 @@ class StrengthChoice:
     pooled_risk : numpy.ndarray
         (n,) estimated mean squared oxidation-state error of each candidate over the scored
         pixels (SURE); the lowest is the best single choice for the stack.
+    difference_se : numpy.ndarray
+        (n,) standard error of each candidate's pooled risk minus the network's (zeros without
+        a network or with a choice per pixel).
     choice : numpy.ndarray
         (Y, X) index of the candidate used at each pixel.
     state_rmse : numpy.ndarray
@@ -92,6 +100,7 @@ class StrengthChoice:
     sigmas_px: np.ndarray
     uses_network: np.ndarray
     pooled_risk: np.ndarray
+    difference_se: np.ndarray
     choice: np.ndarray
     state_rmse: np.ndarray
     noise_std: np.ndarray
@@ -99,9 +108,9 @@ class StrengthChoice:
     window_px: float
 
     @property
-    def best_pooled(self) -> str:
-        """The candidate with the lowest pooled risk."""
-        return self.candidates[int(np.nanargmin(self.pooled_risk))]
+    def chosen(self) -> str:
+        """The candidate chosen for the stack (per pixel: the most used one)."""
+        return self.candidates[int(np.bincount(self.choice.ravel()).argmax())]
 
     def strength_map(self) -> np.ndarray:
         """(Y, X) Gaussian width applied to the plain fit at each pixel (NaN where the network's)."""
@@ -123,7 +132,7 @@ class StrengthChoice:
         """Flat attributes for a results file."""
         return {"strength_candidates": list(self.candidates),
                 "strength_pooled_rmse": [float(np.sqrt(max(r, 0.0))) for r in self.pooled_risk],
-                "strength_window_px": float(self.window_px), "strength_best_pooled": self.best_pooled}
+                "strength_window_px": float(self.window_px), "strength_chosen": self.chosen}
 
 
 def residual_noise_std(residual, model: LinearAbsorbanceModel) -> np.ndarray:
@@ -335,8 +344,19 @@ def select_strength(coefficients, noise_std, model: LinearAbsorbanceModel, oxida
         r = (np.clip(state, lo, hi) - observed) ** 2 - v + 2.0 * sensitivity
         risks.append(np.where(scored, r, 0.0).astype(np.float32))
         pooled[i] = float(risks[i].sum() / max(m.sum(), 1.0))
+    difference_se = np.zeros(len(cands))
     if window_px is None:
-        choice = np.full(c.shape[1:], int(np.argmin(pooled)), np.int16)
+        best_index = int(np.argmin(pooled))
+        if network is not None:
+            # The trained network is the default; a candidate replaces it only when its
+            # estimated risk is lower by more than NETWORK_MARGIN_SE standard errors (the
+            # risk estimate is noisy; the network may also correct what SURE cannot see).
+            net = next(i for i, cand in enumerate(cands) if cand[0] == "network")
+            difference_se = np.array([_block_se(r - risks[net], scored) for r in risks])
+            eligible = [i for i in range(len(cands))
+                        if i == net or pooled[i] < pooled[net] - NETWORK_MARGIN_SE * difference_se[i]]
+            best_index = min(eligible, key=lambda i: pooled[i])
+        choice = np.full(c.shape[1:], best_index, np.int16)
     else:
         choice = np.argmin([_local_mean(r, m, window_px)[0] for r in risks], axis=0).astype(np.int16)
     best = np.empty_like(c)
@@ -349,10 +369,31 @@ def select_strength(coefficients, noise_std, model: LinearAbsorbanceModel, oxida
         floor = gaussian_centre_weight(cands[i][1]) * _local_mean(v, m, error_window_px)[0]
         state_rmse[at] = np.where(weight > 1e-3, np.sqrt(np.maximum(local, floor)), np.nan)[at]
     result = StrengthChoice(tuple(n for n, *_ in cands), np.array([s for _, s, *_ in cands]),
-                            np.array([u for _, _, u, *_ in cands]), pooled, choice, state_rmse,
+                            np.array([u for _, _, u, *_ in cands]), pooled, difference_se, choice, state_rmse,
                             np.asarray(noise_std, np.float32), scored,
                             np.inf if window_px is None else float(window_px))
     return best, result
+
+
+def _block_se(values, scored, block_px: int = SE_BLOCK_PX) -> float:
+    """Return the standard error of the mean of ``values`` over ``scored`` pixels (block means).
+
+    Risk terms are correlated over the width of the filters; blocks several times wider are
+    nearly independent.
+    """
+    ny, nx = scored.shape
+    means, weights = [], []
+    for y in range(0, ny, block_px):
+        for x in range(0, nx, block_px):
+            m = scored[y:y + block_px, x:x + block_px]
+            if m.sum() >= 0.25 * block_px ** 2:
+                means.append(float(values[y:y + block_px, x:x + block_px][m].mean()))
+                weights.append(float(m.sum()))
+    if len(means) < 4:
+        return float("inf")
+    w = np.asarray(weights) / np.sum(weights)
+    mu = np.sum(w * np.asarray(means))
+    return float(np.sqrt(np.sum(w ** 2 * (np.asarray(means) - mu) ** 2) * len(means) / (len(means) - 1)))
 
 
 def _probe_eps2(delta, noise_std, model: LinearAbsorbanceModel) -> float:
@@ -391,7 +432,7 @@ def self_tuned_gaussian(transmission, energies_eV, *, element: str | None = None
     smoothed : numpy.ndarray
         (E, Y, X) float32 transmission smoothed with the chosen width.
     choice : StrengthChoice
-        With ``window_px`` inf; ``best_pooled`` names the width.
+        With ``window_px`` inf; ``chosen`` names the width.
     """
     t = check_stack(transmission, name="transmission")
     refs = references if references is not None else default_references(element)
@@ -401,6 +442,6 @@ def self_tuned_gaussian(transmission, energies_eV, *, element: str | None = None
     c = model.fit(a)
     noise = residual_noise_std(a - model.predict(c), model)
     _, choice = select_strength(c, noise, model, ox, sigmas_px=sigmas_px, window_px=None)
-    s = float(choice.sigmas_px[int(np.nanargmin(choice.pooled_risk))])
+    s = float(choice.sigmas_px[int(choice.choice.flat[0])])
     smoothed = ndimage.gaussian_filter(a, (0, s, s), mode="nearest") if s > 0 else a
     return np.exp(-smoothed).astype(np.float32), choice

@@ -220,7 +220,7 @@ def run_self_tuned(stack, truth, *, lowrank: bool = False, fit_shift: bool = Fal
     secs = time.perf_counter() - t0
     sc = score_pipeline(oxidation_state_fit(smoothed, e, stack.element, mask=truth.mask, fit_shift=fit_shift),
                         truth, background=background)
-    sc.update(params={"chosen": choice.best_pooled}, seconds=secs)
+    sc.update(params={"chosen": choice.chosen}, seconds=secs)
     return sc
 
 
@@ -242,6 +242,6 @@ def run_network(denoiser, stack, truth, *, resize_to=None, device=None, select: 
     sc = score_pipeline(fit, truth, background=res.background)
     params = {"resize_to": resize_to} if resize_to else {}
     if res.strength is not None:
-        params["chosen"] = res.strength.best_pooled
+        params["chosen"] = res.strength.chosen
     sc.update(params=params, seconds=res.seconds)
     return sc

@@ -78,7 +78,7 @@ def test_sure_tracks_the_true_error_of_every_gaussian_width(coefficient_field):
     np.testing.assert_allclose(est, true, rtol=0.1)
     # the width chosen without the truth is within 5 % of the best one's true error
     assert true[int(np.argmin(choice.pooled_risk))] <= 1.05 * min(true)
-    assert choice.best_pooled == choice.candidates[int(choice.choice[0, 0])]
+    assert choice.chosen == choice.candidates[int(choice.choice[0, 0])]
 
 
 def test_network_probe_gives_the_risk_of_a_known_linear_denoiser(coefficient_field):
@@ -128,7 +128,7 @@ def test_self_tuned_gaussian_is_near_the_truth_picked_width():
             for s in (1.0, 2.0, 3.0, 4.0)}
     assert rmse(smoothed) <= 1.1 * min(grid.values())
     assert rmse(smoothed) < 0.8 * rmse(stack.transmission)
-    assert choice.best_pooled.startswith("gaussian") and np.isinf(choice.window_px)
+    assert choice.chosen.startswith("gaussian") and np.isinf(choice.window_px)
 
 
 def test_bad_inputs_are_refused_clearly():

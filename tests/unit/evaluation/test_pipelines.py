@@ -38,14 +38,14 @@ def test_network_score_uses_the_denoisers_own_uncertainty(foreign_phase_stack):
     st, gt = foreign_phase_stack
     den = denoising.load_checkpoint(denoising.shipped_checkpoint("latent"))
     res = den.denoise(st.transmission, st.energies_eV, element="Ni", progress=False)
-    assert res.strength is not None and res.strength.best_pooled in res.strength.candidates
+    assert res.strength is not None and res.strength.chosen in res.strength.candidates
     fit_std = np.full(res.strength.state_rmse.shape, 7.0)
     std = res.oxidation_state_std(fit_std)
     finite = np.isfinite(res.strength.state_rmse)
     np.testing.assert_array_equal(std[finite], res.strength.state_rmse[finite])
     assert np.all(std[~finite] == 7.0)
     scores = evaluation.run_network(den, st, gt)
-    assert scores["params"]["chosen"] == res.strength.best_pooled
+    assert scores["params"]["chosen"] == res.strength.chosen
     assert 0.5 < scores["coverage_2sigma"] <= 1.0
     # the phase outside the references stays in the residual of the denoised stack
     gauss = evaluation.classical_denoise(st.transmission, "gaussian", sigma=2.0)
