@@ -5,6 +5,7 @@ The executed notebooks land in ``--quick-dir`` (default ``build/notebooks-quick`
 ``# NBVAL_CHECK_OUTPUT`` with these outputs (same seed, same numbers).
 """
 
+import csv
 import json
 import re
 import shutil
@@ -125,3 +126,52 @@ def test_adaptation_runs_with_reference_files(shared_ni_dir, ni_foreign_stack, t
     text = _stream_text(out)
     assert "flagged" in text and f"wrote {adapted.name}" in text
     assert adapted.is_file()
+
+
+# ------------------------------------------------------------------ your data (notebook 05)
+
+def test_your_data_exports_the_maps_and_works_without_ground_truth(tmp_path):
+    """Notebook 05 on the shipped drifting example, then on the same images as a TIFF stack.
+
+    The exports exist and hold the maps, the input is untouched, the figures are drawn; the
+    TIFF copy (no ground truth, another reader) gives the same maps and skips the accuracy.
+    """
+    import tifffile
+
+    from xanes_lib import alignment, io
+
+    notebook = next(nb for nb in NOTEBOOKS if nb.name.startswith("05_"))
+    example = NOTEBOOKS_DIR.parent / "data" / "example_fxi_drift.h5"
+    checksum = io.stack_checksum(example)
+    out, maps = tmp_path / notebook.name, tmp_path / "maps"
+    run_notebook(notebook, out, timeout=600, parameters={
+        "quick": True, "seed": 0, "data_dir": str(tmp_path), "output_dir": str(maps)})
+    assert io.stack_checksum(example) == checksum, "the input file was changed"
+    stem = example.stem
+    names = [f"{stem}_results.h5", f"{stem}_particles.csv"] + [f"{stem}_{m}.tif" for m in io.MAP_TIFF_NAMES]
+    assert sorted(p.name for p in maps.iterdir()) == sorted(names)
+    res = io.read_results(maps / f"{stem}_results.h5")
+    registration = alignment.Alignment.load(maps / f"{stem}_results.h5")
+    assert registration.shifts_px.shape == (io.read_stack(example).energies_eV.size, 2)
+    assert np.abs(registration.shifts_px).max() > 1.0, "the example drifts and was aligned"
+    np.testing.assert_array_equal(tifffile.imread(maps / f"{stem}_mask.tif"), res.mask)
+    np.testing.assert_array_equal(tifffile.imread(maps / f"{stem}_oxidation_state.tif"), res.oxidation_state)
+    rows = list(csv.DictReader((maps / f"{stem}_particles.csv").read_text().splitlines()))
+    assert rows and list(rows[0]) == list(io.PARTICLE_COLUMNS)
+    assert count_figures(out) >= 6, "stack, shifts, before/after, maps, particles, accuracy"
+    text = _stream_text(out)
+    assert "what the reader found and decided" in text and "files written: 6" in text
+    assert re.search(r"RMSE vs truth: \d\.\d\d", text), "the example has ground truth: accuracy shown"
+
+    # The same images as a TIFF stack with an energy list: no ground truth, the same maps.
+    stack = io.read_stack(example)
+    tifffile.imwrite(tmp_path / "scan.tif", stack.transmission, photometric="minisblack")
+    np.savetxt(tmp_path / "energies.txt", stack.energies_eV / 1000.0, fmt="%.6f")
+    out_tif = tmp_path / "05_tiff.ipynb"
+    run_notebook(notebook, out_tif, timeout=600, parameters={
+        "quick": True, "seed": 0, "data_dir": str(tmp_path), "output_dir": str(maps),
+        "input_path": str(tmp_path / "scan.tif"), "energy_path": str(tmp_path / "energies.txt")})
+    assert "no ground truth in this file" in _stream_text(out_tif)
+    for name in ("oxidation_state", "oxidation_state_std", "mask", "unexplained"):
+        np.testing.assert_array_equal(tifffile.imread(maps / f"scan_{name}.tif"),
+                                      tifffile.imread(maps / f"{stem}_{name}.tif"))

@@ -11,6 +11,7 @@
 - :mod:`.tiff`       TIFF stacks (multi-page or a folder) with an energy list: :func:`read_tiff_stack`
 - :mod:`.results`    results files: maps of oxidation state, std, fractions, edge energy, residual
 - :mod:`.flatfield`  ``(I - dark) / (flat - dark)`` with checks
+- :mod:`.export`     maps as TIFF files and per-particle statistics as CSV, for other tools
 - ``_hdf5``          private helpers: attribute codecs, deterministic arrays, atomic writes
 - ``_intake``        private steps shared by the readers: intensity, bad frames, element, pixel size
 
@@ -20,6 +21,14 @@ file (:func:`write_stack` protects ``Stack.source``, :func:`write_results` its `
 and temporary files a killed writer left beside a target go on the next write to it.
 """
 
+from .export import (
+    MAP_TIFF_NAMES,
+    PARTICLE_COLUMNS,
+    particle_labels,
+    particle_statistics,
+    write_map_tiffs,
+    write_particle_csv,
+)
 from .flatfield import flat_field_correct
 from .positions import HDF5_EXTENSIONS, Position, list_positions, read_position
 from .reading import (
@@ -58,4 +67,6 @@ __all__ = [
     "flat_field_correct", "DamagedFileError", "BAD_FRAMES_MODES", "RAW_COUNTS_MODES",
     "HDF5_EXTENSIONS", "Position", "list_positions", "read_position",
     "TIFF_EXTENSIONS", "read_energy_list", "read_tiff_stack",
+    "MAP_TIFF_NAMES", "PARTICLE_COLUMNS", "write_map_tiffs", "particle_labels", "particle_statistics",
+    "write_particle_csv",
 ]
