@@ -334,24 +334,13 @@ def simulated_pair(element: str, dose: float, blur: float, *, size: int, max_dri
     return (still_t, still), (drift_t, drifting), stack.energies_eV
 
 
-def truth_in_frame(truth, offset) -> tuple[np.ndarray, np.ndarray]:
-    """State and eroded mask on a grid where the maps appear moved by ``offset`` (dy, dx) px.
+def truth_in_frame(truth, reference_index: int) -> tuple[np.ndarray, np.ndarray]:
+    """State and mask in the frame of image ``reference_index``, the mask eroded by ERODE_PX.
 
-    The state is the ratio of the cubic-spline shifts of rho x state and rho (how the simulator
-    moves the absorbance); the mask is moved by the nearest pixel, then eroded by ERODE_PX.
+    :func:`xanes_lib.evaluation.truth_in_frame` (cubic-spline shift of the density-weighted
+    state, as the simulator moves the absorbance; the mask moved by the nearest pixel).
     """
-    ox = np.asarray(truth.params["reference_oxidation_states"], dtype=np.float64)
-    rho = truth.areal_density.astype(np.float64)
-    state = np.tensordot(ox, truth.fractions.astype(np.float64), axes=1)
-    offset = np.asarray(offset, dtype=np.float64)
-    if np.any(offset != 0):
-        num = ndimage.shift(rho * state, offset, order=3, mode="grid-constant", cval=0.0)
-        den = ndimage.shift(rho, offset, order=3, mode="grid-constant", cval=0.0)
-        mask = ndimage.shift(truth.mask.astype(np.uint8), offset, order=0, mode="grid-constant", cval=0) > 0
-    else:
-        num, den, mask = rho * state, rho, truth.mask
-    with np.errstate(invalid="ignore", divide="ignore"):
-        state = np.where(den > 0, num / den, np.nan)
+    state, mask, _ = evaluation.truth_in_frame(truth, reference_index)
     mask = ndimage.binary_erosion(mask, iterations=ERODE_PX, border_value=0) & np.isfinite(state)
     return state, mask
 
@@ -390,10 +379,10 @@ def oxidation_case(element, dose, blur, *, size, max_drift, seed, denoiser, back
                "ours_nearest": apply_alignment(drift_t, fit, order=0)}
 
     offset = truth.drift_origin_px + truth.drift_px[ref]
-    state_ref, region = truth_in_frame(truth, offset)
+    state_ref, region = truth_in_frame(truth, ref)
     for al in aligned.values():
         region &= al.common_mask
-    state_still, mask_still = truth_in_frame(still_truth, (0.0, 0.0))
+    state_still, mask_still = truth_in_frame(still_truth, 0)
     region_still = integer_shift(region, -np.round(offset)) & mask_still
 
     still_fit = register_stack(still_t, energies)

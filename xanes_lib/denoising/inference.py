@@ -89,6 +89,9 @@ class ForwardOutput:
     observed_coefficients : torch.Tensor or None
         (P, Y, X) coefficient maps of the plain fit of ``corrected_absorbance`` (the noisy
         observation the strength selection compares with); None for the paper variant.
+    unexplained_absorbance : torch.Tensor or None
+        (E, Y, X) ``corrected_absorbance`` minus the model of ``observed_coefficients``: what
+        no mix of the references explains, noise included; None for the paper variant.
     inputs : torch.Tensor or None
         The latent network's input (1, P + 1, Y, X); None for the paper variant.
     """
@@ -100,6 +103,7 @@ class ForwardOutput:
     raw_coefficients: torch.Tensor
     scale: float
     observed_coefficients: torch.Tensor | None = None
+    unexplained_absorbance: torch.Tensor | None = None
     inputs: torch.Tensor | None = None
 
 
@@ -175,7 +179,7 @@ def forward(denoiser: Denoiser, transmission, model: LinearAbsorbanceModel, *, s
     observed = model.fit(corrected)
     outside = corrected - model.predict(observed)
     denoised = model.predict(coeffs) + _gauss3(outside)
-    return ForwardOutput(torch.exp(-beta), corrected, denoised, coeffs, c0, s, observed, x)
+    return ForwardOutput(torch.exp(-beta), corrected, denoised, coeffs, c0, s, observed, outside, x)
 
 
 @dataclass
@@ -325,7 +329,7 @@ def denoise_stack(denoiser: Denoiser, transmission, energies_eV, *, element: str
                              resize_to=resize_to, device=device, progress=progress, probe=probe)
     if probe is not None:
         res.coefficients, res.strength = probe.select(res.coefficients)
-        res.denoised = _rebuild(res.corrected, res.coefficients, model)
+        res.denoised = _rebuild(res.corrected, probe.observed, res.coefficients, model)
     res.seconds = time.perf_counter() - t0
     if beam is not None:
         # corrected and denoised are already relative to the raw stack; B includes the beam's.
@@ -344,10 +348,13 @@ def denoise_stack(denoiser: Denoiser, transmission, energies_eV, *, element: str
 UNEXPLAINED_SIGMA_PX = 3.0
 
 
-def _rebuild(corrected, coefficients, model) -> np.ndarray:
-    """Denoised transmission: the model of the chosen coefficients plus the smoothed unexplained part."""
-    a = absorbance(corrected)
-    outside = a - model.predict(model.fit(a))
+def _rebuild(corrected, observed, coefficients, model) -> np.ndarray:
+    """Denoised transmission: the model of the chosen coefficients plus the smoothed unexplained part.
+
+    ``observed`` are the plain fit's coefficients of ``corrected`` (collected tile by tile).
+    """
+    outside = absorbance(corrected)
+    outside -= model.predict(observed)
     ndimage.gaussian_filter(outside, (0, UNEXPLAINED_SIGMA_PX, UNEXPLAINED_SIGMA_PX), mode="nearest",
                             output=outside)
     outside += model.predict(coefficients)
@@ -398,8 +405,7 @@ class _Probe:
 
     def tile(self, net, res: ForwardOutput, window, pad, keep, dst) -> None:
         """Probe the network on one tile; ``keep`` (tile) and ``dst`` (stack) slice its inner part."""
-        resid = (res.corrected_absorbance - self.model.predict(res.observed_coefficients)).cpu().numpy()
-        noise = residual_noise_std(resid, self.model)
+        noise = residual_noise_std(res.unexplained_absorbance.cpu().numpy(), self.model)
         z = np.pad(self.z[window], ((0, 0), (0, pad[0]), (0, pad[1])))
         delta = self.EPS * noise * np.einsum("pq,qyx->pyx", self.chol, z)
         delta_t = res.inputs.new_tensor(delta)

@@ -17,10 +17,18 @@ from .classical import (
     score_pipeline,
     unexplained_auc,
 )
-from .metrics import background_error, boundary_mask, matched_negatives, oxidation_state_metrics, roc_auc
+from .metrics import (
+    background_error,
+    boundary_mask,
+    matched_negatives,
+    oxidation_state_metrics,
+    roc_auc,
+    truth_in_frame,
+)
 
 __all__ = [
     "CLASSICAL_GRID", "noise_sigma", "classical_denoise", "oxidation_state_fit", "score_pipeline",
     "run_classical", "run_hybrid", "run_self_tuned", "run_network", "unexplained_auc",
     "oxidation_state_metrics", "boundary_mask", "background_error", "roc_auc", "matched_negatives",
+    "truth_in_frame",
 ]

@@ -117,15 +117,10 @@ def unexplained_auc(res: mapping.ReferenceFit, truth) -> float:
     if foreign is None or not np.any(foreign & truth.mask):
         return float("nan")
     pos = foreign & truth.mask & np.isfinite(res.residual_rms)
-    neg = _foreign_negatives(truth, pos)
+    neg = matched_negatives(truth.areal_density, pos, truth.mask & ~truth.foreign_mask)
     if not pos.any() or not neg.any():
         return float("nan")
     return roc_auc(res.residual_rms, pos, neg)
-
-
-def _foreign_negatives(truth, positives) -> np.ndarray:
-    """Sample pixels outside the foreign phase, matched to its areal density."""
-    return matched_negatives(truth.areal_density, positives, truth.mask & ~truth.foreign_mask)
 
 
 def score_pipeline(res: mapping.ReferenceFit, truth, *, background=None, boundary_width: int = 3) -> dict:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 
 __all__ = [
     "oxidation_state_metrics", "boundary_mask", "background_error", "roc_auc", "matched_negatives",
+    "truth_in_frame",
 ]
 
 
@@ -75,8 +77,6 @@ def boundary_mask(mask, state, *, width: int = 3, jump: float = 0.1) -> np.ndarr
     >>> int(b[4, 4]), int(b[1, 4])
     (0, 1)
     """
-    from scipy import ndimage
-
     m = np.asarray(mask, bool)
     s = np.where(m, np.asarray(state, float), np.nan)
     edge = m & ~ndimage.binary_erosion(m, border_value=0)
@@ -162,3 +162,48 @@ def matched_negatives(amount, positives, candidates, *, quantiles=(0.1, 0.9)) ->
         raise ValueError("no positive pixel to match.")
     lo, hi = np.quantile(x[pos], quantiles)
     return np.asarray(candidates, dtype=bool) & ~pos & (x >= lo) & (x <= hi)
+
+
+def truth_in_frame(truth, reference_index: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Move the truth maps of a (drifting) simulated stack into the frame of one of its images.
+
+    An aligned stack lies on the grid of its reference image, which sees the maps moved by
+    ``drift_origin_px + drift_px[reference_index]`` (zero for a stack without drift). The
+    oxidation state is moved as the simulator moves the absorbance: the ratio of the cubic-
+    spline shifts of ``areal_density x state`` and of ``areal_density`` over the pixels with a
+    state; the masks are moved by the nearest pixel.
+
+    Parameters
+    ----------
+    truth : xanes_lib.io.GroundTruth
+    reference_index : int
+        The image whose frame is wanted (``Alignment.reference_index``).
+
+    Returns
+    -------
+    state : numpy.ndarray
+        (Y, X) oxidation state, NaN where there is none.
+    mask : numpy.ndarray
+        (Y, X) bool sample mask.
+    foreign : numpy.ndarray
+        (Y, X) bool phase outside the references (all False when the truth has none).
+    """
+    offset = np.zeros(2)
+    if truth.drift_px is not None:
+        offset = offset + np.asarray(truth.drift_px[reference_index], dtype=np.float64)
+    if getattr(truth, "drift_origin_px", None) is not None:
+        offset = offset + np.asarray(truth.drift_origin_px, dtype=np.float64)
+    foreign = np.zeros(truth.mask.shape, bool) if truth.foreign_mask is None else truth.foreign_mask
+    rho = np.asarray(truth.areal_density, dtype=np.float64)
+    valid = truth.mask & np.isfinite(truth.oxidation_state)
+    num, den = rho * np.where(valid, truth.oxidation_state, 0.0), rho * valid
+    mask = truth.mask
+    if np.any(offset != 0):
+        def move(a, order):
+            return ndimage.shift(a, offset, order=order, mode="grid-constant", cval=0)
+
+        num, den = move(num, 3), move(den, 3)
+        mask, foreign = move(mask.astype(np.uint8), 0) > 0, move(foreign.astype(np.uint8), 0) > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        state = np.where(den > 0, num / den, np.nan)
+    return state, mask, foreign
