@@ -37,7 +37,7 @@ from ..physics import absorbance, build_model
 from ..validate import check_energies, check_stack
 
 __all__ = [
-    "BackgroundEstimate", "estimate_background", "beam_corrected_energy_shift",
+    "BackgroundEstimate", "estimate_background", "divide_beam_background", "beam_corrected_energy_shift",
 ]
 
 
@@ -194,6 +194,40 @@ def estimate_background(transmission, energies_eV, model, *, max_rank: int = 12,
     beta = np.tensordot(prof, maps, axes=(1, 0))
     return BackgroundEstimate(np.exp(-beta).astype(np.float32), prof, maps, len(keep), len(above) - len(keep),
                               empty, w)
+
+
+def divide_beam_background(transmission, energies_eV, references, *, shift_eV: float = 0.0):
+    """Return the stack divided by its low-rank beam background, and a note of what was done.
+
+    Left in, the smooth beam background looks like a phase of its own to a test of the fit
+    residual. Without an empty field to learn it from, the stack is returned as it is (not a
+    copy) and the note says why.
+
+    Parameters
+    ----------
+    transmission : array_like
+        (E, Y, X) transmission; not modified.
+    energies_eV : array_like
+        (E,) energies.
+    references : sequence
+        Reference spectra (``.spectrum(energies)``), calibrated by ``shift_eV``.
+    shift_eV : float
+        Energy shift applied to the references.
+
+    Returns
+    -------
+    corrected : numpy.ndarray
+        (E, Y, X) ``transmission / B``, or ``transmission`` itself.
+    note : str
+        "beam background divided out (rank r)" or "beam background left in: <reason>".
+    """
+    e = np.asarray(energies_eV, dtype=np.float64)
+    model = build_model(e, np.stack([r.spectrum(e - shift_eV) for r in references]))
+    try:
+        beam = estimate_background(transmission, e, model)
+    except ValueError as exc:  # no empty field to learn it from
+        return transmission, f"beam background left in: {exc}"
+    return transmission / beam.background, f"beam background divided out (rank {beam.rank})"
 
 
 def beam_corrected_energy_shift(transmission, energies_eV, references, *, mask, iterations: int = 3,

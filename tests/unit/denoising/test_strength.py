@@ -134,3 +134,20 @@ def test_self_tuned_gaussian_is_near_the_truth_picked_width():
 def test_bad_inputs_are_refused_clearly():
     with pytest.raises(ValueError, match="transmission"):
         strength.self_tuned_gaussian(np.ones((3, 4)), np.arange(3.0), element="Ni")
+
+
+def test_divide_beam_background_removes_it_or_says_why():
+    from xanes_lib.denoising import divide_beam_background
+
+    cfg = simulation.SimulationConfig(element="Ni", dose=3000.0, background_amplitude=0.03).replace(
+        phantom_shape=(96, 96), phantom_pixel_size_nm=250.0)
+    stack, truth = simulation.simulate_stack(cfg, seed=2)
+    refs = default_references("Ni")
+    corrected, note = divide_beam_background(stack.transmission, stack.energies_eV, refs)
+    assert note.startswith("beam background divided out")
+    before = np.std(np.log(stack.transmission / truth.transmission)[:, ~truth.mask])
+    after = np.std(np.log(corrected / truth.transmission)[:, ~truth.mask])
+    assert after < 0.7 * before
+    flat = np.ones((stack.energies_eV.size, 8, 8), np.float32) * 0.5  # no empty field
+    same, note = divide_beam_background(flat, stack.energies_eV, refs)
+    assert same is flat and note.startswith("beam background left in")
