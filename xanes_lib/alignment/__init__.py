@@ -25,10 +25,21 @@ from .registration import (
     drift_test,
     register_stack,
 )
-from .shifts import GROUP, ORDERS, AlignedStack, Alignment, apply_alignment, interpolation_variance
+from .shifts import (
+    GROUP,
+    ORDERS,
+    AlignedStack,
+    Alignment,
+    apply_alignment,
+    checked_shifts,
+    common_field,
+    interpolation_variance,
+    shift_image,
+)
 
 __all__ = [
     "METHODS", "FEATURES", "MAX_BINNED_SIZE", "POST_EDGE_OFFSET_EV", "RELATIVE_CONFIDENCE",
     "DRIFT_TOLERANCE_PX", "register_stack", "choose_reference", "drift_test", "GROUP", "ORDERS",
-    "Alignment", "AlignedStack", "interpolation_variance", "apply_alignment",
+    "Alignment", "AlignedStack", "interpolation_variance", "apply_alignment", "checked_shifts",
+    "shift_image", "common_field",
 ]

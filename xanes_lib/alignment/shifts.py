@@ -25,6 +25,7 @@ from ..validate import check_stack
 
 __all__ = [
     "GROUP", "ORDERS", "Alignment", "AlignedStack", "interpolation_variance", "apply_alignment",
+    "checked_shifts", "shift_image", "common_field",
 ]
 
 #: Name of the HDF5 group holding an alignment.
@@ -271,6 +272,60 @@ def _valid_range(n: int, d: float, order: int) -> tuple[int, int]:
     return lo, max(lo, hi)
 
 
+def checked_shifts(alignment, n_energies: int, shape: tuple[int, int]) -> np.ndarray:
+    """Return the (E, 2) shifts of an :class:`Alignment` or array, checked against a stack's size.
+
+    Raises ``ValueError`` for a shape other than (``n_energies``, 2), non-finite shifts, or a
+    shift as large as the field ``shape`` (Y, X).
+    """
+    if isinstance(alignment, Alignment):
+        shifts = alignment.shifts_px
+    else:
+        shifts = np.asarray(alignment, dtype=np.float64)
+        if shifts.ndim != 2 or shifts.shape[1] != 2 or not np.isfinite(shifts).all():
+            raise ValueError(f"shifts must be a finite (E, 2) array of (dy, dx); got shape {shifts.shape}.")
+    ny, nx = shape
+    if shifts.shape[0] != n_energies:
+        raise ValueError(f"the alignment has {shifts.shape[0]} shifts but the stack has {n_energies} images; "
+                         "apply it to the stack it was estimated on.")
+    big = np.flatnonzero((np.abs(shifts) >= np.array([ny, nx]) - 1).any(axis=1))
+    if big.size:
+        raise ValueError(f"image {big[0]} would move by {shifts[big[0]].tolist()} px, as much as the field "
+                         f"({ny} x {nx}); no pixel would remain. Check the shifts (units: pixels).")
+    return shifts
+
+
+def shift_image(image: np.ndarray, shift, order: int = 1) -> np.ndarray:
+    """Return one image moved by ``-shift`` (dy, dx) onto the reference grid, edges repeated.
+
+    The per-image step of :func:`apply_alignment`. For orders 0 and 1 the value at a pixel
+    depends only on the input pixels within ``|shift| + 1`` of it, so a tile with that halo
+    (edge pixels repeated at the image border) gives the same values as the whole image.
+    """
+    d = (float(shift[0]), float(shift[1]))
+    if d == (0.0, 0.0):
+        return image.copy()
+    if order == 0:
+        return _linear_shift(image, tuple(float(np.round(v)) for v in d))
+    if order == 1:
+        return _linear_shift(image, d)
+    return ndimage.shift(image, (-d[0], -d[1]), order=order, mode="nearest")
+
+
+def common_field(shifts_px, shape: tuple[int, int], order: int = 1) -> tuple[tuple[slice, slice], np.ndarray]:
+    """Return the crop and the (Y, X) mask of the pixels that every shifted image covers."""
+    ny, nx = shape
+    lo, hi = [0, 0], [ny, nx]
+    for d in np.asarray(shifts_px, dtype=np.float64).reshape(-1, 2):
+        for axis, n in enumerate((ny, nx)):
+            a, b = _valid_range(n, float(d[axis]), order)
+            lo[axis], hi[axis] = max(lo[axis], a), min(hi[axis], b)
+    crop = (slice(lo[0], max(lo[0], hi[0])), slice(lo[1], max(lo[1], hi[1])))
+    common = np.zeros((ny, nx), bool)
+    common[crop] = True
+    return crop, common
+
+
 def apply_alignment(transmission, alignment, *, order: int = 1) -> AlignedStack:
     """Shift every image by ``-shifts_px[e]`` onto the reference image's grid.
 
@@ -318,38 +373,12 @@ def apply_alignment(transmission, alignment, *, order: int = 1) -> AlignedStack:
         stack = stack.astype(np.float64)
     if order not in ORDERS or isinstance(order, bool):
         raise ValueError(f"order must be one of {ORDERS} (0 nearest, 1 linear, 2-5 splines); got {order!r}.")
-    if isinstance(alignment, Alignment):
-        shifts = alignment.shifts_px
-    else:
-        shifts = np.asarray(alignment, dtype=np.float64)
-        if shifts.ndim != 2 or shifts.shape[1] != 2 or not np.isfinite(shifts).all():
-            raise ValueError(f"shifts must be a finite (E, 2) array of (dy, dx); got shape {shifts.shape}.")
     n_e, ny, nx = stack.shape
-    if shifts.shape[0] != n_e:
-        raise ValueError(f"the alignment has {shifts.shape[0]} shifts but the stack has {n_e} images; "
-                         "apply it to the stack it was estimated on.")
-    big = np.flatnonzero((np.abs(shifts) >= np.array([ny, nx]) - 1).any(axis=1))
-    if big.size:
-        raise ValueError(f"image {big[0]} would move by {shifts[big[0]].tolist()} px, as much as the field "
-                         f"({ny} x {nx}); no pixel would remain. Check the shifts (units: pixels).")
+    shifts = checked_shifts(alignment, n_e, (ny, nx))
     out = np.empty_like(stack)
-    lo, hi = [0, 0], [ny, nx]
     for e in range(n_e):
-        d = (float(shifts[e, 0]), float(shifts[e, 1]))
-        if d == (0.0, 0.0):
-            out[e] = stack[e]
-        elif order == 0:
-            out[e] = _linear_shift(stack[e], tuple(float(np.round(v)) for v in d))
-        elif order == 1:
-            out[e] = _linear_shift(stack[e], d)
-        else:
-            out[e] = ndimage.shift(stack[e], (-d[0], -d[1]), order=order, mode="nearest")
-        for axis, n in enumerate((ny, nx)):
-            a, b = _valid_range(n, d[axis], order)
-            lo[axis], hi[axis] = max(lo[axis], a), min(hi[axis], b)
-    crop = (slice(lo[0], max(lo[0], hi[0])), slice(lo[1], max(lo[1], hi[1])))
-    common = np.zeros((ny, nx), bool)
-    common[crop] = True
+        out[e] = shift_image(stack[e], shifts[e], order)
+    crop, common = common_field(shifts, (ny, nx), order)
     used = np.round(shifts) if order == 0 else shifts
     return AlignedStack(transmission=out, common_mask=common, crop=crop,
                         variance_factor=interpolation_variance(used, order=order), order=order)

@@ -9,6 +9,10 @@
 - :mod:`.positions`  multi-position scans (FXI ``..._repeat_RR_pos_PP.h5``, or several positions
                      in one file): :func:`list_positions`, :func:`read_position`
 - :mod:`.tiff`       TIFF stacks (multi-page or a folder) with an energy list: :func:`read_tiff_stack`
+- :mod:`.header`     :func:`read_stack_header`: layout and metadata of a stack file (HDF5 or Zarr)
+                     without reading its images, for the chunked pipeline
+- :mod:`.results_writer` :class:`ResultsWriter`: a results file (HDF5 or Zarr) written slice by
+                     slice, whole or not at all
 - :mod:`.results`    results files: maps of oxidation state, std, fractions, edge energy, residual
 - :mod:`.flatfield`  ``(I - dark) / (flat - dark)`` with checks
 - :mod:`.export`     maps as TIFF files and per-particle statistics as CSV, for other tools
@@ -30,6 +34,7 @@ from .export import (
     write_particle_csv,
 )
 from .flatfield import flat_field_correct
+from .header import ZARR_SUFFIX, StackHeader, is_zarr, read_stack_header
 from .positions import HDF5_EXTENSIONS, Position, list_positions, read_position
 from .reading import (
     BAD_FRAMES_MODES,
@@ -40,7 +45,8 @@ from .reading import (
     read_stack,
     stack_checksum,
 )
-from .results import MAP_KEYS, RESULTS_FORMAT, ValenceResults, read_results, write_results
+from .results import MAP_KEYS, RESULTS_FORMAT, ValenceResults, read_results, results_content, write_results
+from .results_writer import ResultsWriter
 from .stacks import (
     CANDIDATE_ELEMENTS,
     DARK_KEY,
@@ -68,5 +74,6 @@ __all__ = [
     "HDF5_EXTENSIONS", "Position", "list_positions", "read_position",
     "TIFF_EXTENSIONS", "read_energy_list", "read_tiff_stack",
     "MAP_TIFF_NAMES", "PARTICLE_COLUMNS", "write_map_tiffs", "particle_labels", "particle_statistics",
-    "write_particle_csv",
+    "write_particle_csv", "StackHeader", "read_stack_header", "is_zarr", "ZARR_SUFFIX",
+    "results_content", "ResultsWriter",
 ]

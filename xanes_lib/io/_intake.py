@@ -164,7 +164,7 @@ def _bad_frames(bad, transmission, energies_eV, flat, dark, attrs, source: str, 
     return transmission[keep], energies_eV[keep], per_energy(flat), per_energy(dark)
 
 
-def _resolve_element(element, file_element, edge: str, energies_eV, attrs: dict, source: str,
+def resolve_element(element, file_element, edge: str, energies_eV, attrs: dict, source: str,
                      missing: str) -> str:
     """Return the given element, else the file's (checked against the energies), else infer it."""
     if element is not None:
@@ -186,7 +186,7 @@ def finish_stack(transmission, energies_eV, flat, dark, *, name: str, source: st
                  edge: str, attrs: dict, bad_frames: str, missing_element: str = "has no 'element' attribute",
                  **fields) -> Stack:
     """Resolve the element, handle bad frames and build the :class:`Stack` (``fields`` pass on)."""
-    element = _resolve_element(element, file_element, edge, energies_eV, attrs, source, missing_element)
+    element = resolve_element(element, file_element, edge, energies_eV, attrs, source, missing_element)
     bad = find_bad_frames(transmission)
     if bad:
         transmission, energies_eV, flat, dark = _bad_frames(bad, transmission, energies_eV, flat, dark,

@@ -50,7 +50,7 @@ from ._hdf5 import (
 )
 from .reading import stack_checksum
 
-__all__ = ["ValenceResults", "write_results", "read_results", "RESULTS_FORMAT", "MAP_KEYS"]
+__all__ = ["ValenceResults", "write_results", "read_results", "results_content", "RESULTS_FORMAT", "MAP_KEYS"]
 
 RESULTS_FORMAT = "xanes_lib.io.results"
 RESULTS_FORMAT_VERSION = 2
@@ -231,13 +231,40 @@ def write_results(path, fit_result: ReferenceFit, *, references=None, energy_win
     FileExistsError
         If ``path`` exists and ``overwrite`` is False.
     """
+    target = os.fspath(path)
+    check_not_input(target, [input_path])
+    maps, attrs = results_content(fit_result, references=references, energy_window_eV=energy_window_eV,
+                                  method=method, checkpoint=checkpoint, input_path=input_path,
+                                  extra_attrs=extra_attrs, edge_energy_eV=edge_energy_eV)
+    pairs, json_keys = encode_attrs(attrs, what="results attributes")
+    names = attrs["references"]
+
+    with atomic_h5(target, overwrite=overwrite, inputs=[input_path]) as f:
+        g = f.create_group(MAPS_GROUP, track_times=False)
+        for name in MAP_KEYS:
+            write_array(g, name, maps[name])
+        g["fractions"].attrs["references"] = json.dumps(names)
+        g["fractions_std"].attrs["references"] = json.dumps(names)
+        g["edge_energy_eV"].attrs["unit"] = "eV"
+        write_attrs(f, pairs, json_keys)
+        if alignment is not None:
+            alignment.write(f.create_group(ALIGNMENT_GROUP, track_times=False))
+
+
+def results_content(fit_result: ReferenceFit, *, method: str, references=None, energy_window_eV=None,
+                    checkpoint: str | None = None, input_path=None, extra_attrs: dict | None = None,
+                    edge_energy_eV=None) -> tuple[dict, dict]:
+    """Return the checked maps and root attributes that :func:`write_results` writes.
+
+    Parameters are those of :func:`write_results`. Returns ``(maps, attrs)``: the arrays of
+    :data:`MAP_KEYS` in their stored dtypes and the attributes before encoding. The chunked
+    pipeline (:mod:`xanes_lib.chunked`) writes the same content slice by slice.
+    """
     if not isinstance(fit_result, ReferenceFit):
         raise TypeError(f"fit_result must be a xanes_lib.mapping.ReferenceFit; got "
                         f"{type(fit_result).__name__}.")
     if not isinstance(method, str) or not method.strip():
         raise ValueError(f"method must be a non-empty description string; got {method!r}.")
-    target = os.fspath(path)
-    check_not_input(target, [input_path])
     k, ny, nx = fit_result.fractions.shape
     names = list(fit_result.reference_names)
     given = _names(references)
@@ -298,18 +325,7 @@ def write_results(path, fit_result: ReferenceFit, *, references=None, energy_win
         if not isinstance(key, str) or not key:
             raise ValueError(f"extra_attrs keys must be non-empty strings; got {key!r}.")
     attrs.update(extra)
-    pairs, json_keys = encode_attrs(attrs, what="results attributes")
-
-    with atomic_h5(target, overwrite=overwrite, inputs=[input_path]) as f:
-        g = f.create_group(MAPS_GROUP, track_times=False)
-        for name in MAP_KEYS:
-            write_array(g, name, maps[name])
-        g["fractions"].attrs["references"] = json.dumps(names)
-        g["fractions_std"].attrs["references"] = json.dumps(names)
-        g["edge_energy_eV"].attrs["unit"] = "eV"
-        write_attrs(f, pairs, json_keys)
-        if alignment is not None:
-            alignment.write(f.create_group(ALIGNMENT_GROUP, track_times=False))
+    return maps, attrs
 
 
 def read_results(path) -> ValenceResults:

@@ -16,8 +16,23 @@ per-reference maps).
 from .edges import edge_energy, white_line_energy
 from .energy_shift import EnergyCalibration, EnergyShiftFit, calibrate_energy_shift, fit_energy_shift
 from .lcf import FIT_MODES, MAX_NONNEG_REFERENCES, ReferenceFit, fit_references
-from .mask import MASK_STATISTICS, SIGNIFICANCE_THRESHOLD, SampleMask, sample_mask, significant_mask
-from .normalization import POST_EDGE_START_EV, PRE_EDGE_GAP_EV, NormalizedSpectra, normalize_spectra
+from .mask import (
+    MASK_STATISTICS,
+    SIGNIFICANCE_THRESHOLD,
+    SampleMask,
+    absorption_significance,
+    mask_from_significance,
+    sample_mask,
+    significant_mask,
+)
+from .normalization import (
+    POST_EDGE_START_EV,
+    PRE_EDGE_GAP_EV,
+    NormalizedSpectra,
+    mean_spectrum_e0,
+    normalize_spectra,
+    spectrum_sum,
+)
 from .phases import (
     FALSE_FLAG_RATE,
     MIN_RELATIVE_RESIDUAL,
@@ -31,7 +46,8 @@ from .phases import (
 __all__ = [
     "PRE_EDGE_GAP_EV", "POST_EDGE_START_EV", "NormalizedSpectra", "normalize_spectra", "edge_energy",
     "white_line_energy", "SIGNIFICANCE_THRESHOLD", "MASK_STATISTICS", "SampleMask", "sample_mask",
-    "significant_mask", "FIT_MODES", "MAX_NONNEG_REFERENCES",
+    "significant_mask", "absorption_significance", "mask_from_significance", "FIT_MODES",
+    "MAX_NONNEG_REFERENCES", "spectrum_sum", "mean_spectrum_e0",
     "ReferenceFit", "fit_references", "EnergyShiftFit", "fit_energy_shift",
     "EnergyCalibration", "calibrate_energy_shift", "residual_map",
     "flag_unexplained", "FALSE_FLAG_RATE", "MIN_RELATIVE_RESIDUAL", "UnexplainedPixels", "unexplained_pixels",

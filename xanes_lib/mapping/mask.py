@@ -20,6 +20,7 @@ from ..validate import check_energies
 
 __all__ = [
     "SIGNIFICANCE_THRESHOLD", "MASK_STATISTICS", "SampleMask", "sample_mask", "significant_mask",
+    "absorption_significance", "mask_from_significance",
 ]
 
 #: Default significance (in units of the empty pixels' noise) above which a pixel is sample.
@@ -236,7 +237,7 @@ def significant_mask(stack_or_absorbance, energies_eV, references, *, threshold:
     >>> int(m.mask.sum()), m.threshold
     (100, 3.0)
     """
-    from .lcf import _fit_design, fit_references
+    from .lcf import fit_references
 
     if statistic not in MASK_STATISTICS:
         raise ValueError(f"statistic must be one of {MASK_STATISTICS}; got {statistic!r}.")
@@ -253,9 +254,28 @@ def significant_mask(stack_or_absorbance, energies_eV, references, *, threshold:
                          oxidation_states=oxidation_states, input_kind=input_kind)
     e_all = check_energies(stack_or_absorbance.energies_eV if energies_eV is None else energies_eV,
                            name="energies_eV")
-    design = _fit_design(e_all, references, energy_window_eV=energy_window_eV, shift_eV=shift_eV,
-                         names=None, oxidation_states=oxidation_states, background=tuple(background),
-                         mode="unconstrained")
+    parts = absorption_significance(fit, e_all, references, background=background,
+                                    energy_window_eV=energy_window_eV, shift_eV=shift_eV,
+                                    oxidation_states=oxidation_states)
+    return mask_from_significance(parts, fit.mask, threshold=thr, method=method, statistic=statistic,
+                                  min_edge_step=min_edge_step)
+
+
+def absorption_significance(fit, energies_eV, references, *, background=("inverse_cube", "constant"),
+                            energy_window_eV=None, shift_eV: float = 0.0, oxidation_states=None) -> dict:
+    """Per-pixel edge step and mean absorbance with their standard deviations, from a fit.
+
+    ``fit`` is the unconstrained :func:`fit_references` of the pixels (any part of a stack:
+    the values are per pixel) with the same ``background``, window, shift and references.
+    Returns the (Y, X) maps ``edge_step``, ``edge_step_std``, ``absorbance``,
+    ``absorbance_std`` that :func:`mask_from_significance` turns into the mask.
+    """
+    from .lcf import _fit_design
+
+    e = np.asarray(energies_eV, dtype=np.float64)
+    design = _fit_design(e, references, energy_window_eV=energy_window_eV, shift_eV=shift_eV, names=None,
+                         oxidation_states=oxidation_states,
+                         background=tuple(background), mode="unconstrained")
     m = design.model.matrix
     n, k = m.shape[0], design.k
     h = np.linalg.pinv(m.T @ m)
@@ -265,10 +285,22 @@ def significant_mask(stack_or_absorbance, energies_eV, references, *, threshold:
     with np.errstate(invalid="ignore", divide="ignore"):
         s = np.asarray(fit.residual_rms, dtype=np.float64) * math.sqrt(n / fit.dof) if fit.dof > 0 \
             else np.full(fit.mask.shape, np.nan)
-        step = coef[:k].sum(axis=0)
-        step_std = s * math.sqrt(float(one @ h @ one))
-        level = np.tensordot(mean_row, coef, axes=(0, 0))
-        level_std = s * math.sqrt(float(mean_row @ h @ mean_row))
+        return {"edge_step": coef[:k].sum(axis=0), "edge_step_std": s * math.sqrt(float(one @ h @ one)),
+                "absorbance": np.tensordot(mean_row, coef, axes=(0, 0)),
+                "absorbance_std": s * math.sqrt(float(mean_row @ h @ mean_row))}
+
+
+def mask_from_significance(parts: dict, fitted, *, threshold: float = SIGNIFICANCE_THRESHOLD,
+                           method: str = "significance (given)", statistic: str = "either",
+                           min_edge_step: float | None = None) -> SampleMask:
+    """Return the mask of :func:`significant_mask` from the maps of :func:`absorption_significance`.
+
+    The noise scale of each statistic is calibrated on all the pixels given (the whole field),
+    so the maps of a stack mapped in chunks must be put together first.
+    """
+    step, step_std = parts["edge_step"], parts["edge_step_std"]
+    level, level_std = parts["absorbance"], parts["absorbance_std"]
+    with np.errstate(invalid="ignore", divide="ignore"):
         z_step = step / step_std
         z_level = level / level_std
     scale_step, scale_level = _noise_scale(z_step), _noise_scale(z_level)
@@ -280,11 +312,11 @@ def significant_mask(stack_or_absorbance, energies_eV, references, *, threshold:
     else:
         z = np.fmax(z_step, z_level)
     with np.errstate(invalid="ignore"):
-        mask = z > thr
+        mask = z > threshold
         if min_edge_step is not None:
             mask &= step >= float(min_edge_step)
-    mask &= fit.mask
-    return SampleMask(mask, thr, method=method, significance=z, edge_step=step, edge_step_std=step_std,
+    mask &= fitted
+    return SampleMask(mask, threshold, method=method, significance=z, edge_step=step, edge_step_std=step_std,
                       absorbance=level, absorbance_std=level_std, noise_scale=(scale_step, scale_level),
                       min_edge_step=None if min_edge_step is None else float(min_edge_step),
                       statistic=statistic)

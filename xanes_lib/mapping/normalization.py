@@ -13,7 +13,8 @@ import numpy as np
 from ._arrays import PIXEL_BLOCK, _as_output, _check_window, _parabolic_peak, _spectra_array, _work_dtype
 
 __all__ = [
-    "PRE_EDGE_GAP_EV", "POST_EDGE_START_EV", "NormalizedSpectra", "normalize_spectra",
+    "PRE_EDGE_GAP_EV", "POST_EDGE_START_EV", "NormalizedSpectra", "normalize_spectra", "spectrum_sum",
+    "mean_spectrum_e0",
 ]
 
 
@@ -57,8 +58,14 @@ class NormalizedSpectra:
     e0_method: str = "given"
 
 
-def _mean_spectrum(flat: np.ndarray) -> np.ndarray:
-    """Mean over pixels of (E, N) spectra, ignoring pixels with any non-finite value."""
+def spectrum_sum(absorbance) -> tuple[np.ndarray, int]:
+    """Sum over pixels of (E, ...) spectra and their number, leaving out pixels with any NaN/inf.
+
+    Sums of parts of a field add up to the sum of the field: the mean spectrum of a stack
+    mapped in chunks is ``sum(totals) / sum(counts)`` (see :func:`mean_spectrum_e0`).
+    """
+    a = np.asarray(absorbance)
+    flat = a.reshape(a.shape[0], -1)
     total = np.zeros(flat.shape[0])
     count = 0
     for start in range(0, flat.shape[1], PIXEL_BLOCK):
@@ -66,10 +73,21 @@ def _mean_spectrum(flat: np.ndarray) -> np.ndarray:
         good = np.isfinite(blk).all(axis=0)
         total += blk[:, good].sum(axis=1)
         count += int(good.sum())
+    return total, count
+
+
+def mean_spectrum_e0(energies_eV, total, count: int) -> float:
+    """Edge energy e0 of the mean spectrum ``total / count``: maximum of its derivative, parabola-refined.
+
+    The e0 that :func:`normalize_spectra` takes when none is given (``total, count`` from
+    :func:`spectrum_sum`).
+    """
     if count == 0:
         raise ValueError("every spectrum holds NaN or inf, so e0 cannot be determined; repair "
                          "the data or pass e0_eV.")
-    return total / count
+    e = np.asarray(energies_eV, dtype=np.float64)
+    d = np.gradient(np.asarray(total, dtype=np.float64) / count, e)
+    return float(_parabolic_peak(e, d[:, None], np.array([int(np.argmax(d))]))[0])
 
 
 def _line_fit(e: np.ndarray, idx: np.ndarray, e0: float, name: str, window) -> np.ndarray:
@@ -137,9 +155,7 @@ def normalize_spectra(energies_eV, absorbance, *, e0_eV: float | None = None,
     flat = a.reshape(e.size, -1)
     dtype = _work_dtype(a.dtype)
     if e0_eV is None:
-        mean = _mean_spectrum(flat)
-        d = np.gradient(mean, e)
-        e0 = float(_parabolic_peak(e, d[:, None], np.array([int(np.argmax(d))]))[0])
+        e0 = mean_spectrum_e0(e, *spectrum_sum(flat))
         e0_method = "maximum of the derivative of the mean spectrum (parabolic refinement)"
     else:
         e0 = float(e0_eV)

@@ -1,0 +1,156 @@
+"""The chunked pipeline (xanes_lib.chunked) gives the in-memory maps, on every scheduler.
+
+The in-memory reference is notebook 04's path on the whole stack: ``significant_mask`` of
+the float64 absorbance, ``fit_references`` with that mask, the half-step edge energy, and
+``apply_alignment`` first when the stack drifts. The chunked path runs on chunks that do not
+divide the field evenly.
+"""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from xanes_lib import alignment, chunked, io, mapping
+from xanes_lib.physics import absorbance
+from xanes_lib.simulation import SimulationConfig, simulate_stack
+from xanes_lib.spectra import default_references
+
+CHUNKS = (None, 37, 45)         # chunks that do not divide the 96 x 104 field
+TOL = 1e-6
+
+
+@pytest.fixture(scope="module")
+def stack_file(tmp_path_factory):
+    cfg = SimulationConfig(element="Ni", dose=2000.0).replace(phantom_shape=(96, 104),
+                                                              phantom_pixel_size_nm=150.0)
+    stack, _ = simulate_stack(cfg, seed=3)
+    path = tmp_path_factory.mktemp("chunked") / "stack.h5"
+    io.write_stack(path, stack)
+    return path, stack
+
+
+def _in_memory(stack, shifts=None):
+    """Notebook 04's mapping of the whole stack (no denoiser)."""
+    refs = default_references(stack.element)
+    t, e = stack.transmission, stack.energies_eV
+    field = None
+    if shifts is not None:
+        aligned = alignment.apply_alignment(t, shifts)
+        t, field = aligned.transmission, aligned.common_mask
+    a = absorbance(t.astype(np.float64))
+    sample = mapping.significant_mask(a, e, refs)
+    mask = sample.mask if field is None else sample.mask & field
+    fit = mapping.fit_references(t, e, refs, mask=mask, mode="nonneg_sum_to_one", input_kind="transmission")
+    edge = np.where(fit.mask, mapping.edge_energy(e, mapping.normalize_spectra(e, a).normalized), np.nan)
+    return dataclasses.replace(fit, edge_energy_eV=edge)
+
+
+def _chunks(stack):
+    return (stack.energies_eV.size, CHUNKS[1], CHUNKS[2])
+
+
+def _assert_same(results, fit):
+    assert np.array_equal(results.mask, fit.mask)
+    pairs = (("oxidation_state", fit.oxidation_state), ("oxidation_state_std", fit.oxidation_state_std),
+             ("fractions", fit.fractions), ("fractions_std", fit.fractions_std),
+             ("residual", fit.residual_rms), ("edge_energy_eV", fit.edge_energy_eV))
+    for name, ref in pairs:
+        got = getattr(results, name)
+        assert np.array_equal(np.isnan(got), np.isnan(ref)), name
+        ok = np.isfinite(ref)
+        np.testing.assert_allclose(got[ok], ref[ok], rtol=TOL, atol=TOL, err_msg=name)
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".zarr"])
+def test_chunked_maps_equal_in_memory(stack_file, tmp_path, suffix):
+    path, stack = stack_file
+    lazy = chunked.open_stack(path, chunks=_chunks(stack))
+    assert lazy.transmission.numblocks == (1, 3, 3)
+    out = tmp_path / f"results{suffix}"
+    info = chunked.map_stack(lazy, out)
+    fit = _in_memory(stack)
+    if suffix == ".h5":
+        res = io.read_results(out)
+        _assert_same(res, fit)
+        assert res.attrs["n_outside_mask"] == fit.n_outside_mask
+        assert res.input_checksum == io.stack_checksum(path)
+    else:
+        import zarr
+
+        g = zarr.open_group(str(out), mode="r")
+        got = g["maps/oxidation_state"][...]
+        ok = np.isfinite(fit.oxidation_state)
+        assert np.array_equal(np.isfinite(got), ok)
+        np.testing.assert_allclose(got[ok], fit.oxidation_state[ok], rtol=TOL, atol=TOL)
+        assert g.attrs["references"] == list(fit.reference_names)
+    assert info.n_fitted == int(fit.mask.sum()) > 100
+    assert not list(tmp_path.glob(".xanes-chunked-*")), "the work directory was left behind"
+
+
+def test_aligned_chunked_equals_in_memory(stack_file, tmp_path):
+    path, stack = stack_file
+    n = stack.energies_eV.size
+    rng = np.random.default_rng(1)
+    shifts = np.cumsum(rng.normal(0, 0.4, (n, 2)), axis=0)
+    shifts -= shifts[0]
+    lazy = chunked.open_stack(path, chunks=_chunks(stack))
+    aligned, common = chunked.align_lazy(lazy.transmission, shifts)
+    ref = alignment.apply_alignment(stack.transmission, shifts)
+    np.testing.assert_array_equal(aligned.compute(), ref.transmission)
+    np.testing.assert_array_equal(common, ref.common_mask)
+    out = tmp_path / "aligned.h5"
+    chunked.map_stack(lazy, out, alignment=shifts)
+    _assert_same(io.read_results(out), _in_memory(stack, shifts))
+
+
+@pytest.mark.parametrize("scheduler", ["synchronous", "processes", "local-cluster"])
+def test_same_maps_on_every_scheduler(stack_file, tmp_path, scheduler):
+    path, stack = stack_file
+    out = tmp_path / "r.h5"
+    with chunked.dask_scheduler(scheduler, n_workers=2, memory_limit="1GiB") as info:
+        assert info.n_workers == (1 if scheduler == "synchronous" else 2)
+        if scheduler == "local-cluster":
+            assert info.client is not None and info.memory_limit_bytes == 2 ** 30
+        chunked.map_stack(path, out, chunks=_chunks(stack))
+    _assert_same(io.read_results(out), _in_memory(stack))
+
+
+def test_volume_is_mapped_slice_by_slice(stack_file, tmp_path):
+    _, stack = stack_file
+    vol = np.stack([stack.transmission, stack.transmission[:, ::-1]], axis=1)      # (E, 2, Y, X)
+    store = chunked.write_zarr_stack(tmp_path / "vol.zarr", vol, stack.energies_eV, element="Ni")
+    lazy = chunked.open_stack(store)
+    assert lazy.is_volume and lazy.transmission.chunksize[1] == 1
+    out = tmp_path / "vol_results.h5"
+    chunked.map_stack(lazy, out)
+    res = io.read_results(out)
+    assert res.oxidation_state.shape == (2,) + stack.transmission.shape[1:]
+    assert res.fractions.shape[:2] == (2, 2)
+    fit = _in_memory(stack)
+    for z, flip in ((0, slice(None)), (1, slice(None, None, -1))):
+        got = res.oxidation_state[z][flip]
+        ok = np.isfinite(fit.oxidation_state)
+        np.testing.assert_allclose(got[ok], fit.oxidation_state[ok], rtol=TOL, atol=TOL)
+
+
+def test_inputs_untouched_and_failed_run_leaves_nothing(stack_file, tmp_path):
+    path, _ = stack_file
+    before = io.stack_checksum(path)
+    out = tmp_path / "r.h5"
+    with pytest.raises(ValueError, match="mode must be"):      # fails in the fit pass, after the survey
+        chunked.map_stack(path, out, mode="bogus")
+    assert not list(tmp_path.iterdir()), "a failed run left files"
+    with pytest.raises(ValueError, match="input file"):
+        chunked.map_stack(path, path)
+    assert io.stack_checksum(path) == before
+
+
+def test_bad_chunks_and_raw_counts_refused(stack_file, tmp_path):
+    path, stack = stack_file
+    with pytest.raises(ValueError, match="every energy"):
+        chunked.open_stack(path, chunks=(5, 32, 32))
+    store = chunked.write_zarr_stack(tmp_path / "counts.zarr", stack.transmission * 3000.0, stack.energies_eV,
+                                     element="Ni")
+    with pytest.raises(ValueError, match="raw detector counts"):
+        chunked.open_stack(store)

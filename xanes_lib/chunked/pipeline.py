@@ -1,0 +1,356 @@
+"""Valence maps of a stack of any size, chunk by chunk on Dask, equal to the in-memory maps.
+
+Each chunk of the stack holds every energy of a (Y, X) tile, so the per-pixel steps run on
+chunks with the library's own functions (no second implementation of the physics):
+
+1. **alignment**: the shifts of an :class:`xanes_lib.alignment.Alignment` applied to every
+   image with a halo of ``|shift| + 1`` pixels (:func:`align_lazy`), equal to
+   :func:`xanes_lib.alignment.apply_alignment` on the whole stack;
+2. **denoising** (optional): :func:`xanes_lib.chunked.denoise_chunked`, tiles with the halo
+   the network needs, stored to a Zarr store in ``workdir`` before the fit reads it;
+3. **survey pass**: per chunk, the significance of each pixel's absorption
+   (:func:`xanes_lib.mapping.absorption_significance`) and its edge energy; the sample mask
+   is then decided on the whole field (:func:`xanes_lib.mapping.mask_from_significance`: its
+   noise scale is a statistic of the field);
+4. **fit pass**: per chunk, :func:`xanes_lib.mapping.fit_references` with the chunk's part of
+   the mask; the chunks' fits are put together into one :class:`~xanes_lib.mapping.ReferenceFit`;
+5. the maps written to HDF5 or Zarr by :class:`xanes_lib.io.ResultsWriter` (whole or not at
+   all), with the same content as :func:`xanes_lib.io.write_results`.
+
+What is held in memory: one chunk (E x tile) per worker thread, and the 2-D maps of one
+slice (a few tens of (Y, X) float maps; 2048 x 2048 maps are 16 MB each). 3-D stacks
+(E, Z, Y, X) are mapped slice by slice along Z, each slice as a 2-D stack.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+
+import dask
+import dask.array as da
+import numpy as np
+
+from ..alignment import checked_shifts, common_field, shift_image
+from ..io import ResultsWriter, results_content
+from ..mapping import (
+    ReferenceFit,
+    absorption_significance,
+    edge_energy,
+    fit_references,
+    mask_from_significance,
+    mean_spectrum_e0,
+    normalize_spectra,
+    spectrum_sum,
+)
+from ..mapping.mask import SIGNIFICANCE_THRESHOLD
+from ..physics import absorbance
+from ..spectra import default_references
+from .sources import LazyStack, open_stack
+
+__all__ = ["ChunkedMapping", "align_lazy", "map_slice", "map_stack", "stitch_fits"]
+
+
+@dataclass
+class ChunkedMapping:
+    """What :func:`map_stack` did.
+
+    Attributes
+    ----------
+    output_path : str
+        The results file (HDF5) or store (Zarr).
+    shape : tuple of int
+        Shape of the stack (E, Y, X) or (E, Z, Y, X).
+    chunks : tuple of int
+        Chunk size of the stack (every energy of a tile).
+    n_chunks : int
+        Chunks per slice.
+    seconds : float
+        Wall time.
+    mask_share : list of float
+        Share of the pixels mapped, per slice.
+    n_fitted : int
+        Pixels (voxels) fitted.
+    denoise : list of str
+        Per slice, the denoiser's strength summary (empty without a denoiser).
+    """
+
+    output_path: str
+    shape: tuple
+    chunks: tuple
+    n_chunks: int
+    seconds: float
+    mask_share: list = field(default_factory=list)
+    n_fitted: int = 0
+    denoise: list = field(default_factory=list)
+
+
+def align_lazy(transmission: da.Array, alignment, *, order: int = 1) -> tuple[da.Array, np.ndarray]:
+    """Apply an alignment to a chunked (E, Y, X) stack; return it (lazy) and the common field.
+
+    Each image is shifted by :func:`xanes_lib.alignment.shift_image` on chunks extended by a
+    halo of ``ceil(max |shift|) + 1`` pixels whose border pixels repeat the image's edge, so
+    the result equals :func:`xanes_lib.alignment.apply_alignment` of the whole stack. Only
+    orders 0 and 1 (nearest, linear) are local enough for that.
+
+    Returns
+    -------
+    aligned : dask.array.Array
+        (E, Y, X) float32, same chunks.
+    common_mask : numpy.ndarray
+        (Y, X) bool: pixels every image covers.
+    """
+    if order not in (0, 1):
+        raise ValueError(f"order must be 0 or 1 in the chunked pipeline (a spline's prefilter spans the "
+                         f"whole image); got {order!r}.")
+    n_e, ny, nx = transmission.shape
+    shifts = checked_shifts(alignment, n_e, (ny, nx))
+    halo = int(math.ceil(float(np.abs(shifts).max()))) + 1 if shifts.size else 1
+    if halo > min(min(transmission.chunks[1]), min(transmission.chunks[2])):
+        raise ValueError(f"shifts up to {halo - 1} px need chunks of at least {halo} px in Y and X; got "
+                         f"{transmission.chunksize}. Open the stack with larger chunks.")
+
+    def shift_chunk(block):
+        out = np.empty_like(block)
+        for e in range(block.shape[0]):
+            out[e] = shift_image(block[e], shifts[e], order)
+        return out
+
+    aligned = transmission.map_overlap(shift_chunk, depth={0: 0, 1: halo, 2: halo}, boundary="nearest",
+                                       dtype=transmission.dtype)
+    return aligned, common_field(shifts, (ny, nx), order)[1]
+
+
+def _survey_block(t, energies_eV, references, window, shift_eV):
+    """Significance maps of the absorption of the pixels of one chunk, and their spectrum sum."""
+    a = absorbance(t.astype(np.float64))
+    fit = fit_references(a, energies_eV, references, energy_window_eV=window, shift_eV=shift_eV, n_threads=1)
+    parts = absorption_significance(fit, energies_eV, references, energy_window_eV=window, shift_eV=shift_eV)
+    parts["fitted"] = fit.mask
+    return parts, spectrum_sum(a)
+
+
+def _fit_block(t, mask, e0_eV, energies_eV, references, mode, window, shift_eV):
+    """Fit the references to the pixels of one chunk inside ``mask``; their half-step edge energy."""
+    fit = fit_references(t, energies_eV, references, mask=mask, mode=mode, energy_window_eV=window,
+                         shift_eV=shift_eV, input_kind="transmission", n_threads=1)
+    norm = normalize_spectra(energies_eV, absorbance(t.astype(np.float64)), e0_eV=e0_eV)
+    return fit, edge_energy(energies_eV, norm.normalized, method="half_step")
+
+
+def _blocks(arr: da.Array):
+    """(y slice, x slice, delayed chunk) for every chunk of an (E, Y, X) array."""
+    bounds = [np.r_[0, np.cumsum(c)] for c in arr.chunks[1:]]
+    grid = arr.to_delayed()
+    for i in range(grid.shape[1]):
+        for j in range(grid.shape[2]):
+            ys, xs = slice(bounds[0][i], bounds[0][i + 1]), slice(bounds[1][j], bounds[1][j + 1])
+            yield ys, xs, grid[0, i, j]
+
+
+def stitch_fits(pieces, shape: tuple) -> ReferenceFit:
+    """Put the fits of the chunks of a field together into one fit of the whole field.
+
+    ``pieces`` are ``(y slice, x slice, ReferenceFit)``; ``shape`` is (Y, X). Maps are
+    placed, counts of left-out pixels summed; the rest (names, model, window) is the same
+    for every chunk and taken from the first.
+    """
+    first = pieces[0][2]
+    out = {}
+    for name in ("fractions", "fractions_std", "coefficients", "coefficients_std", "oxidation_state",
+                 "oxidation_state_std", "edge_step", "residual_rms", "active", "mask"):
+        ref = getattr(first, name)
+        if ref is None:
+            out[name] = None
+            continue
+        out[name] = np.empty(ref.shape[:-2] + tuple(shape), ref.dtype)
+        for ys, xs, fit in pieces:
+            out[name][..., ys, xs] = getattr(fit, name)
+    counts = {key: sum(getattr(f, key) for _, _, f in pieces)
+              for key in ("n_masked_nonfinite", "n_masked_nonpositive", "n_outside_mask")}
+    return replace(first, **out, **counts)
+
+
+def map_slice(transmission: da.Array, energies_eV, references, *, mode: str = "nonneg_sum_to_one",
+              energy_window_eV=None, shift_eV: float = 0.0, mask_threshold: float | None = None,
+              field_mask=None):
+    """Map one (E, Y, X) chunked stack: the survey pass, the mask, the fit pass.
+
+    Parameters
+    ----------
+    transmission : dask.array.Array
+        (E, Y, X) transmission, chunks holding every energy.
+    energies_eV, references
+        As for :func:`xanes_lib.mapping.fit_references` (reference objects).
+    mode, energy_window_eV, shift_eV
+        Of the fit.
+    mask_threshold : float, optional
+        Significance threshold of the mask; None: 3.
+    field_mask : numpy.ndarray, optional
+        (Y, X) pixels that may be mapped (e.g. the common field after alignment).
+
+    Returns
+    -------
+    fit : ReferenceFit
+        The fit of the whole field with ``edge_energy_eV`` attached (NaN outside the mask).
+    sample : xanes_lib.mapping.SampleMask
+        The mask, its threshold and significance maps.
+    """
+    e = np.asarray(energies_eV, dtype=np.float64)
+    ny, nx = transmission.shape[1:]
+    blocks = list(_blocks(transmission))
+    survey = dask.compute(*[dask.delayed(_survey_block)(b, e, references, energy_window_eV, shift_eV)
+                            for _, _, b in blocks])
+    parts = {}
+    for key in survey[0][0]:
+        parts[key] = np.empty((ny, nx), survey[0][0][key].dtype)
+        for (ys, xs, _), (s, _) in zip(blocks, survey, strict=True):
+            parts[key][ys, xs] = s[key]
+    # e0 of the normalisation: from the mean spectrum of the whole field, as in memory
+    e0 = mean_spectrum_e0(e, sum(total for _, (total, _) in survey), sum(n for _, (_, n) in survey))
+    thr = SIGNIFICANCE_THRESHOLD if mask_threshold is None else float(mask_threshold)
+    method = "significance (automatic)" if mask_threshold is None else "significance (given)"
+    sample = mask_from_significance(parts, parts["fitted"], threshold=thr, method=method)
+    if field_mask is not None:
+        sample = replace(sample, mask=sample.mask & field_mask)
+    done = dask.compute(*[dask.delayed(_fit_block)(b, sample.mask[ys, xs], e0, e, references, mode,
+                                                   energy_window_eV, shift_eV) for ys, xs, b in blocks])
+    fit = stitch_fits([(ys, xs, f) for (ys, xs, _), (f, _) in zip(blocks, done, strict=True)], (ny, nx))
+    edge = np.empty((ny, nx))
+    for (ys, xs, _), (_, edge_block) in zip(blocks, done, strict=True):
+        edge[ys, xs] = edge_block
+    return replace(fit, edge_energy_eV=np.where(fit.mask, edge, np.nan)), sample
+
+
+def _store(arr: da.Array, workdir: str, name: str) -> da.Array:
+    """Write a lazy array to a Zarr store in ``workdir`` and return it read back (computed once)."""
+    path = os.path.join(workdir, f"{name}.zarr")
+    arr.to_zarr(path, overwrite=True)
+    return da.from_zarr(path)
+
+
+def map_stack(source, output_path, *, references=None, element: str | None = None,
+              mode: str = "nonneg_sum_to_one", energy_window_eV=None, shift_eV: float = 0.0,
+              mask_threshold: float | None = None, alignment=None, denoiser=None, denoise_options=None,
+              chunks=None, workdir=None, checkpoint: str | None = None, overwrite: bool = True,
+              extra_attrs: dict | None = None) -> ChunkedMapping:
+    """Map a stack file of any size chunk by chunk and write the results file.
+
+    The graph runs on the current Dask scheduler: threads by default, or a
+    ``dask.distributed`` cluster when a ``Client`` is active (see
+    :func:`xanes_lib.chunked.dask_scheduler`).
+
+    Parameters
+    ----------
+    source : str, os.PathLike or LazyStack
+        A stack file (HDF5) or Zarr store, or a stack opened with :func:`open_stack`.
+    output_path : str or os.PathLike
+        Results file (``.h5``) or Zarr store (``.zarr``); the same maps and attributes as
+        :func:`xanes_lib.io.write_results`, with a Z axis for a 3-D stack.
+    references : sequence, optional
+        Reference spectra; None: the shipped references of the stack's element.
+    element : str, optional
+        For a ``source`` path: the element (None: from the file).
+    mode, energy_window_eV, shift_eV
+        Of the fit (:func:`xanes_lib.mapping.fit_references`).
+    mask_threshold : float, optional
+        Significance threshold of the sample mask (None: 3).
+    alignment : Alignment or array_like (E, 2), optional
+        Shifts to apply first (2-D stacks); written to the results file.
+    denoiser : xanes_lib.denoising.Denoiser, optional
+        Denoise first (:func:`xanes_lib.chunked.denoise_chunked`, ``denoise_options`` passed
+        on); the reported standard deviation is then the denoiser's error estimate.
+    chunks : tuple of int, optional
+        Chunks to open a path with (every energy per chunk).
+    workdir : str, optional
+        Directory for intermediate Zarr stores (the denoised stack); None: a temporary
+        directory beside ``output_path``. Removed at the end.
+    checkpoint : str, optional
+        Name of the denoiser's checkpoint, recorded in the results file.
+    overwrite : bool
+        Replace an existing output.
+    extra_attrs : dict, optional
+        Further root attributes.
+
+    Returns
+    -------
+    ChunkedMapping
+    """
+    t0 = time.perf_counter()
+    stack = source if isinstance(source, LazyStack) else open_stack(source, chunks=chunks, element=element)
+    refs = references if references is not None else default_references(stack.element)
+    volume = stack.is_volume
+    if volume and alignment is not None:
+        raise ValueError("alignment of a 3-D stack is not supported here: align the projections before "
+                         "the reconstruction, then map the volume.")
+    out = os.fspath(output_path)
+    input_path = stack.header.source
+    k = len(refs)
+    shape = stack.transmission.shape[1:]
+    own_workdir = workdir is None
+    work = tempfile.mkdtemp(prefix=".xanes-chunked-", dir=os.path.dirname(os.path.abspath(out))) \
+        if own_workdir else os.fspath(workdir)
+    info = ChunkedMapping(out, tuple(stack.transmission.shape), tuple(stack.transmission.chunksize),
+                          int(np.prod(stack.transmission.numblocks[-2:])), 0.0)
+    counts = {"n_masked_nonfinite": 0, "n_masked_nonpositive": 0, "n_outside_mask": 0}
+    try:
+        with ResultsWriter(out, shape, k, overwrite=overwrite, input_path=input_path) as writer:
+            slices = range(shape[0]) if volume else [()]
+            attrs = None
+            for z in slices:
+                t = stack.transmission[:, z] if volume else stack.transmission
+                slice_dir = os.path.join(work, f"slice{z}" if volume else "stack")
+                fit, sample, summary = _map_one(t, stack.energies_eV, refs, mode=mode,
+                                                energy_window_eV=energy_window_eV, shift_eV=shift_eV,
+                                                mask_threshold=mask_threshold, alignment=alignment,
+                                                denoiser=denoiser, denoise_options=denoise_options,
+                                                workdir=slice_dir)
+                maps, attrs_z = results_content(
+                    fit, references=refs, method=f"linear combination fit ({mode}), chunked (dask)",
+                    checkpoint=checkpoint, extra_attrs={**(extra_attrs or {}), "mask_method": sample.method,
+                                                        "mask_threshold": sample.threshold})
+                writer.write(z, maps)
+                attrs = attrs or attrs_z
+                for key in counts:
+                    counts[key] += attrs_z[key]
+                info.mask_share.append(float(sample.mask.mean()))
+                info.n_fitted += int(fit.mask.sum())
+                if summary:
+                    info.denoise.append(summary)
+            from ..io import stack_checksum
+
+            attrs.update(counts, input_checksum=stack_checksum(input_path) if os.path.isfile(input_path)
+                         else "none (Zarr store)", input_file=os.path.basename(input_path.rstrip("/\\")))
+            writer.finish(attrs, alignment=alignment if hasattr(alignment, "write") else None)
+    finally:
+        if own_workdir:
+            shutil.rmtree(work, ignore_errors=True)
+    info.seconds = time.perf_counter() - t0
+    return info
+
+
+def _map_one(t, energies_eV, refs, *, mode, energy_window_eV, shift_eV, mask_threshold, alignment, denoiser,
+             denoise_options, workdir):
+    """One 2-D slice: align, denoise, map. Returns the fit, the mask and the denoiser's summary."""
+    field_mask = None
+    if alignment is not None:
+        t, field_mask = align_lazy(t, alignment)
+    result = None
+    if denoiser is not None:
+        from .denoise import denoise_chunked
+
+        os.makedirs(workdir, exist_ok=True)
+        result = denoise_chunked(denoiser, t, energies_eV, references=refs, workdir=workdir,
+                                 **(denoise_options or {}))
+        t = _store(result.denoised, workdir, "denoised")
+    fit, sample = map_slice(t, energies_eV, refs, mode=mode, energy_window_eV=energy_window_eV,
+                            shift_eV=shift_eV, mask_threshold=mask_threshold, field_mask=field_mask)
+    summary = ""
+    if result is not None and result.strength is not None:
+        fit = replace(fit, oxidation_state_std=result.oxidation_state_std(fit.oxidation_state_std))
+        summary = result.strength.summary()
+    return fit, sample, summary
