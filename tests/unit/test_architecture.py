@@ -1,6 +1,7 @@
 """Architecture rules of the package: torch only in denoising, small modules, ``__all__``, ruff.
 
-- every room except ``denoising`` (and its numpy-only ``beam`` and ``config``) imports without torch;
+- every room except ``denoising`` (and its numpy-only ``beam`` and ``config``) imports without torch
+  (``chunked`` loads its denoising module only when a denoiser is used);
 - no module of ``xanes_lib`` is over :data:`MAX_LINES` lines;
 - every public module (file name not starting with ``_``) and every package defines
   ``__all__``, and every name listed there exists;
@@ -25,7 +26,7 @@ _NO_TORCH = """
 import json, sys
 sys.modules["torch"] = None  # any `import torch` now raises ImportError
 import xanes_lib.io, xanes_lib.spectra, xanes_lib.physics, xanes_lib.simulation, xanes_lib.mapping
-import xanes_lib.alignment
+import xanes_lib.alignment, xanes_lib.chunked
 import xanes_lib.evaluation, xanes_lib.validate, xanes_lib.plot, xanes_lib.notebooks
 from xanes_lib.denoising import beam, config, strength  # numpy-only modules of denoising
 loaded = sorted(m for m, v in sys.modules.items()

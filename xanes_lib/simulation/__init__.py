@@ -7,6 +7,7 @@
 - :mod:`.foreign`     the foreign test family: a separate phantom and forward model with its own
                       assumptions (:func:`simulate_foreign_stack`, :data:`FOREIGN_FAMILIES`), for
                       benchmarks only, never for training or choosing anything
+- :mod:`.volume`      a small 3-D XANES stack (E, Z, Y, X) with truth, for the chunked pipeline
 """
 
 from .background import PATTERNS, beam_background, illumination_profile
@@ -33,6 +34,7 @@ from .simulate import (
     resolve_references,
     simulate_stack,
 )
+from .volume import read_volume_truth, simulate_volume, write_volume
 
 __all__ = [
     "PhantomConfig", "PhantomMaps", "state_to_fractions", "make_phantom", "PATTERNS", "beam_background",
@@ -41,4 +43,5 @@ __all__ = [
     "detector_counts", "simulate_stack", "split_seeds", "sample_config", "write_dataset",
     "FOREIGN_KINDS", "FOREIGN_COMPOSITIONS", "FOREIGN_FAMILIES", "ForeignConfig", "foreign_energy_grid",
     "foreign_edge_attenuation", "simulate_foreign_stack", "simulate_foreign_family",
+    "simulate_volume", "write_volume", "read_volume_truth",
 ]

@@ -154,3 +154,21 @@ def test_bad_chunks_and_raw_counts_refused(stack_file, tmp_path):
                                      element="Ni")
     with pytest.raises(ValueError, match="raw detector counts"):
         chunked.open_stack(store)
+
+
+def test_simulated_volume_maps_to_its_truth(tmp_path):
+    from xanes_lib.simulation import read_volume_truth, simulate_volume, write_volume
+
+    vol = simulate_volume((4, 48, 48), dose=50000.0, n_energies=60, seed=2)
+    store = write_volume(tmp_path / "vol.zarr", vol)
+    truth = read_volume_truth(store)
+    assert truth["oxidation_state"].shape == (4, 48, 48) and truth["mask"].any()
+    assert np.isnan(truth["oxidation_state"][~truth["mask"]]).all()
+    out = tmp_path / "vol.zarr.results.h5"
+    chunked.map_stack(store, out)
+    res = io.read_results(out)
+    both = res.mask & truth["mask"]
+    assert both.sum() > 0.8 * truth["mask"].sum()
+    err = res.oxidation_state[both] - truth["oxidation_state"][both]
+    rmse = float(np.sqrt(np.nanmean(err ** 2)))
+    assert rmse < 0.1, rmse
