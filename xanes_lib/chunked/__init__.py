@@ -24,12 +24,17 @@ from .sources import CHUNK_BYTES, LazyStack, default_chunks, open_stack, write_z
 __all__ = [
     "LazyStack", "open_stack", "default_chunks", "write_zarr_stack", "CHUNK_BYTES",
     "ChunkedMapping", "align_lazy", "map_slice", "map_stack", "stitch_fits",
-    "SCHEDULERS", "SchedulerInfo", "dask_scheduler", "denoise_chunked",
+    "SCHEDULERS", "SchedulerInfo", "dask_scheduler", "denoise_chunked", "ChunkedDenoiseResult",
 ]
 
 
-def denoise_chunked(*args, **kwargs):
-    """Denoise a chunked stack: :func:`xanes_lib.chunked.denoise.denoise_chunked` (imports torch)."""
-    from .denoise import denoise_chunked as run
+_LAZY = ("denoise_chunked", "ChunkedDenoiseResult")
 
-    return run(*args, **kwargs)
+
+def __getattr__(name):
+    # The denoising module imports torch: loaded on first use, so the room imports without it.
+    if name in _LAZY:
+        from . import denoise
+
+        return getattr(denoise, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

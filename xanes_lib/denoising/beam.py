@@ -8,7 +8,8 @@ few energy profiles ``u_j`` and smooth maps ``v_j``. :func:`estimate_background`
 1. finds the sample from its mean absorbance (Otsu, or a tighter threshold set by the spread
    of the emptiest pixels) and takes the pixels well away from it, where the absorbance *is*
    the background;
-2. takes the energy profiles ``u_j`` from the SVD of those pixels (spatially smoothed); the
+2. takes the energy profiles ``u_j`` from the SVD of those pixels (spatially smoothed; through
+   their E x E Gram matrix, a sum over pixels that a chunked stack adds up block by block); the
    rank is set by the singular values standing above the noise floor; profiles that the
    physics model can explain entirely (an edge-like or ``E^-3`` shape: thin sample left in
    the empty pixels) are dropped, since inside particles they cannot be told apart from the
@@ -37,7 +38,9 @@ from ..physics import absorbance, build_model
 from ..validate import check_energies, check_stack
 
 __all__ = [
-    "BackgroundEstimate", "estimate_background", "divide_beam_background", "beam_corrected_energy_shift",
+    "BackgroundEstimate", "BeamProfiles", "smoothed_absorbance", "smoothing_halo", "empty_pixels",
+    "empty_gram", "beam_profiles", "beam_pixel_maps", "beam_maps", "beam_background", "estimate_background",
+    "divide_beam_background", "beam_corrected_energy_shift",
 ]
 
 
@@ -47,8 +50,9 @@ class BackgroundEstimate:
 
     Attributes
     ----------
-    background : numpy.ndarray
-        (E, Y, X) float32 multiplicative background B (divide the transmission by it).
+    background : numpy.ndarray or None
+        (E, Y, X) float32 multiplicative background B (divide the transmission by it); None
+        from the chunked pipeline, which computes it block by block (:func:`beam_background`).
     profiles : numpy.ndarray
         (E, R) energy profiles ``u_j`` of ``-ln B``.
     maps : numpy.ndarray
@@ -101,11 +105,171 @@ def _empty_threshold(level) -> float:
     return float(min(otsu, m0 + 6.0 * s0))
 
 
+@dataclass(frozen=True)
+class BeamProfiles:
+    """Energy profiles of the beam background and the per-pixel operators onto them.
+
+    Attributes
+    ----------
+    profiles : numpy.ndarray
+        (E, R) energy profiles ``u_j`` of ``-ln B`` (orthonormal; signed so that the largest
+        entry of each is positive).
+    above : int
+        Profiles standing above the noise floor (R of them kept, the others dropped as
+        sample-like).
+    q : numpy.ndarray
+        (E, E) projection ``I - M M^+`` onto what the references cannot explain.
+    to_empty : numpy.ndarray
+        (R, E) least-squares map of an empty pixel's whole spectrum onto the profiles.
+    to_sample : numpy.ndarray
+        (R, E) map of a sample pixel's projected spectrum ``Q a`` onto the profiles.
+    """
+
+    profiles: np.ndarray
+    above: int
+    q: np.ndarray
+    to_empty: np.ndarray
+    to_sample: np.ndarray
+
+    @property
+    def rank(self) -> int:
+        """Number of profiles kept (R)."""
+        return self.profiles.shape[1]
+
+
+def smoothed_absorbance(transmission, smooth_px: float = 3.0) -> np.ndarray:
+    """(E, Y, X) float64 absorbance smoothed in space by a Gaussian of ``smooth_px`` (edges: nearest).
+
+    Each pixel depends on its neighbours within ``smoothing_halo(smooth_px)`` pixels only, so a
+    block computed with that halo equals the same pixels of the whole stack.
+    """
+    a = absorbance(np.asarray(transmission).astype(np.float64))
+    return ndimage.gaussian_filter(a, (0, smooth_px, smooth_px), mode="nearest", output=a)
+
+
+def smoothing_halo(sigma_px: float) -> int:
+    """Reach (pixels) of scipy's Gaussian filter of width ``sigma_px`` (its default truncation, 4 sigma)."""
+    return int(4.0 * float(sigma_px) + 0.5)
+
+
+def empty_pixels(level, margin_px: int = 4) -> np.ndarray:
+    """(Y, X) pixels well away from the sample, found from the mean smoothed absorbance ``level``.
+
+    Raises
+    ------
+    ValueError
+        Fewer than 1 % of the pixels empty.
+    """
+    sample = level > _empty_threshold(level)
+    empty = ~ndimage.binary_dilation(sample, iterations=max(margin_px, 1))
+    if empty.sum() < 0.01 * empty.size:
+        raise ValueError(f"only {int(empty.sum())} of {empty.size} pixels are free of sample; the background "
+                         "profiles need an empty area (>= 1 % of the field).")
+    return empty
+
+
+def empty_gram(smoothed, empty) -> np.ndarray:
+    """(E, E) Gram matrix ``A A^T`` of the smoothed absorbance ``A`` over the ``empty`` pixels.
+
+    A sum over pixels: the Gram matrices of the blocks of a stack add up to the stack's.
+    """
+    a = smoothed[:, empty]
+    return a @ a.T
+
+
+def beam_profiles(gram, n_empty: int, model, *, max_rank: int = 12, noise_factor: float = 3.0,
+                  min_unexplained: float = 0.2) -> BeamProfiles:
+    """Energy profiles of the background from the Gram matrix of the empty pixels.
+
+    Its eigenvectors are the left singular vectors of the empty pixels' smoothed absorbance,
+    its eigenvalues their squared singular values. Parameters as :func:`estimate_background`;
+    ``n_empty`` is the number of empty pixels (it bounds the number of singular values).
+    """
+    n_e = gram.shape[0]
+    m = model.matrix
+    q = np.eye(n_e) - m @ np.linalg.pinv(m)
+    lam, u = np.linalg.eigh(gram)
+    lam, u = lam[::-1][:min(n_e, n_empty)], u[:, ::-1]
+    s = np.sqrt(np.clip(lam, 0.0, None))
+    floor = np.median(s[s.size // 2:]) if s.size > 3 else 0.0
+    above = [j for j in range(min(max_rank, s.size)) if s[j] > noise_factor * floor]
+    unexplained = np.array([np.sum((q @ u[:, j]) ** 2) for j in above])
+    keep = [j for j, f in zip(above, unexplained, strict=True) if f >= min_unexplained]
+    if not keep:
+        return BeamProfiles(np.zeros((n_e, 0)), len(above), q, np.zeros((0, n_e)), np.zeros((0, n_e)))
+    prof = u[:, keep]
+    # An eigenvector's sign is arbitrary; fix it (the background prof @ maps does not depend on it).
+    prof = prof * np.where(prof[np.abs(prof).argmax(0), np.arange(len(keep))] < 0, -1.0, 1.0)
+    qp = q @ prof
+    g = qp.T @ qp
+    reg = g + 1e-3 * np.trace(g) / len(keep) * np.eye(len(keep))
+    return BeamProfiles(prof, len(above), q, np.linalg.pinv(prof), np.linalg.solve(reg, qp.T))
+
+
+def beam_pixel_maps(smoothed, empty, profiles: BeamProfiles) -> np.ndarray:
+    """Per-pixel beam coefficients ``v_j`` and the unexplained residual, from the smoothed absorbance.
+
+    Empty pixels: the whole spectrum. Sample pixels: only what the references cannot explain
+    (``Q a``). Pixel by pixel, so it may run block by block.
+
+    Returns
+    -------
+    numpy.ndarray
+        (R + 1, Y, X): the R maps ``v_j``, then the RMS of ``Q a`` left unexplained by the
+        profiles.
+    """
+    n_e, shape = smoothed.shape[0], smoothed.shape[1:]
+    a = smoothed.reshape(n_e, -1)
+    qa = profiles.q @ a
+    v_sample = profiles.to_sample @ qa
+    v = np.where(np.reshape(empty, (1, -1)), profiles.to_empty @ a, v_sample)
+    left = np.sqrt(np.mean((qa - profiles.q @ profiles.profiles @ v_sample) ** 2, axis=0))
+    return np.concatenate([v, left[None]]).reshape(-1, *shape)
+
+
+def beam_maps(pixel_maps, empty, profiles: BeamProfiles, *, map_sigma_px: float = 4.0,
+              fill_sigma_px: float = 32.0, sample_weight: float = 0.5):
+    """Smooth the per-pixel coefficients into the maps ``v_j`` (normalised convolution).
+
+    Parameters as :func:`estimate_background`; ``pixel_maps`` from :func:`beam_pixel_maps`.
+
+    Returns
+    -------
+    maps : numpy.ndarray
+        (R, Y, X) smoothed maps.
+    weights : numpy.ndarray
+        (Y, X) weights of the smoothing.
+    """
+    v, left = pixel_maps[:-1], pixel_maps[-1]
+    # Sample pixels whose unexplained spectrum is not background-like get a low weight.
+    inside = left[~empty]
+    med = np.median(inside)
+    mad = 1.4826 * np.median(np.abs(inside - med)) + 1e-12
+    excess = np.clip((left - med) / mad - 3.0, 0.0, None)
+    # Per profile, a sample pixel knows its map only through the profile's unexplained part.
+    prof = profiles.profiles
+    share = np.sum((profiles.q @ prof) ** 2, axis=0) / np.sum(prof ** 2, axis=0)
+    w = np.where(empty, 1.0, sample_weight * np.exp(-excess ** 2))
+    w_j = np.where(empty[None], 1.0, share[:, None, None] * w[None])
+    return _normalised_convolution(v, w_j, map_sigma_px, fill_sigma=fill_sigma_px), w
+
+
+def beam_background(profiles, maps) -> np.ndarray:
+    """(E, Y, X) float32 multiplicative background ``exp(-profiles @ maps)`` (of any block of the maps)."""
+    beta = np.tensordot(profiles, maps, axes=(1, 0))
+    return np.exp(-beta, out=beta).astype(np.float32)
+
+
 def estimate_background(transmission, energies_eV, model, *, max_rank: int = 12, noise_factor: float = 3.0,
                         min_unexplained: float = 0.2, smooth_px: float = 3.0, map_sigma_px: float = 4.0,
                         fill_sigma_px: float = 32.0, margin_px: int = 4,
                         sample_weight: float = 0.5) -> BackgroundEstimate:
     """Low-rank estimate of the multiplicative beam background of a stack (no ground truth).
+
+    The stages (:func:`smoothed_absorbance`, :func:`empty_pixels`, :func:`empty_gram`,
+    :func:`beam_profiles`, :func:`beam_pixel_maps`, :func:`beam_maps`,
+    :func:`beam_background`) also run block by block on a stack that does not fit in memory
+    (:mod:`xanes_lib.chunked`).
 
     Parameters
     ----------
@@ -150,50 +314,19 @@ def estimate_background(transmission, energies_eV, model, *, max_rank: int = 12,
     t = check_stack(transmission, name="transmission", n_energies=e.size)
     if model.matrix.shape[0] != e.size:
         raise ValueError(f"the physics model has {model.matrix.shape[0]} energies, the stack {e.size}.")
-    n_e, ny, nx = t.shape
-    a = absorbance(t.astype(np.float64))
-    a_s = ndimage.gaussian_filter(a, (0, smooth_px, smooth_px), mode="nearest").reshape(n_e, -1)
-    m = model.matrix
-    pinv = np.linalg.pinv(m)
-    q = np.eye(n_e) - m @ pinv
+    a_s = smoothed_absorbance(t, smooth_px)
     # The sample is found from its total absorbance (matrix and edge element together), which
     # stands far above the background even where a dilute edge (Co) is lost in the noise.
-    level = a_s.mean(0).reshape(ny, nx)
-    sample = level > _empty_threshold(level)
-    empty = ~ndimage.binary_dilation(sample, iterations=max(margin_px, 1))
-    if empty.sum() < 0.01 * empty.size:
-        raise ValueError(f"only {int(empty.sum())} of {empty.size} pixels are free of sample; the background "
-                         "profiles need an empty area (>= 1 % of the field).")
-    u, s, _ = np.linalg.svd(a_s[:, empty.ravel()], full_matrices=False)
-    floor = np.median(s[s.size // 2:]) if s.size > 3 else 0.0
-    above = [j for j in range(min(max_rank, s.size)) if s[j] > noise_factor * floor]
-    unexplained = np.array([np.sum((q @ u[:, j]) ** 2) for j in above])
-    keep = [j for j, f in zip(above, unexplained, strict=True) if f >= min_unexplained]
-    if not keep:
-        bg = np.ones_like(t, dtype=np.float32)
-        return BackgroundEstimate(bg, np.zeros((n_e, 0)), np.zeros((0, ny, nx)), 0, len(above), empty,
-                                  np.ones((ny, nx)))
-    prof = u[:, keep]
-    qp = q @ prof
-    # Empty pixels: whole spectrum. Sample pixels: only what the references cannot explain.
-    v_empty = np.linalg.lstsq(prof, a_s, rcond=None)[0]
-    gram = qp.T @ qp
-    v_sample = np.linalg.solve(gram + 1e-3 * np.trace(gram) / len(keep) * np.eye(len(keep)), qp.T @ (q @ a_s))
-    v = np.where(empty.ravel()[None], v_empty, v_sample).reshape(len(keep), ny, nx)
-    # Sample pixels whose unexplained spectrum is not background-like get a low weight.
-    left = np.sqrt(np.mean((q @ a_s - qp @ v_sample) ** 2, axis=0)).reshape(ny, nx)
-    inside = left[~empty]
-    med = np.median(inside)
-    mad = 1.4826 * np.median(np.abs(inside - med)) + 1e-12
-    excess = np.clip((left - med) / mad - 3.0, 0.0, None)
-    # Per profile, a sample pixel knows its map only through the profile's unexplained part.
-    share = np.sum(qp ** 2, axis=0) / np.sum(prof ** 2, axis=0)
-    w = np.where(empty, 1.0, sample_weight * np.exp(-excess ** 2))
-    w_j = np.where(empty[None], 1.0, share[:, None, None] * w[None])
-    maps = _normalised_convolution(v, w_j, map_sigma_px, fill_sigma=fill_sigma_px)
-    beta = np.tensordot(prof, maps, axes=(1, 0))
-    return BackgroundEstimate(np.exp(-beta).astype(np.float32), prof, maps, len(keep), len(above) - len(keep),
-                              empty, w)
+    empty = empty_pixels(a_s.mean(0), margin_px)
+    prof = beam_profiles(empty_gram(a_s, empty), int(empty.sum()), model, max_rank=max_rank,
+                         noise_factor=noise_factor, min_unexplained=min_unexplained)
+    if not prof.rank:
+        return BackgroundEstimate(np.ones_like(t, dtype=np.float32), prof.profiles,
+                                  np.zeros((0, *empty.shape)), 0, prof.above, empty, np.ones(empty.shape))
+    maps, w = beam_maps(beam_pixel_maps(a_s, empty, prof), empty, prof, map_sigma_px=map_sigma_px,
+                        fill_sigma_px=fill_sigma_px, sample_weight=sample_weight)
+    return BackgroundEstimate(beam_background(prof.profiles, maps), prof.profiles, maps, prof.rank,
+                              prof.above - prof.rank, empty, w)
 
 
 def divide_beam_background(transmission, energies_eV, references, *, shift_eV: float = 0.0):

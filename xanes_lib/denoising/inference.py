@@ -4,7 +4,9 @@
 corrected stack, used by training (:mod:`xanes_lib.denoising.training`), adaptation and inference alike.
 :func:`denoise_stack` applies it to a whole stack of any size in overlapping tiles whose
 margins are cut off, so that the result does not depend on the tiling (no seams) and memory
-stays bounded by the tile size.
+stays bounded by the tile size. Its stages (filling invalid pixels, the coefficient scale, one
+tile, the strength probe, the rebuild) are functions that :mod:`xanes_lib.chunked.denoise` also
+calls, block by block, on a stack that does not fit in memory.
 """
 
 from __future__ import annotations
@@ -39,8 +41,21 @@ def coefficient_scale(coefficients, n_refs: int, *, stride: int = 4) -> float:
     stack however it is tiled. Floored at 1e-3 (an edge step of 0.001 in -ln T).
     """
     c = coefficients[:n_refs, ::stride, ::stride]
-    step = c.sum(0) if isinstance(c, np.ndarray) else c.sum(0).detach().cpu().numpy()
+    return _step_scale(c.sum(0) if isinstance(c, np.ndarray) else c.sum(0).detach().cpu().numpy())
+
+
+def _step_scale(step) -> float:
+    """:func:`coefficient_scale` from the (Y, X) edge-step map."""
     return float(max(np.percentile(step, 99.0), 1e-3))
+
+
+#: Stride (pixels) of the sub-grid of a whole stack on which its coefficient scale is computed.
+SCALE_STRIDE = 4
+
+
+def _fit_step(t, model) -> np.ndarray:
+    """(Y, X) edge step of the plain fit of a transmission stack (pixel by pixel)."""
+    return model.fit(absorbance(np.asarray(t).astype(np.float32)))[:n_references(model)].sum(0)
 
 
 def _smooth_blocks(x, block: int, weight=None, sigma_blocks: float = 1.0):
@@ -234,25 +249,59 @@ class DenoiseResult:
     def oxidation_state_std(self, fit_std):
         """Return the standard deviation to report for the oxidation state fitted on ``denoised``.
 
-        The fit of a denoised stack sees a residual that the averaging has shrunk (or, with the
-        residual kept, one that ignores it); its standard deviation does not describe the
-        error. Where the strength selection estimated the pixel's error (``strength.state_rmse``,
-        bias included) that estimate is returned, elsewhere ``fit_std``.
+        See :meth:`xanes_lib.denoising.strength.StrengthChoice.oxidation_state_std`; ``fit_std``
+        itself when the selection was off.
         """
-        fit_std = np.asarray(fit_std)
-        if self.strength is None:
-            return fit_std
-        rmse = self.strength.state_rmse
-        return np.where(np.isfinite(rmse) & np.isfinite(fit_std), rmse, fit_std).astype(fit_std.dtype)
+        return np.asarray(fit_std) if self.strength is None else self.strength.oxidation_state_std(fit_std)
 
 
-def _tile_starts(n: int, tile: int, margin: int, align: int) -> list[int]:
-    """Return the starts of the inner regions (multiples of ``align``) covering ``0..n``."""
+def _tile_align(denoiser: Denoiser) -> int:
+    """Multiple of the tile sizes that the network needs (its pooling and smoothing blocks)."""
+    if denoiser.variant != "latent":
+        return 1
+    hp = denoiser.config.hparams
+    return int(np.lcm(hp.smooth_block, 2 ** (hp.depth - 1)))
+
+
+def _tile_regions(n: int, tile: int, margin: int, align: int) -> list[tuple[int, int]]:
+    """Return the inner regions ``(start, stop)`` (starts multiples of ``align``) covering ``0..n``."""
     inner = tile - 2 * margin
     if inner <= 0 or inner % align:
         raise ValueError(f"tile {tile} with margin {margin} leaves an inner size {inner}; it must be a "
                          f"positive multiple of {align}.")
-    return list(range(0, n, inner))
+    return [(s, min(s + inner, n)) for s in range(0, n, inner)]
+
+
+def _with_halo(start: int, stop: int, halo: int, n: int) -> tuple[int, int]:
+    """Return the range ``start..stop`` widened by ``halo`` on each side, within ``0..n`` (no padding)."""
+    return max(start - halo, 0), min(stop + halo, n)
+
+
+def _stack_model(n_images: int, energies_eV, element, references):
+    """Return the references and the physics model of a stack of ``n_images`` images."""
+    refs = references if references is not None else default_references(element)
+    model = reference_model(energies_eV, element, refs)
+    if n_images != model.matrix.shape[0]:
+        raise ValueError(f"transmission has {n_images} images but there are {model.matrix.shape[0]} "
+                         "energies; they must match one to one.")
+    return refs, model
+
+
+def _lowrank_beam(estimate, denoiser: Denoiser, lowrank: bool | None):
+    """Return ``estimate()`` when the pipeline removes the low-rank beam background, else None.
+
+    With ``lowrank`` None (as trained) a stack without an empty field only warns.
+    """
+    if not (lowrank or (lowrank is None and denoiser.lowrank_background)):
+        return None
+    try:
+        return estimate()
+    except ValueError as exc:
+        if lowrank:
+            raise
+        warnings.warn(f"no low-rank background ({exc}); the network sees the uncorrected stack, "
+                      "whose background it was not trained for.", stacklevel=3)
+    return None
 
 
 def denoise_stack(denoiser: Denoiser, transmission, energies_eV, *, element: str | None = None,
@@ -260,6 +309,9 @@ def denoise_stack(denoiser: Denoiser, transmission, energies_eV, *, element: str
                   resize_to: int | None = None, lowrank: bool | None = None, device=None,
                   progress: bool = True, select: bool = True, probe_seed: int = 0) -> DenoiseResult:
     """Denoise a whole stack of any size in overlapping tiles (or resized, for ``paper``).
+
+    A stack that does not fit in memory: :func:`xanes_lib.chunked.denoise_chunked`, the same
+    stages block by block on a dask array, with the same result.
 
     Parameters
     ----------
@@ -304,32 +356,20 @@ def denoise_stack(denoiser: Denoiser, transmission, energies_eV, *, element: str
     t0 = time.perf_counter()
     device = pick_device(device)
     t = check_stack(transmission, name="transmission", allow_nonfinite=True)
-    refs = references if references is not None else default_references(element)
-    model = reference_model(energies_eV, element, refs)
-    if t.shape[0] != model.matrix.shape[0]:
-        raise ValueError(f"transmission has {t.shape[0]} images but there are {model.matrix.shape[0]} "
-                         "energies; they must match one to one.")
+    refs, model = _stack_model(t.shape[0], energies_eV, element, references)
     check_transmission_frames(t, model.energies_eV)
     t, invalid = _fill_invalid(t)
-    beam = None
-    if lowrank or (lowrank is None and denoiser.lowrank_background):
-        try:
-            beam = estimate_background(t, energies_eV, model)
-        except ValueError as exc:
-            if lowrank:
-                raise
-            warnings.warn(f"no low-rank background ({exc}); the network sees the uncorrected stack, "
-                          "whose background it was not trained for.", stacklevel=2)
+    beam = _lowrank_beam(lambda: estimate_background(t, energies_eV, model), denoiser, lowrank)
     if beam is not None:
         t = (t / beam.background).astype(np.float32)
     probe = None
     if select and denoiser.variant == "latent" and resize_to is None:
-        probe = _Probe(model, [r.oxidation_state for r in refs], t.shape[1:], probe_seed)
-    res = _denoise_corrected(denoiser, t, model, tile=tile, margin=margin, energy_batch=energy_batch,
-                             resize_to=resize_to, device=device, progress=progress, probe=probe)
+        probe = _Probe(model, [r.oxidation_state for r in refs], probe_seed)
+    res, maps = _denoise_corrected(denoiser, t, model, tile=tile, margin=margin, energy_batch=energy_batch,
+                                   resize_to=resize_to, device=device, progress=progress, probe=probe)
     if probe is not None:
-        res.coefficients, res.strength = probe.select(res.coefficients)
-        res.denoised = _rebuild(res.corrected, probe.observed, res.coefficients, model)
+        res.coefficients, res.strength = probe.select(res.coefficients, maps)
+        res.denoised = _rebuild(res.corrected, maps["observed"], res.coefficients, model)
     res.seconds = time.perf_counter() - t0
     if beam is not None:
         # corrected and denoised are already relative to the raw stack; B includes the beam's.
@@ -352,6 +392,7 @@ def _rebuild(corrected, observed, coefficients, model) -> np.ndarray:
     """Denoised transmission: the model of the chosen coefficients plus the smoothed unexplained part.
 
     ``observed`` are the plain fit's coefficients of ``corrected`` (collected tile by tile).
+    A pixel depends on its neighbours within :func:`.beam.smoothing_halo` of ``UNEXPLAINED_SIGMA_PX`` only.
     """
     outside = absorbance(corrected)
     outside -= model.predict(observed)
@@ -361,6 +402,36 @@ def _rebuild(corrected, observed, coefficients, model) -> np.ndarray:
     return np.exp(-outside, out=outside).astype(np.float32, copy=False)
 
 
+def _invalid_pixels(t) -> np.ndarray:
+    """(Y, X) pixels whose transmission is not finite or not positive at some energy."""
+    bad = np.zeros(t.shape[1:], bool)
+    for frame in t:
+        bad |= ~(np.isfinite(frame) & (frame > 0))
+    return bad
+
+
+def _nearest_valid(bad, *, stacklevel: int):
+    """(Y, X) row and column indices of each pixel's nearest valid pixel; None when all are valid.
+
+    Warns how many pixels are replaced (``stacklevel`` of the warning: the user's call).
+    """
+    if not bad.any():
+        return None
+    if bad.all():
+        raise ValueError("transmission has no pixel that is finite and > 0 at every energy; nothing can be "
+                         "denoised. Check the flat-field correction (zero flat pixels give inf or NaN).")
+    _, index = ndimage.distance_transform_edt(bad, return_indices=True)
+    warnings.warn(f"{int(bad.sum())} pixel(s) with NaN, inf or transmission <= 0 at some energy are left out "
+                  "of the denoising (NaN in its outputs; DenoiseResult.invalid marks them).",
+                  stacklevel=stacklevel + 1)
+    return index
+
+
+def _gather_pixels(t, iy, ix) -> np.ndarray:
+    """(E, Y, X) float32 copy of ``t`` at pixels ``(iy, ix)`` (each pixel's stand-in)."""
+    return np.ascontiguousarray(t[:, iy, ix], dtype=np.float32)
+
+
 def _fill_invalid(t: np.ndarray):
     """Stand-ins for pixels whose transmission is not finite or not positive at some energy.
 
@@ -368,115 +439,123 @@ def _fill_invalid(t: np.ndarray):
     input is not modified) and the (Y, X) mask of the replaced pixels, or ``(t, None)``
     when all pixels are valid. A warning names how many were replaced.
     """
-    bad = np.zeros(t.shape[1:], bool)
-    for frame in t:
-        bad |= ~(np.isfinite(frame) & (frame > 0))
-    if not bad.any():
-        return t, None
-    if bad.all():
-        raise ValueError("transmission has no pixel that is finite and > 0 at every energy; nothing can be "
-                         "denoised. Check the flat-field correction (zero flat pixels give inf or NaN).")
-    _, (iy, ix) = ndimage.distance_transform_edt(bad, return_indices=True)
-    warnings.warn(f"{int(bad.sum())} pixel(s) with NaN, inf or transmission <= 0 at some energy are left out "
-                  "of the denoising (NaN in its outputs; DenoiseResult.invalid marks them).", stacklevel=3)
-    return np.ascontiguousarray(t[:, iy, ix], dtype=np.float32), bad
+    bad = _invalid_pixels(t)
+    index = _nearest_valid(bad, stacklevel=3)
+    return (t, None) if index is None else (_gather_pixels(t, *index), bad)
+
+
+def _probe_planes(n_params: int) -> dict:
+    """Return the maps the strength probe collects per tile: name -> number of (Y, X) planes."""
+    return {"observed": n_params, "noise": 1, "delta": n_params, "response": n_params}
 
 
 class _Probe:
-    """Collects, tile by tile, what the strength selection needs; then selects.
+    """What the strength selection needs from each tile; then the selection.
 
     Per pixel: the plain fit's coefficients, the photon noise of the absorbance, and the
     network's response to a small perturbation of its input shaped like the noise
     (``EPS * sigma_i * chol(cov) z_i``, ``z`` drawn once for the whole stack from
-    ``seed``, so that the result does not depend on the tiling).
+    ``seed`` by :meth:`draw`, so that the result does not depend on the tiling).
     """
 
     EPS = 0.01
 
-    def __init__(self, model, oxidation_states, shape, seed: int):
-        p = model.n_params
-        self.model, self.ox = model, oxidation_states
+    def __init__(self, model, oxidation_states, seed: int):
+        self.model, self.ox, self.seed = model, list(oxidation_states), seed
         self.chol = np.linalg.cholesky(coefficient_covariance(model)).astype(np.float32)
-        self.z = np.random.default_rng(seed).standard_normal((p, *shape), dtype=np.float32)
-        self.observed = np.empty((p, *shape), np.float32)
-        self.noise = np.empty(shape, np.float32)
-        self.delta = np.empty((p, *shape), np.float32)
-        self.response = np.empty((p, *shape), np.float32)
 
-    def tile(self, net, res: ForwardOutput, window, pad, keep, dst) -> None:
-        """Probe the network on one tile; ``keep`` (tile) and ``dst`` (stack) slice its inner part."""
+    def draw(self, shape) -> np.ndarray:
+        """(P, Y, X) float32 ``z`` of a stack of images of ``shape``."""
+        rng = np.random.default_rng(self.seed)
+        return rng.standard_normal((self.model.n_params, *shape), dtype=np.float32)
+
+    def tile(self, net, res: ForwardOutput, z, keep) -> dict:
+        """Probe the network on one tile (``z``: its part of :meth:`draw`, padded like the tile).
+
+        Returns the maps of :func:`_probe_planes` on the tile's inner part ``keep``.
+        """
         noise = residual_noise_std(res.unexplained_absorbance.cpu().numpy(), self.model)
-        z = np.pad(self.z[window], ((0, 0), (0, pad[0]), (0, pad[1])))
         delta = self.EPS * noise * np.einsum("pq,qyx->pyx", self.chol, z)
         delta_t = res.inputs.new_tensor(delta)
         x = res.inputs.clone()
         x[0, :delta.shape[0]] += delta_t / res.scale
         y = net(x)[0]
         response = res.raw_coefficients + delta_t + res.scale * y[:-1] - res.coefficients
-        self.observed[dst] = res.observed_coefficients[keep].cpu().numpy()
-        self.noise[dst[1:]] = noise[keep[1:]]
-        self.delta[dst] = delta[keep]
-        self.response[dst] = response[keep].cpu().numpy()
+        return {"observed": res.observed_coefficients[keep].cpu().numpy(), "noise": noise[keep[1:]],
+                "delta": delta[keep], "response": response[keep].cpu().numpy()}
 
-    def select(self, coefficients):
-        """Select: return the chosen coefficient maps and the :class:`StrengthChoice`."""
-        return select_strength(self.observed, self.noise, self.model, self.ox,
-                               network=(coefficients, self.delta, self.response))
+    def select(self, coefficients, maps):
+        """Return the chosen coefficient maps and the :class:`StrengthChoice`, from the stack's ``maps``."""
+        return select_strength(maps["observed"], maps["noise"], self.model, self.ox,
+                               network=(coefficients, maps["delta"], maps["response"]))
+
+
+def _denoise_tile(denoiser: Denoiser, window, model, *, scale: float, align: int, energy_batch: int, device,
+                  keep, outputs=("corrected", "denoised", "background"), probe: _Probe | None = None,
+                  z=None) -> dict:
+    """Run the network on one window of the stack; return its inner part ``keep`` (row, column slices).
+
+    The window is padded (replicate) to the network's multiple ``align``; the padding lies
+    outside the kept part. Returns the (E, y, x) ``outputs`` (transmissions and background),
+    the (P, y, x) ``coefficients`` and, with a ``probe`` (``z``: the window's part of its
+    draw), the maps of :func:`_probe_planes`. Call under ``torch.no_grad()``.
+    """
+    chunk = torch.from_numpy(np.ascontiguousarray(window, dtype=np.float32)).to(device)
+    ph, pw = (-chunk.shape[1]) % align, (-chunk.shape[2]) % align
+    if ph or pw:
+        chunk = F.pad(chunk[None], (0, pw, 0, ph), mode="replicate")[0]
+    res = forward(denoiser, chunk, model, scale=scale, energy_batch=energy_batch)
+    sl = (slice(None), *keep)
+    tensors = {"background": lambda: res.background[sl], "coefficients": lambda: res.coefficients[sl],
+               "corrected": lambda: torch.exp(-res.corrected_absorbance[sl]),
+               "denoised": lambda: torch.exp(-res.denoised_absorbance[sl])}
+    out = {name: tensors[name]().cpu().numpy() for name in (*outputs, "coefficients")}
+    if probe is not None:
+        out.update(probe.tile(denoiser.net, res, np.pad(z, ((0, 0), (0, ph), (0, pw))), sl))
+    return out
 
 
 def _denoise_corrected(denoiser: Denoiser, t, model, *, tile: int, margin: int, energy_batch: int,
-                       resize_to, device, progress: bool, probe: _Probe | None = None) -> DenoiseResult:
-    """:func:`denoise_stack` after the optional low-rank background: the network's part."""
+                       resize_to, device, progress: bool, probe: _Probe | None = None):
+    """:func:`denoise_stack` after the optional low-rank background: the network's part.
+
+    Returns the :class:`DenoiseResult` and the probe's maps (None without a probe).
+    """
     t0 = time.perf_counter()
     n_e, ny, nx = t.shape
-    k = n_references(model)
-    a_fit = model.fit(absorbance(t[:, ::4, ::4].astype(np.float32)))
-    scale = coefficient_scale(a_fit, k, stride=1)
+    scale = _step_scale(_fit_step(t[:, ::SCALE_STRIDE, ::SCALE_STRIDE], model))
     out = {name: np.empty((n_e, ny, nx), np.float32) for name in ("corrected", "denoised", "background")}
-    coeffs = np.empty((model.n_params, ny, nx), np.float32)
-    net = denoiser.net.to(device).eval()
+    out["coefficients"] = np.empty((model.n_params, ny, nx), np.float32)
+    denoiser.net.to(device).eval()
     if resize_to is not None:
         if denoiser.variant != "paper":
             raise ValueError("resize_to is the paper variant's published inference; use tiles for 'latent'.")
-        _resize_paper(net, t, out, resize_to, energy_batch, device)
-        a_corr = absorbance(out["corrected"])
-        coeffs[:] = model.fit(a_corr)
-        return DenoiseResult(out["corrected"], out["denoised"], out["background"], coeffs,
-                             model.names, scale, time.perf_counter() - t0, 1, "resize")
-    align = 1
-    if denoiser.variant == "latent":
-        hp = denoiser.config.hparams
-        align = int(np.lcm(hp.smooth_block, 2 ** (hp.depth - 1)))
-    starts = [(y0, x0) for y0 in _tile_starts(ny, tile, margin, align)
-              for x0 in _tile_starts(nx, tile, margin, align)]
-    n_tiles = 0
+        _resize_paper(denoiser.net, t, out, resize_to, energy_batch, device)
+        out["coefficients"][:] = model.fit(absorbance(out["corrected"]))
+        return DenoiseResult(out["corrected"], out["denoised"], out["background"], out["coefficients"],
+                             model.names, scale, time.perf_counter() - t0, 1, "resize"), None
+    z = None
+    if probe is not None:
+        z = probe.draw((ny, nx))
+        out.update({k: np.empty((n, ny, nx), np.float32) for k, n in _probe_planes(model.n_params).items()})
+    align = _tile_align(denoiser)
+    tiles = [(ry, rx) for ry in _tile_regions(ny, tile, margin, align)
+             for rx in _tile_regions(nx, tile, margin, align)]
     with torch.no_grad():
-        for y0, x0 in progress_bar(starts, desc=f"denoise {denoiser.variant}", unit="tile",
-                                   disable=not progress or len(starts) == 1):
-            inner = tile - 2 * margin
-            ys, xs = max(y0 - margin, 0), max(x0 - margin, 0)
-            ye, xe = min(y0 + inner + margin, ny), min(x0 + inner + margin, nx)
-            # Pad to the network's multiple; the padding lies outside the kept region.
-            chunk = np.ascontiguousarray(t[:, ys:ye, xs:xe], dtype=np.float32)
-            chunk = torch.from_numpy(chunk).to(device)
-            ph, pw = (-chunk.shape[1]) % align, (-chunk.shape[2]) % align
-            if ph or pw:
-                chunk = F.pad(chunk[None], (0, pw, 0, ph), mode="replicate")[0]
-            res = forward(denoiser, chunk, model, scale=scale, energy_batch=energy_batch)
-            sy, sx = y0 - ys, x0 - xs
-            hy, hx = min(inner, ny - y0), min(inner, nx - x0)
-            sl = (slice(None), slice(sy, sy + hy), slice(sx, sx + hx))
-            dst = (slice(None), slice(y0, y0 + hy), slice(x0, x0 + hx))
-            out["background"][dst] = res.background[sl].cpu().numpy()
-            out["corrected"][dst] = torch.exp(-res.corrected_absorbance[sl]).cpu().numpy()
-            out["denoised"][dst] = torch.exp(-res.denoised_absorbance[sl]).cpu().numpy()
-            coeffs[dst] = res.coefficients[sl].cpu().numpy()
-            if probe is not None:
-                window = (slice(None), slice(ys, ye), slice(xs, xe))
-                probe.tile(net, res, window, (ph, pw), sl, dst)
-            n_tiles += 1
-    return DenoiseResult(out["corrected"], out["denoised"], out["background"], coeffs, model.names,
-                         scale, time.perf_counter() - t0, n_tiles, "tiled")
+        for (y0, y1), (x0, x1) in progress_bar(tiles, desc=f"denoise {denoiser.variant}", unit="tile",
+                                               disable=not progress or len(tiles) == 1):
+            (ys, ye), (xs, xe) = _with_halo(y0, y1, margin, ny), _with_halo(x0, x1, margin, nx)
+            part = _denoise_tile(denoiser, t[:, ys:ye, xs:xe], model, scale=scale, align=align,
+                                 energy_batch=energy_batch, device=device,
+                                 keep=(slice(y0 - ys, y1 - ys), slice(x0 - xs, x1 - xs)), probe=probe,
+                                 z=None if z is None else z[:, ys:ye, xs:xe])
+            for name, value in part.items():
+                out[name].reshape(-1, ny, nx)[:, y0:y1, x0:x1] = value.reshape(-1, y1 - y0, x1 - x0)
+    maps = None if probe is None else {name: out.pop(name) for name in _probe_planes(model.n_params)}
+    if maps is not None:
+        maps["noise"] = maps["noise"][0]
+    return DenoiseResult(out["corrected"], out["denoised"], out["background"], out["coefficients"],
+                         model.names, scale, time.perf_counter() - t0, len(tiles), "tiled"), maps
 
 
 def _resize_paper(net, t, out, size: int, energy_batch: int, device) -> None:

@@ -128,6 +128,18 @@ class StrengthChoice:
                  for c, r in zip(self.candidates, self.pooled_risk, strict=True)]
         return "\n".join(lines)
 
+    def oxidation_state_std(self, fit_std) -> np.ndarray:
+        """Return the standard deviation to report for the oxidation state fitted on the chosen output.
+
+        The fit of a denoised stack sees a residual that the averaging has shrunk (or, with the
+        residual kept, one that ignores it); its standard deviation does not describe the
+        error. Where the selection estimated the pixel's error (:attr:`state_rmse`, bias
+        included) that estimate is returned, elsewhere ``fit_std``.
+        """
+        fit_std = np.asarray(fit_std)
+        rmse = self.state_rmse
+        return np.where(np.isfinite(rmse) & np.isfinite(fit_std), rmse, fit_std).astype(fit_std.dtype)
+
     def to_attrs(self) -> dict:
         """Flat attributes for a results file."""
         return {"strength_candidates": list(self.candidates),

@@ -46,7 +46,7 @@ from .reading import (
     stack_checksum,
 )
 from .results import MAP_KEYS, RESULTS_FORMAT, ValenceResults, read_results, results_content, write_results
-from .results_writer import ResultsWriter
+from .results_writer import ResultsWriter, replace_directory
 from .stacks import (
     CANDIDATE_ELEMENTS,
     DARK_KEY,
@@ -75,5 +75,5 @@ __all__ = [
     "TIFF_EXTENSIONS", "read_energy_list", "read_tiff_stack",
     "MAP_TIFF_NAMES", "PARTICLE_COLUMNS", "write_map_tiffs", "particle_labels", "particle_statistics",
     "write_particle_csv", "StackHeader", "read_stack_header", "is_zarr", "ZARR_SUFFIX",
-    "results_content", "ResultsWriter",
+    "results_content", "ResultsWriter", "replace_directory",
 ]
