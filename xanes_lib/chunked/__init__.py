@@ -9,7 +9,8 @@
 - :mod:`.denoise`     :func:`denoise_chunked`: the denoiser on tiles with the halo it needs,
                       equal to :func:`xanes_lib.denoising.denoise_stack` (imports torch)
 - :mod:`.schedulers`  :func:`dask_scheduler`: Dask's local schedulers or a ``dask.distributed``
-                      cluster (a local one with a memory limit per worker, or one by address)
+                      cluster (a local one with a memory limit per worker, or one by address);
+                      :class:`WorkerMemory` samples the workers' peak memory
 
 The chunked path calls the same functions on chunks as the in-memory path on the whole
 stack (the library's fit, mask, alignment and denoiser), so its maps equal the in-memory
@@ -18,13 +19,14 @@ are gathered from the chunks first.
 """
 
 from .pipeline import ChunkedMapping, align_lazy, map_slice, map_stack, stitch_fits
-from .schedulers import SCHEDULERS, SchedulerInfo, dask_scheduler
+from .schedulers import SCHEDULERS, SchedulerInfo, WorkerMemory, dask_scheduler
 from .sources import CHUNK_BYTES, LazyStack, default_chunks, open_stack, write_zarr_stack
 
 __all__ = [
     "LazyStack", "open_stack", "default_chunks", "write_zarr_stack", "CHUNK_BYTES",
     "ChunkedMapping", "align_lazy", "map_slice", "map_stack", "stitch_fits",
-    "SCHEDULERS", "SchedulerInfo", "dask_scheduler", "denoise_chunked", "ChunkedDenoiseResult",
+    "SCHEDULERS", "SchedulerInfo", "dask_scheduler", "WorkerMemory",
+    "denoise_chunked", "ChunkedDenoiseResult",
 ]
 
 

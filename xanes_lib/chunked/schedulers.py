@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from dataclasses import dataclass
 
 import dask
 
-__all__ = ["SCHEDULERS", "SchedulerInfo", "dask_scheduler"]
+__all__ = ["SCHEDULERS", "SchedulerInfo", "dask_scheduler", "WorkerMemory"]
 
 #: Schedulers of :func:`dask_scheduler` (a cluster address is given with ``dask_address``).
 SCHEDULERS = ("threads", "processes", "synchronous", "local-cluster")
@@ -101,3 +102,43 @@ def dask_scheduler(scheduler: str = "threads", *, dask_address: str | None = Non
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _rss() -> int:
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+class WorkerMemory:
+    """Peak resident memory of every worker of a ``dask.distributed`` client, sampled in a thread.
+
+    Use as a context manager around a computation: ``peak`` maps each worker's address to
+    the largest resident set size (bytes) seen every ``period_s`` seconds (a peak shorter
+    than the period can be missed; Dask's own memory monitor checks at a similar rate).
+    """
+
+    def __init__(self, client, period_s: float = 0.25):
+        self.client, self.period = client, float(period_s)
+        self.peak: dict = {}
+        self._stop = threading.Event()
+        self._thread = None
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            try:
+                rss = self.client.run(_rss)
+            except Exception:  # noqa: BLE001 - a worker restarting: skip this sample
+                rss = {}
+            for worker, value in rss.items():
+                self.peak[worker] = max(self.peak.get(worker, 0), value)
+            self._stop.wait(self.period)
+
+    def __enter__(self) -> WorkerMemory:
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()

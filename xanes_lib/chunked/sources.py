@@ -25,8 +25,9 @@ from ..io.results_writer import replace_directory
 
 __all__ = ["LazyStack", "open_stack", "default_chunks", "write_zarr_stack", "CHUNK_BYTES"]
 
-#: Default size of one chunk of the stack (every energy of a tile) as float32.
-CHUNK_BYTES = 64 * 2 ** 20
+#: Default size of one chunk of the stack (every energy of a tile) as float32; a task of the
+#: pipeline peaks at about 8 times this (float64 absorbance, fit buffers, maps).
+CHUNK_BYTES = 16 * 2 ** 20
 _EDGE_STEP = 64          # chunk edges are multiples of this (the tiles of the denoiser align to it)
 
 

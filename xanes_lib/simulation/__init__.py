@@ -7,6 +7,7 @@
 - :mod:`.foreign`     the foreign test family: a separate phantom and forward model with its own
                       assumptions (:func:`simulate_foreign_stack`, :data:`FOREIGN_FAMILIES`), for
                       benchmarks only, never for training or choosing anything
+- :mod:`.large`       a large stack on disk: one simulated field tiled, fresh noise per tile
 - :mod:`.volume`      a small 3-D XANES stack (E, Z, Y, X) with truth, for the chunked pipeline
 """
 
@@ -22,6 +23,7 @@ from .foreign import (
     simulate_foreign_family,
     simulate_foreign_stack,
 )
+from .large import TiledTruth, write_tiled_stack
 from .phantom import PhantomConfig, PhantomMaps, make_phantom, state_to_fractions
 from .simulate import (
     FOREIGN_MIN_PIXELS,
@@ -43,5 +45,5 @@ __all__ = [
     "detector_counts", "simulate_stack", "split_seeds", "sample_config", "write_dataset",
     "FOREIGN_KINDS", "FOREIGN_COMPOSITIONS", "FOREIGN_FAMILIES", "ForeignConfig", "foreign_energy_grid",
     "foreign_edge_attenuation", "simulate_foreign_stack", "simulate_foreign_family",
-    "simulate_volume", "write_volume", "read_volume_truth",
+    "simulate_volume", "write_volume", "read_volume_truth", "TiledTruth", "write_tiled_stack",
 ]
