@@ -18,13 +18,21 @@ maps; only statistics of the whole field (the mask's noise scale, the denoiser's
 are gathered from the chunks first.
 """
 
-from .pipeline import ChunkedMapping, align_lazy, map_slice, map_stack, stitch_fits
+from .pipeline import (
+    ChunkedMapping,
+    align_lazy,
+    compute_chunks,
+    map_slice,
+    map_stack,
+    stitch_fits,
+    survey_tasks,
+)
 from .schedulers import SCHEDULERS, SchedulerInfo, WorkerMemory, dask_scheduler
 from .sources import CHUNK_BYTES, LazyStack, default_chunks, open_stack, write_zarr_stack
 
 __all__ = [
     "LazyStack", "open_stack", "default_chunks", "write_zarr_stack", "CHUNK_BYTES",
-    "ChunkedMapping", "align_lazy", "map_slice", "map_stack", "stitch_fits",
+    "ChunkedMapping", "align_lazy", "map_slice", "map_stack", "stitch_fits", "compute_chunks", "survey_tasks",
     "SCHEDULERS", "SchedulerInfo", "dask_scheduler", "WorkerMemory",
     "denoise_chunked", "ChunkedDenoiseResult",
 ]

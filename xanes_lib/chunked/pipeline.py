@@ -34,6 +34,7 @@ from dataclasses import dataclass, field, replace
 import dask
 import dask.array as da
 import numpy as np
+from dask.callbacks import Callback
 
 from ..alignment import checked_shifts, common_field, shift_image
 from ..io import ResultsWriter, results_content
@@ -49,10 +50,12 @@ from ..mapping import (
 )
 from ..mapping.mask import SIGNIFICANCE_THRESHOLD
 from ..physics import absorbance
+from ..progress import progress_bar
 from ..spectra import default_references
 from .sources import LazyStack, open_stack
 
-__all__ = ["ChunkedMapping", "align_lazy", "map_slice", "map_stack", "stitch_fits"]
+__all__ = ["ChunkedMapping", "align_lazy", "map_slice", "map_stack", "stitch_fits", "compute_chunks",
+           "survey_tasks"]
 
 
 @dataclass
@@ -152,6 +155,63 @@ def _blocks(arr: da.Array):
             yield ys, xs, grid[0, i, j]
 
 
+class _TaskBar(Callback):
+    """Advance a progress bar by one for every task a local Dask scheduler finishes."""
+
+    def __init__(self, bar):
+        super().__init__()
+        self.bar = bar
+
+    def _start_state(self, dsk, state):
+        self.bar.total = sum(len(state[k]) for k in ("ready", "waiting", "running", "finished"))
+        self.bar.refresh()
+
+    def _posttask(self, key, result, dsk, state, worker_id):
+        self.bar.update()
+
+
+def _distributed_client():
+    """Return the active ``dask.distributed`` client when the graphs go to it, else None."""
+    if dask.config.get("scheduler", None) != "dask.distributed":
+        return None
+    try:
+        from distributed import default_client
+
+        return default_client()
+    except (ImportError, ValueError):
+        return None
+
+
+def compute_chunks(tasks, *, desc: str = "chunks", progress: bool = False) -> list:
+    """Compute delayed per-chunk tasks on the current scheduler; return their results in order.
+
+    With ``progress`` a bar shows the finished tasks and the time left (chunks on a
+    ``dask.distributed`` cluster, every task of the graph on Dask's local schedulers).
+    """
+    tasks = list(tasks)
+    client = _distributed_client()
+    if client is not None:
+        from distributed import as_completed
+
+        futures = client.compute(tasks)
+        with progress_bar(total=len(futures), desc=desc, unit="chunk", disable=not progress) as bar:
+            for _ in as_completed(futures):
+                bar.update()
+        return client.gather(futures)
+    if not progress:
+        return list(dask.compute(*tasks))
+    with progress_bar(total=None, desc=desc, unit="task") as bar, _TaskBar(bar):
+        return list(dask.compute(*tasks))
+
+
+def survey_tasks(transmission: da.Array, energies_eV, references, *, energy_window_eV=None,
+                 shift_eV: float = 0.0) -> list:
+    """Return the delayed survey tasks of :func:`map_slice`, one per chunk (to compute or to draw)."""
+    e = np.asarray(energies_eV, dtype=np.float64)
+    return [dask.delayed(_survey_block)(b, e, references, energy_window_eV, shift_eV)
+            for _, _, b in _blocks(transmission)]
+
+
 def stitch_fits(pieces, shape: tuple) -> ReferenceFit:
     """Put the fits of the chunks of a field together into one fit of the whole field.
 
@@ -177,7 +237,7 @@ def stitch_fits(pieces, shape: tuple) -> ReferenceFit:
 
 def map_slice(transmission: da.Array, energies_eV, references, *, mode: str = "nonneg_sum_to_one",
               energy_window_eV=None, shift_eV: float = 0.0, mask_threshold: float | None = None,
-              field_mask=None):
+              field_mask=None, progress: bool = False):
     """Map one (E, Y, X) chunked stack: the survey pass, the mask, the fit pass.
 
     Parameters
@@ -192,6 +252,8 @@ def map_slice(transmission: da.Array, energies_eV, references, *, mode: str = "n
         Significance threshold of the mask; None: 3.
     field_mask : numpy.ndarray, optional
         (Y, X) pixels that may be mapped (e.g. the common field after alignment).
+    progress : bool
+        Show progress bars of the two passes.
 
     Returns
     -------
@@ -203,8 +265,8 @@ def map_slice(transmission: da.Array, energies_eV, references, *, mode: str = "n
     e = np.asarray(energies_eV, dtype=np.float64)
     ny, nx = transmission.shape[1:]
     blocks = list(_blocks(transmission))
-    survey = dask.compute(*[dask.delayed(_survey_block)(b, e, references, energy_window_eV, shift_eV)
-                            for _, _, b in blocks])
+    survey = compute_chunks(survey_tasks(transmission, e, references, energy_window_eV=energy_window_eV,
+                                         shift_eV=shift_eV), desc="survey pass", progress=progress)
     parts = {}
     for key in survey[0][0]:
         parts[key] = np.empty((ny, nx), survey[0][0][key].dtype)
@@ -217,8 +279,9 @@ def map_slice(transmission: da.Array, energies_eV, references, *, mode: str = "n
     sample = mask_from_significance(parts, parts["fitted"], threshold=thr, method=method)
     if field_mask is not None:
         sample = replace(sample, mask=sample.mask & field_mask)
-    done = dask.compute(*[dask.delayed(_fit_block)(b, sample.mask[ys, xs], e0, e, references, mode,
-                                                   energy_window_eV, shift_eV) for ys, xs, b in blocks])
+    done = compute_chunks([dask.delayed(_fit_block)(b, sample.mask[ys, xs], e0, e, references, mode,
+                                                    energy_window_eV, shift_eV) for ys, xs, b in blocks],
+                          desc="fit pass", progress=progress)
     fit = stitch_fits([(ys, xs, f) for (ys, xs, _), (f, _) in zip(blocks, done, strict=True)], (ny, nx))
     edge = np.empty((ny, nx))
     for (ys, xs, _), (_, edge_block) in zip(blocks, done, strict=True):
@@ -237,7 +300,7 @@ def map_stack(source, output_path, *, references=None, element: str | None = Non
               mode: str = "nonneg_sum_to_one", energy_window_eV=None, shift_eV: float = 0.0,
               mask_threshold: float | None = None, alignment=None, denoiser=None, denoise_options=None,
               chunks=None, workdir=None, checkpoint: str | None = None, overwrite: bool = True,
-              extra_attrs: dict | None = None) -> ChunkedMapping:
+              extra_attrs: dict | None = None, progress: bool = False) -> ChunkedMapping:
     """Map a stack file of any size chunk by chunk and write the results file.
 
     The graph runs on the current Dask scheduler: threads by default, or a
@@ -275,6 +338,8 @@ def map_stack(source, output_path, *, references=None, element: str | None = Non
         Replace an existing output.
     extra_attrs : dict, optional
         Further root attributes.
+    progress : bool
+        Show progress bars of the passes over the data.
 
     Returns
     -------
@@ -308,7 +373,7 @@ def map_stack(source, output_path, *, references=None, element: str | None = Non
                                                 energy_window_eV=energy_window_eV, shift_eV=shift_eV,
                                                 mask_threshold=mask_threshold, alignment=alignment,
                                                 denoiser=denoiser, denoise_options=denoise_options,
-                                                workdir=slice_dir)
+                                                workdir=slice_dir, progress=progress)
                 maps, attrs_z = results_content(
                     fit, references=refs, method=f"linear combination fit ({mode}), chunked (dask)",
                     checkpoint=checkpoint, extra_attrs={**(extra_attrs or {}), "mask_method": sample.method,
@@ -334,7 +399,7 @@ def map_stack(source, output_path, *, references=None, element: str | None = Non
 
 
 def _map_one(t, energies_eV, refs, *, mode, energy_window_eV, shift_eV, mask_threshold, alignment, denoiser,
-             denoise_options, workdir):
+             denoise_options, workdir, progress):
     """One 2-D slice: align, denoise, map. Returns the fit, the mask and the denoiser's summary."""
     field_mask = None
     if alignment is not None:
@@ -348,7 +413,8 @@ def _map_one(t, energies_eV, refs, *, mode, energy_window_eV, shift_eV, mask_thr
                                  **(denoise_options or {}))
         t = _store(result.denoised, workdir, "denoised")
     fit, sample = map_slice(t, energies_eV, refs, mode=mode, energy_window_eV=energy_window_eV,
-                            shift_eV=shift_eV, mask_threshold=mask_threshold, field_mask=field_mask)
+                            shift_eV=shift_eV, mask_threshold=mask_threshold, field_mask=field_mask,
+                            progress=progress)
     summary = ""
     if result is not None and result.strength is not None:
         fit = replace(fit, oxidation_state_std=result.oxidation_state_std(fit.oxidation_state_std))
