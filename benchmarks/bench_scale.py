@@ -75,6 +75,12 @@ def accuracy(results_path: Path, truth) -> dict:
             "mapped_share_of_true_sample": round(float(inside.sum() / truth.full("mask").sum()), 3)}
 
 
+def _passes(info, streaming_s: float) -> dict:
+    """Seconds of each stage of map_stack, and the fit pass alone over one streaming pass."""
+    return {"stage_seconds": {k: round(v, 2) for k, v in info.pass_seconds.items()},
+            "fit_pass_over_streaming_pass": round(info.pass_seconds["fit"] / streaming_s, 2)}
+
+
 def part_a1(work: Path, n_e: int, size: int) -> dict:
     """The 100 x 2048 x 2048 stack on this machine's threads (no memory limit)."""
     truth = make_store(work / "a1.zarr", n_e, size)
@@ -87,6 +93,7 @@ def part_a1(work: Path, n_e: int, size: int) -> dict:
             info = chunked.map_stack(work / "a1.zarr", work / "a1_results.h5")
     out.update(map_stack_s=round(info.seconds, 2), throughput_GB_s=round(nbytes / 1e9 / info.seconds, 3),
                map_over_streaming_pass=round(info.seconds / out["streaming_pass_s"], 2),
+               **_passes(info, out["streaming_pass_s"]),
                process_peak_rss_GiB=round(mem.peak / GIB, 3), peak_memory_method=mem.method,
                accuracy=accuracy(work / "a1_results.h5", truth))
     t0 = time.perf_counter()
@@ -116,6 +123,7 @@ def part_a2(work: Path, n_e: int, size: int, worker_limit: str) -> dict:
         peaks = sorted(mem.peak.values())
     out.update(map_stack_s=round(info.seconds, 2), throughput_GB_s=round(nbytes / 1e9 / info.seconds, 3),
                map_over_streaming_pass=round(info.seconds / out["streaming_pass_s"], 2),
+               **_passes(info, out["streaming_pass_s"]),
                peak_worker_rss_GiB=[round(v / GIB, 3) for v in peaks],
                any_worker_over_limit=bool(peaks and max(peaks) > limit),
                accuracy=accuracy(work / "a2_results.h5", truth))
@@ -145,6 +153,7 @@ def part_b(work: Path, n_e: int, size: int, checkpoint: Path) -> dict:
         out["scheduler"] = sched.describe()
         info = chunked.map_stack(store, work / "b_results.h5", denoiser=den, checkpoint=checkpoint.name)
     out["chunked_pipeline_s"] = round(info.seconds, 2)
+    out["stage_seconds"] = {k: round(v, 2) for k, v in info.pass_seconds.items()}
     out["accuracy_denoised"] = accuracy(work / "b_results.h5", truth)
     out["strength"] = info.denoise
     lazy = chunked.open_stack(store)

@@ -80,6 +80,10 @@ class ChunkedMapping:
         Pixels (voxels) fitted.
     denoise : list of str
         Per slice, the denoiser's strength summary (empty without a denoiser).
+    pass_seconds : dict
+        Wall time of each stage summed over the slices: "align+denoise" (the denoised stack
+        written to the work directory), "survey" (mask and e0), "fit" (the reference fit
+        and edge energies), "write".
     """
 
     output_path: str
@@ -90,6 +94,7 @@ class ChunkedMapping:
     mask_share: list = field(default_factory=list)
     n_fitted: int = 0
     denoise: list = field(default_factory=list)
+    pass_seconds: dict = field(default_factory=dict)
 
 
 def align_lazy(transmission: da.Array, alignment, *, order: int = 1) -> tuple[da.Array, np.ndarray]:
@@ -143,6 +148,19 @@ def _fit_block(t, mask, e0_eV, energies_eV, references, mode, window, shift_eV):
                          shift_eV=shift_eV, input_kind="transmission", n_threads=1)
     norm = normalize_spectra(energies_eV, absorbance(t.astype(np.float64)), e0_eV=e0_eV)
     return fit, edge_energy(energies_eV, norm.normalized, method="half_step")
+
+
+class _Clock:
+    """Adds the seconds since the last lap to ``timings[name]`` (nothing when ``timings`` is None)."""
+
+    def __init__(self, timings: dict | None):
+        self.timings, self.t = timings, time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        if self.timings is not None:
+            self.timings[name] = self.timings.get(name, 0.0) + now - self.t
+        self.t = now
 
 
 def _blocks(arr: da.Array):
@@ -237,7 +255,7 @@ def stitch_fits(pieces, shape: tuple) -> ReferenceFit:
 
 def map_slice(transmission: da.Array, energies_eV, references, *, mode: str = "nonneg_sum_to_one",
               energy_window_eV=None, shift_eV: float = 0.0, mask_threshold: float | None = None,
-              field_mask=None, progress: bool = False):
+              field_mask=None, progress: bool = False, timings: dict | None = None):
     """Map one (E, Y, X) chunked stack: the survey pass, the mask, the fit pass.
 
     Parameters
@@ -254,6 +272,8 @@ def map_slice(transmission: da.Array, energies_eV, references, *, mode: str = "n
         (Y, X) pixels that may be mapped (e.g. the common field after alignment).
     progress : bool
         Show progress bars of the two passes.
+    timings : dict, optional
+        Seconds of the "survey" and "fit" passes are added to it.
 
     Returns
     -------
@@ -265,6 +285,7 @@ def map_slice(transmission: da.Array, energies_eV, references, *, mode: str = "n
     e = np.asarray(energies_eV, dtype=np.float64)
     ny, nx = transmission.shape[1:]
     blocks = list(_blocks(transmission))
+    clock = _Clock(timings)
     survey = compute_chunks(survey_tasks(transmission, e, references, energy_window_eV=energy_window_eV,
                                          shift_eV=shift_eV), desc="survey pass", progress=progress)
     parts = {}
@@ -274,6 +295,7 @@ def map_slice(transmission: da.Array, energies_eV, references, *, mode: str = "n
             parts[key][ys, xs] = s[key]
     # e0 of the normalisation: from the mean spectrum of the whole field, as in memory
     e0 = mean_spectrum_e0(e, sum(total for _, (total, _) in survey), sum(n for _, (_, n) in survey))
+    clock.lap("survey")
     thr = SIGNIFICANCE_THRESHOLD if mask_threshold is None else float(mask_threshold)
     method = "significance (automatic)" if mask_threshold is None else "significance (given)"
     sample = mask_from_significance(parts, parts["fitted"], threshold=thr, method=method)
@@ -286,6 +308,7 @@ def map_slice(transmission: da.Array, energies_eV, references, *, mode: str = "n
     edge = np.empty((ny, nx))
     for (ys, xs, _), (_, edge_block) in zip(blocks, done, strict=True):
         edge[ys, xs] = edge_block
+    clock.lap("fit")
     return replace(fit, edge_energy_eV=np.where(fit.mask, edge, np.nan)), sample
 
 
@@ -373,12 +396,15 @@ def map_stack(source, output_path, *, references=None, element: str | None = Non
                                                 energy_window_eV=energy_window_eV, shift_eV=shift_eV,
                                                 mask_threshold=mask_threshold, alignment=alignment,
                                                 denoiser=denoiser, denoise_options=denoise_options,
-                                                workdir=slice_dir, progress=progress)
+                                                workdir=slice_dir, progress=progress,
+                                                timings=info.pass_seconds)
                 maps, attrs_z = results_content(
                     fit, references=refs, method=f"linear combination fit ({mode}), chunked (dask)",
                     checkpoint=checkpoint, extra_attrs={**(extra_attrs or {}), "mask_method": sample.method,
                                                         "mask_threshold": sample.threshold})
+                clock = _Clock(info.pass_seconds)
                 writer.write(z, maps)
+                clock.lap("write")
                 attrs = attrs or attrs_z
                 for key in counts:
                     counts[key] += attrs_z[key]
@@ -399,9 +425,10 @@ def map_stack(source, output_path, *, references=None, element: str | None = Non
 
 
 def _map_one(t, energies_eV, refs, *, mode, energy_window_eV, shift_eV, mask_threshold, alignment, denoiser,
-             denoise_options, workdir, progress):
+             denoise_options, workdir, progress, timings):
     """One 2-D slice: align, denoise, map. Returns the fit, the mask and the denoiser's summary."""
     field_mask = None
+    clock = _Clock(timings)
     if alignment is not None:
         t, field_mask = align_lazy(t, alignment)
     result = None
@@ -412,9 +439,10 @@ def _map_one(t, energies_eV, refs, *, mode, energy_window_eV, shift_eV, mask_thr
         result = denoise_chunked(denoiser, t, energies_eV, references=refs, workdir=workdir,
                                  **(denoise_options or {}))
         t = _store(result.denoised, workdir, "denoised")
+        clock.lap("align+denoise")
     fit, sample = map_slice(t, energies_eV, refs, mode=mode, energy_window_eV=energy_window_eV,
                             shift_eV=shift_eV, mask_threshold=mask_threshold, field_mask=field_mask,
-                            progress=progress)
+                            progress=progress, timings=timings)
     summary = ""
     if result is not None and result.strength is not None:
         fit = replace(fit, oxidation_state_std=result.oxidation_state_std(fit.oxidation_state_std))

@@ -173,5 +173,7 @@ def n_references(model: LinearAbsorbanceModel) -> int:
 def absorbance(transmission, *, floor: float = 1e-6):
     """``-ln T`` with transmission clipped at ``floor`` (numpy or torch input)."""
     if isinstance(transmission, np.ndarray):
-        return -np.log(np.clip(transmission, floor, None))
+        out = np.maximum(transmission, floor)      # one new array, then in place (large stacks)
+        np.log(out, out=out)
+        return np.negative(out, out=out)
     return -(transmission.clamp_min(floor)).log()
