@@ -9,7 +9,7 @@ OUT    ?= outputs
 QUICK_DIR := build/notebooks-quick
 export MPLBACKEND := agg
 
-.PHONY: env run test lint unit notebooks nbval weights clean
+.PHONY: env run test lint unit notebooks nbval browser weights clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,7 @@ env: $(STAMP)
 run: $(STAMP)
 	$(BIN)/python -m xanes_lib.notebooks --out $(OUT)
 
-test: lint unit notebooks nbval
+test: lint unit notebooks nbval browser
 
 # ruff with the configuration of pyproject.toml: library, tests, benchmarks and notebooks
 lint: $(STAMP)
@@ -37,6 +37,11 @@ notebooks: $(STAMP)
 nbval: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider --nbval-lax --nbval-current-env \
 		--nbval-sanitize-with tests/nbval_sanitize.cfg $(QUICK_DIR) -q
+
+# The explorer in a real browser (JupyterLab + headless Chromium); skipped, with the reason, without
+# Chromium and chromedriver (Debian: apt install chromium chromium-driver). Screenshots go to outputs/.
+browser: $(STAMP)
+	$(BIN)/python -m pytest tests/browser -q -rs
 
 # Re-train the shipped denoiser weights (data/denoiser_*.pt) from scratch with the library's
 # recipes (xanes_lib.denoising.recipe), through notebook 02; needs the data of notebook 01

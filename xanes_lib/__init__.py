@@ -12,7 +12,9 @@ evaluation stand beside it:
 - :mod:`denoising`   networks, losses, inference, beam background, strength chosen per stack,
   training, adaptation (the only package that imports torch)
 - :mod:`mapping`     normalisation, edge energies, mask, reference fits, energy shift, flags
+- :mod:`chunked`     the same pipeline on Dask arrays: stacks larger than memory, 3-D XANES
 - :mod:`evaluation`  classical pipelines and metrics against ground truth (simulated files)
+- :mod:`explorer`    the interactive explorer: click a pixel or drag a region on a map (ipympl)
 - :mod:`validate`, :mod:`config`, :mod:`progress`, :mod:`plot`, :mod:`notebooks`: input
   checks, the configuration scheme, progress bars, figures, the papermill runner and report
 

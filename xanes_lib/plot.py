@@ -1,4 +1,4 @@
-"""Figures and the interactive explorer of the notebooks (matplotlib, ipywidgets)."""
+"""Figures of the notebooks (matplotlib); the interactive explorer is :mod:`xanes_lib.explorer`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 from .physics import absorbance, build_model
 
 __all__ = [
-    "show_map", "fitted_curve", "plot_pixel_fit", "explorer", "show_task_graph",
+    "show_map", "fitted_curve", "plot_pixel_fit", "show_task_graph",
 ]
 
 
@@ -58,31 +58,6 @@ def plot_pixel_fit(ax, stack, fit_result, references, y: int, x: int, half_width
     where = f"pixel ({y}, {x})" if half_width == 0 else f"region {2 * half_width + 1}^2 at ({y}, {x})"
     ax.set(title=where, xlabel="energy (eV)", ylabel="-ln T")
     ax.legend(fontsize=8)
-
-
-def explorer(stack, fit_result, references):
-    """Interactive explorer: energy slider on the image, pixel/region picker with the fit.
-
-    Returns an ipywidgets widget; without ipywidgets (or without a widget front end, e.g.
-    under papermill) call :func:`plot_pixel_fit` and :func:`show_map` for static figures.
-    """
-    import ipywidgets as w
-    import matplotlib.pyplot as plt
-
-    n_e, ny, nx = stack.transmission.shape
-
-    def draw(energy_index, y, x, half_width):
-        fig, (a0, a1) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
-        show_map(a0, stack.transmission[energy_index], cmap="gray", label="transmission",
-                 title=f"T at {stack.energies_eV[energy_index]:.1f} eV")
-        a0.add_patch(plt.Rectangle((x - half_width - 0.5, y - half_width - 0.5), 2 * half_width + 1,
-                                   2 * half_width + 1, fill=False, color="r"))
-        plot_pixel_fit(a1, stack, fit_result, references, y, x, half_width)
-        plt.show()
-
-    return w.interactive(draw, energy_index=w.IntSlider(n_e // 2, 0, n_e - 1, description="energy"),
-                         y=w.IntSlider(ny // 2, 0, ny - 1), x=w.IntSlider(nx // 2, 0, nx - 1),
-                         half_width=w.IntSlider(0, 0, 10, description="region"))
 
 
 def show_task_graph(ax, tasks, *, title: str = "task graph"):

@@ -27,7 +27,7 @@ import json, sys
 sys.modules["torch"] = None  # any `import torch` now raises ImportError
 import xanes_lib.io, xanes_lib.spectra, xanes_lib.physics, xanes_lib.simulation, xanes_lib.mapping
 import xanes_lib.alignment, xanes_lib.chunked
-import xanes_lib.evaluation, xanes_lib.validate, xanes_lib.plot, xanes_lib.notebooks
+import xanes_lib.evaluation, xanes_lib.validate, xanes_lib.plot, xanes_lib.notebooks, xanes_lib.explorer
 from xanes_lib.denoising import beam, config, strength  # numpy-only modules of denoising
 loaded = sorted(m for m, v in sys.modules.items()
                 if (m == "torch" or m.startswith("torch.")) and v is not None)
