@@ -8,6 +8,7 @@
                       whole or not at all (HDF5 or Zarr); :func:`align_lazy`, :func:`map_slice`
 - :mod:`.denoise`     :func:`denoise_chunked`: the denoiser on tiles with the halo it needs,
                       equal to :func:`xanes_lib.denoising.denoise_stack` (imports torch)
+- :mod:`.beam`        :func:`divide_beam_background_chunked`: ``divide_beam_background`` lazily, by blocks
 - :mod:`.schedulers`  :func:`dask_scheduler`: Dask's local schedulers or a ``dask.distributed``
                       cluster (a local one with a memory limit per worker, or one by address);
                       :class:`WorkerMemory` samples the workers' peak memory
@@ -18,6 +19,7 @@ maps; only statistics of the whole field (the mask's noise scale, the denoiser's
 are gathered from the chunks first.
 """
 
+from .beam import divide_beam_background_chunked
 from .pipeline import (
     ChunkedMapping,
     align_lazy,
@@ -34,7 +36,7 @@ __all__ = [
     "LazyStack", "open_stack", "default_chunks", "write_zarr_stack", "CHUNK_BYTES",
     "ChunkedMapping", "align_lazy", "map_slice", "map_stack", "stitch_fits", "compute_chunks", "survey_tasks",
     "SCHEDULERS", "SchedulerInfo", "dask_scheduler", "WorkerMemory",
-    "denoise_chunked", "ChunkedDenoiseResult",
+    "denoise_chunked", "ChunkedDenoiseResult", "divide_beam_background_chunked",
 ]
 
 

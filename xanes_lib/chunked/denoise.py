@@ -8,11 +8,11 @@ pixel sees what it sees in the whole stack.
 1. Invalid pixels: the (Y, X) mask is a reduction; the nearest valid pixel of each (an
    exact distance transform) is found in memory and copied in block by block, with a halo
    as wide as the farthest stand-in.
-2. Low-rank beam background (:mod:`xanes_lib.denoising.beam`): the smoothed absorbance
-   (halo: the Gaussian's reach) goes to Zarr with its mean level map; the empty pixels are
-   found in memory, the energy profiles from the E x E Gram matrix of the empty pixels
-   (summed over blocks), the per-pixel coefficients block by block and their smoothing in
-   memory (R maps).
+2. Low-rank beam background (:mod:`xanes_lib.denoising.beam`, block by block as in :mod:`.beam`):
+   the smoothed absorbance (halo: the Gaussian's reach) goes to Zarr with its mean level map;
+   the empty pixels are found in memory, the energy profiles from the E x E Gram matrix of
+   the empty pixels (summed over blocks), the per-pixel coefficients block by block and
+   their smoothing in memory (R maps).
 3. The stack divided by that background goes to Zarr, with its sub-sampled edge step (the
    coefficient scale).
 4. The network on the tile grid of ``denoise_stack`` (same windows: the tile margin as halo,
@@ -40,19 +40,8 @@ import dask
 import dask.array as da
 import numpy as np
 import torch
-import zarr
 
-from ..denoising.beam import (
-    BackgroundEstimate,
-    beam_background,
-    beam_maps,
-    beam_pixel_maps,
-    beam_profiles,
-    empty_gram,
-    empty_pixels,
-    smoothed_absorbance,
-    smoothing_halo,
-)
+from ..denoising.beam import BackgroundEstimate, smoothing_halo
 from ..denoising.denoiser import Denoiser, pick_device
 from ..denoising.inference import (
     SCALE_STRIDE,
@@ -74,6 +63,8 @@ from ..denoising.inference import (
 )
 from ..denoising.strength import StrengthChoice
 from ..validate import check_transmission_frames
+from ._blocks import map_regions, to_zarr
+from .beam import _divide_block, _estimate_beam
 
 __all__ = ["ChunkedDenoiseResult", "denoise_chunked"]
 
@@ -199,8 +190,11 @@ def denoise_chunked(denoiser: Denoiser, transmission, energies_eV, *, element: s
     source = _Source(x, fill)
 
     # 2. Low-rank beam background; 3. the stack divided by it, and the coefficient scale.
-    beam = _lowrank_beam(lambda: _estimate_beam(source, grid, model, work, bar), denoiser, lowrank)
-    maps = None if beam is None or not beam.rank else _to_zarr(work / "beam_maps.zarr", beam.maps)
+    def windows(fn, halo: int, dtype):  # the filled stack's windows
+        return source.blocks(fn, grid, halo, n_e, dtype, [])
+
+    beam = _lowrank_beam(lambda: _estimate_beam(windows, grid, model, work, bar), denoiser, lowrank)
+    maps = None if beam is None or not beam.rank else to_zarr(work / "beam_maps.zarr", beam.maps)
     corrected = source.blocks(_divide_block, grid, 0, n_e, np.float32, [maps] if maps is not None else [],
                               profiles=None if maps is None else beam.profiles)
     steps = corrected[:, ::SCALE_STRIDE, ::SCALE_STRIDE].map_blocks(_step_block, model=model, drop_axis=0,
@@ -220,15 +214,15 @@ def denoise_chunked(denoiser: Denoiser, transmission, energies_eV, *, element: s
 
     # 5. The strength selection (in memory); 6. the denoised stack, lazily.
     coefficients, strength = out["coefficients"], None
-    invalid = [] if fill is None else [_to_zarr(work / "invalid.zarr", bad)]
+    invalid = [] if fill is None else [to_zarr(work / "invalid.zarr", bad)]
     if probe is not None:
         coefficients, strength = probe.select(coefficients, out)
-        rebuilt = [_to_zarr(work / "observed.zarr", out["observed"]),
-                   _to_zarr(work / "coefficients.zarr", coefficients)]
-        denoised = _blocks(_rebuild_block, [stack, *rebuilt, *invalid], grid,
-                           smoothing_halo(UNEXPLAINED_SIGMA_PX), n_e, np.float32, model=model)
+        rebuilt = [to_zarr(work / "observed.zarr", out["observed"]),
+                   to_zarr(work / "coefficients.zarr", coefficients)]
+        denoised = map_regions(_rebuild_block, [stack, *rebuilt, *invalid], grid,
+                               smoothing_halo(UNEXPLAINED_SIGMA_PX), n_e, np.float32, model=model)
     else:
-        denoised = _blocks(_invalid_block, [stack, *invalid], grid, 0, n_e, np.float32)
+        denoised = map_regions(_invalid_block, [stack, *invalid], grid, 0, n_e, np.float32)
     if fill is not None:
         coefficients[:, bad] = np.nan
     return ChunkedDenoiseResult(denoised, coefficients, model.names, scale, time.perf_counter() - t0,
@@ -244,35 +238,6 @@ def _progress(show: bool):
     return ProgressBar
 
 
-def _to_zarr(path: Path, array) -> da.Array:
-    """Write an in-memory map to Zarr and return it as a dask array (keeps it out of the task graphs)."""
-    zarr.create_array(store=str(path), data=np.ascontiguousarray(array))
-    return da.from_zarr(str(path))
-
-
-def _blocks(fn, sources, grid, halo: int, planes: int, dtype, **kwargs) -> da.Array:
-    """(planes, Y, X) dask array of ``fn`` on each region of ``grid``, each seen with a ``halo``.
-
-    ``sources`` are dask arrays (..., Y, X); ``fn(*windows, keep=, origin=, **kwargs)`` gets
-    their windows (the region widened by ``halo``, clipped at the edges of the stack: no
-    padding) and returns the region's (planes, y, x) block; ``keep`` slices the region out
-    of the windows, ``origin`` is the window's first (row, column).
-    """
-    ny, nx = sources[0].shape[-2:]
-    rows = []
-    for y0, y1 in grid[0]:
-        ys, ye = _with_halo(y0, y1, halo, ny)
-        row = []
-        for x0, x1 in grid[1]:
-            xs, xe = _with_halo(x0, x1, halo, nx)
-            keep = (slice(y0 - ys, y1 - ys), slice(x0 - xs, x1 - xs))
-            task = dask.delayed(fn, pure=False)(*(s[..., ys:ye, xs:xe] for s in sources), keep=keep,
-                                                origin=(ys, xs), **kwargs)
-            row.append(da.from_delayed(task, (planes, y1 - y0, x1 - x0), dtype=dtype))
-        rows.append(row)
-    return da.block(rows)
-
-
 def _stand_ins(bad, work: Path):
     """Zarr (2, Y, X) index of each pixel's nearest valid pixel and its farthest reach; None if all valid."""
     index = _nearest_valid(bad, stacklevel=3)
@@ -280,7 +245,7 @@ def _stand_ins(bad, work: Path):
         return None
     yy, xx = np.indices(bad.shape, sparse=True)
     reach = int(max(np.abs(index[0] - yy).max(), np.abs(index[1] - xx).max()))
-    return _to_zarr(work / "stand_ins.zarr", index.astype(np.int32)), reach
+    return to_zarr(work / "stand_ins.zarr", index.astype(np.int32)), reach
 
 
 @dataclass
@@ -291,15 +256,15 @@ class _Source:
     fill: tuple | None
 
     def blocks(self, fn, grid, halo: int, planes: int, dtype, extra, **kwargs) -> da.Array:
-        """:func:`_blocks` of ``fn(filled_window, *extra_windows, keep=, **kwargs)`` with ``halo``.
+        """``map_regions`` of ``fn(filled_window, *extra_windows, keep=, **kwargs)`` with ``halo``.
 
         The window is filled wider by the stand-ins' reach; what lies beyond ``halo`` of the
         region (where a stand-in may lie outside the window) is cropped before ``fn``.
         """
         reach = 0 if self.fill is None else self.fill[1]
         sources = [self.x] + ([] if self.fill is None else [self.fill[0]])
-        return _blocks(_filled_call, sources + list(extra), grid, halo + reach, planes, dtype, stage=fn,
-                       filled=self.fill is not None, crop_halo=halo, n_extra=len(extra), **kwargs)
+        return map_regions(_filled_call, sources + list(extra), grid, halo + reach, planes, dtype, stage=fn,
+                           filled=self.fill is not None, crop_halo=halo, n_extra=len(extra), **kwargs)
 
 
 def _filled_call(xw, *rest, keep, origin, stage, filled: bool, crop_halo: int, n_extra: int, **kwargs):
@@ -319,50 +284,9 @@ def _filled_call(xw, *rest, keep, origin, stage, filled: bool, crop_halo: int, n
     return stage(xw, *(e[crop] for e in extra), keep=keep, **kwargs)
 
 
-def _smoothed_block(t, *, keep):
-    """Smoothed absorbance of the region ``keep`` of a window (the beam background's first stage)."""
-    return smoothed_absorbance(t)[(slice(None), *keep)]
-
-
-def _divide_block(t, *maps, keep, profiles):
-    """Return the region of a window divided by its low-rank beam background (from its block of the maps)."""
-    t = t[(slice(None), *keep)]
-    return t if not maps else (t / beam_background(profiles, maps[0])).astype(np.float32)
-
-
 def _step_block(t, *, model):
     """Edge step of a block of the sub-sampled stack (empty blocks stay empty)."""
     return _fit_step(t, model) if t.size else np.zeros(t.shape[1:], np.float32)
-
-
-def _estimate_beam(source: _Source, grid, model, work: Path, bar) -> BackgroundEstimate:
-    """``estimate_background`` of the filled stack, block by block (its stages; default options)."""
-    n_e = source.x.shape[0]
-    smoothed = source.blocks(_smoothed_block, grid, smoothing_halo(3.0), n_e, np.float64, [])
-    path = str(work / "smoothed.zarr")
-    with bar():
-        _, level = dask.compute(smoothed.to_zarr(path, compute=False),
-                                smoothed.map_blocks(np.mean, axis=0, drop_axis=0, dtype=np.float64))
-    empty = empty_pixels(level)
-    smoothed = da.from_zarr(path)
-    blocks = smoothed.to_delayed()[0]
-    grams = [dask.delayed(empty_gram)(blocks[i, j], empty[y0:y1, x0:x1])
-             for i, (y0, y1) in enumerate(grid[0]) for j, (x0, x1) in enumerate(grid[1])]
-    while len(grams) > 1:  # a tree of sums
-        grams = [dask.delayed(np.add)(*grams[i:i + 2]) if i + 1 < len(grams) else grams[i]
-                 for i in range(0, len(grams), 2)]
-    with bar():
-        (gram,) = dask.compute(grams[0])
-    prof = beam_profiles(gram, int(empty.sum()), model)
-    if not prof.rank:
-        return BackgroundEstimate(None, prof.profiles, np.zeros((0, *empty.shape)), 0, prof.above, empty,
-                                  np.ones(empty.shape))
-    pixel = _blocks(_pixel_block, [smoothed, _to_zarr(work / "empty.zarr", empty)], grid, 0, prof.rank + 1,
-                    np.float64, profiles=prof)
-    with bar():
-        (pixel,) = dask.compute(pixel)
-    maps, w = beam_maps(pixel, empty, prof)
-    return BackgroundEstimate(None, prof.profiles, maps, prof.rank, prof.above - prof.rank, empty, w)
 
 
 def _network_pass(denoiser, work: Path, model, probe, tiles, margin: int, bar, **options):
@@ -377,8 +301,8 @@ def _network_pass(denoiser, work: Path, model, probe, tiles, margin: int, bar, *
     sources = [da.from_zarr(str(work / "input.zarr"))]
     if probe is not None:
         layout.update(_probe_planes(model.n_params))
-        sources.append(_to_zarr(work / "probe_z.zarr", probe.draw((ny, nx))))
-    planes = _blocks(_tile_block, sources, tiles, margin, n_e + sum(layout.values()), np.float32,
+        sources.append(to_zarr(work / "probe_z.zarr", probe.draw((ny, nx))))
+    planes = map_regions(_tile_block, sources, tiles, margin, n_e + sum(layout.values()), np.float32,
                      denoiser=dask.delayed(denoiser), model=model, output=name, probe=probe, **options)
     with bar():
         _, small = dask.compute(planes[:n_e].to_zarr(str(work / f"{name}.zarr"), compute=False), planes[n_e:])
@@ -386,11 +310,6 @@ def _network_pass(denoiser, work: Path, model, probe, tiles, margin: int, bar, *
     if probe is not None:
         out["noise"] = out["noise"][0]
     return da.from_zarr(str(work / f"{name}.zarr")), out
-
-
-def _pixel_block(a, empty, *, keep, origin, profiles):
-    """Per-pixel beam coefficients of one block."""
-    return beam_pixel_maps(a, empty, profiles)
 
 
 def _tile_block(tw, *zw, keep, origin, denoiser, model, scale, align, energy_batch, device, output, probe):

@@ -52,6 +52,7 @@ from ..mapping.mask import SIGNIFICANCE_THRESHOLD
 from ..physics import absorbance
 from ..progress import progress_bar
 from ..spectra import default_references
+from .beam import divide_beam_background_chunked
 from .sources import LazyStack, open_stack
 
 __all__ = ["ChunkedMapping", "align_lazy", "map_slice", "map_stack", "stitch_fits", "compute_chunks",
@@ -142,9 +143,9 @@ def _survey_block(t, energies_eV, references, window, shift_eV):
     return parts, spectrum_sum(a)
 
 
-def _fit_block(t, mask, e0_eV, energies_eV, references, mode, window, shift_eV):
-    """Fit the references to the pixels of one chunk inside ``mask``; their half-step edge energy."""
-    fit = fit_references(t, energies_eV, references, mask=mask, mode=mode, energy_window_eV=window,
+def _fit_block(t, fitted, mask, e0_eV, energies_eV, references, mode, window, shift_eV):
+    """Fit the references to ``fitted`` inside ``mask``; the half-step edge energy of ``t`` (one chunk)."""
+    fit = fit_references(fitted, energies_eV, references, mask=mask, mode=mode, energy_window_eV=window,
                          shift_eV=shift_eV, input_kind="transmission", n_threads=1)
     norm = normalize_spectra(energies_eV, absorbance(t.astype(np.float64)), e0_eV=e0_eV)
     return fit, edge_energy(energies_eV, norm.normalized, method="half_step")
@@ -163,7 +164,7 @@ class _Clock:
         self.t = now
 
 
-def _blocks(arr: da.Array):
+def _chunk_grid(arr: da.Array):
     """(y slice, x slice, delayed chunk) for every chunk of an (E, Y, X) array."""
     bounds = [np.r_[0, np.cumsum(c)] for c in arr.chunks[1:]]
     grid = arr.to_delayed()
@@ -227,7 +228,7 @@ def survey_tasks(transmission: da.Array, energies_eV, references, *, energy_wind
     """Return the delayed survey tasks of :func:`map_slice`, one per chunk (to compute or to draw)."""
     e = np.asarray(energies_eV, dtype=np.float64)
     return [dask.delayed(_survey_block)(b, e, references, energy_window_eV, shift_eV)
-            for _, _, b in _blocks(transmission)]
+            for _, _, b in _chunk_grid(transmission)]
 
 
 def stitch_fits(pieces, shape: tuple) -> ReferenceFit:
@@ -255,7 +256,8 @@ def stitch_fits(pieces, shape: tuple) -> ReferenceFit:
 
 def map_slice(transmission: da.Array, energies_eV, references, *, mode: str = "nonneg_sum_to_one",
               energy_window_eV=None, shift_eV: float = 0.0, mask_threshold: float | None = None,
-              field_mask=None, progress: bool = False, timings: dict | None = None):
+              field_mask=None, fit_transmission: da.Array | None = None, progress: bool = False,
+              timings: dict | None = None):
     """Map one (E, Y, X) chunked stack: the survey pass, the mask, the fit pass.
 
     Parameters
@@ -270,6 +272,10 @@ def map_slice(transmission: da.Array, energies_eV, references, *, mode: str = "n
         Significance threshold of the mask; None: 3.
     field_mask : numpy.ndarray, optional
         (Y, X) pixels that may be mapped (e.g. the common field after alignment).
+    fit_transmission : dask.array.Array, optional
+        The stack to fit, when it is not ``transmission`` (e.g. divided by its beam
+        background); the mask and the edge energies come from ``transmission``, as in
+        notebook 04. Same shape and chunks.
     progress : bool
         Show progress bars of the two passes.
     timings : dict, optional
@@ -284,7 +290,7 @@ def map_slice(transmission: da.Array, energies_eV, references, *, mode: str = "n
     """
     e = np.asarray(energies_eV, dtype=np.float64)
     ny, nx = transmission.shape[1:]
-    blocks = list(_blocks(transmission))
+    blocks = list(_chunk_grid(transmission))
     clock = _Clock(timings)
     survey = compute_chunks(survey_tasks(transmission, e, references, energy_window_eV=energy_window_eV,
                                          shift_eV=shift_eV), desc="survey pass", progress=progress)
@@ -301,8 +307,11 @@ def map_slice(transmission: da.Array, energies_eV, references, *, mode: str = "n
     sample = mask_from_significance(parts, parts["fitted"], threshold=thr, method=method)
     if field_mask is not None:
         sample = replace(sample, mask=sample.mask & field_mask)
-    done = compute_chunks([dask.delayed(_fit_block)(b, sample.mask[ys, xs], e0, e, references, mode,
-                                                    energy_window_eV, shift_eV) for ys, xs, b in blocks],
+    fitted = blocks if fit_transmission is None else \
+        list(_chunk_grid(fit_transmission.rechunk(transmission.chunks)))
+    done = compute_chunks([dask.delayed(_fit_block)(b, f, sample.mask[ys, xs], e0, e, references, mode,
+                                                    energy_window_eV, shift_eV)
+                           for (ys, xs, b), (_, _, f) in zip(blocks, fitted, strict=True)],
                           desc="fit pass", progress=progress)
     fit = stitch_fits([(ys, xs, f) for (ys, xs, _), (f, _) in zip(blocks, done, strict=True)], (ny, nx))
     edge = np.empty((ny, nx))
@@ -322,8 +331,9 @@ def _store(arr: da.Array, workdir: str, name: str) -> da.Array:
 def map_stack(source, output_path, *, references=None, element: str | None = None,
               mode: str = "nonneg_sum_to_one", energy_window_eV=None, shift_eV: float = 0.0,
               mask_threshold: float | None = None, alignment=None, denoiser=None, denoise_options=None,
-              chunks=None, workdir=None, checkpoint: str | None = None, overwrite: bool = True,
-              extra_attrs: dict | None = None, progress: bool = False) -> ChunkedMapping:
+              beam: bool = True, chunks=None, workdir=None, checkpoint: str | None = None,
+              overwrite: bool = True, extra_attrs: dict | None = None,
+              progress: bool = False) -> ChunkedMapping:
     """Map a stack file of any size chunk by chunk and write the results file.
 
     The graph runs on the current Dask scheduler: threads by default, or a
@@ -350,6 +360,11 @@ def map_stack(source, output_path, *, references=None, element: str | None = Non
     denoiser : xanes_lib.denoising.Denoiser, optional
         Denoise first (:func:`xanes_lib.chunked.denoise_chunked`, ``denoise_options`` passed
         on); the reported standard deviation is then the denoiser's error estimate.
+    beam : bool
+        Without a denoiser, fit the stack divided by its low-rank beam background
+        (:func:`xanes_lib.chunked.divide_beam_background_chunked`), as notebook 04 does; the
+        mask and edge energies come from the stack as measured. The note is recorded in the
+        results file (``beam_background``).
     chunks : tuple of int, optional
         Chunks to open a path with (every energy per chunk).
     workdir : str, optional
@@ -392,16 +407,17 @@ def map_stack(source, output_path, *, references=None, element: str | None = Non
             for z in slices:
                 t = stack.transmission[:, z] if volume else stack.transmission
                 slice_dir = os.path.join(work, f"slice{z}" if volume else "stack")
-                fit, sample, summary = _map_one(t, stack.energies_eV, refs, mode=mode,
+                fit, sample, summary, beam_note = _map_one(t, stack.energies_eV, refs, mode=mode,
                                                 energy_window_eV=energy_window_eV, shift_eV=shift_eV,
                                                 mask_threshold=mask_threshold, alignment=alignment,
                                                 denoiser=denoiser, denoise_options=denoise_options,
-                                                workdir=slice_dir, progress=progress,
+                                                workdir=slice_dir, progress=progress, beam=beam,
                                                 timings=info.pass_seconds)
+                extras = {**(extra_attrs or {}), "mask_method": sample.method,
+                          "mask_threshold": sample.threshold, "beam_background": beam_note}
                 maps, attrs_z = results_content(
                     fit, references=refs, method=f"linear combination fit ({mode}), chunked (dask)",
-                    checkpoint=checkpoint, extra_attrs={**(extra_attrs or {}), "mask_method": sample.method,
-                                                        "mask_threshold": sample.threshold})
+                    checkpoint=checkpoint, extra_attrs=extras)
                 clock = _Clock(info.pass_seconds)
                 writer.write(z, maps)
                 clock.lap("write")
@@ -425,26 +441,37 @@ def map_stack(source, output_path, *, references=None, element: str | None = Non
 
 
 def _map_one(t, energies_eV, refs, *, mode, energy_window_eV, shift_eV, mask_threshold, alignment, denoiser,
-             denoise_options, workdir, progress, timings):
-    """One 2-D slice: align, denoise, map. Returns the fit, the mask and the denoiser's summary."""
+             denoise_options, workdir, progress, beam, timings):
+    """One 2-D slice: align, denoise or divide by the beam background, map.
+
+    Returns the fit, the mask, the denoiser's summary and the note on the beam background.
+    """
     field_mask = None
     clock = _Clock(timings)
     if alignment is not None:
         t, field_mask = align_lazy(t, alignment)
-    result = None
+    result, fitted = None, None
+    os.makedirs(workdir, exist_ok=True)
+    if denoiser is None and beam:
+        fitted, note = divide_beam_background_chunked(t, energies_eV, refs, shift_eV=shift_eV,
+                                                      workdir=workdir)
+        clock.lap("beam background")
+    elif denoiser is not None:
+        note = "removed by the denoiser"
+    else:
+        note = "left in (beam=False)"
     if denoiser is not None:
         from .denoise import denoise_chunked
 
-        os.makedirs(workdir, exist_ok=True)
         result = denoise_chunked(denoiser, t, energies_eV, references=refs, workdir=workdir,
                                  **(denoise_options or {}))
         t = _store(result.denoised, workdir, "denoised")
         clock.lap("align+denoise")
     fit, sample = map_slice(t, energies_eV, refs, mode=mode, energy_window_eV=energy_window_eV,
                             shift_eV=shift_eV, mask_threshold=mask_threshold, field_mask=field_mask,
-                            progress=progress, timings=timings)
+                            fit_transmission=fitted, progress=progress, timings=timings)
     summary = ""
     if result is not None and result.strength is not None:
         fit = replace(fit, oxidation_state_std=result.oxidation_state_std(fit.oxidation_state_std))
         summary = result.strength.summary()
-    return fit, sample, summary
+    return fit, sample, summary, note
