@@ -12,7 +12,7 @@ import dask.array as da
 import numpy as np
 import zarr
 
-__all__ = ["chunk_regions", "map_regions", "to_zarr"]
+__all__ = ["chunk_regions", "map_regions", "to_zarr", "in_pieces", "assemble"]
 
 
 def chunk_regions(chunks) -> list[tuple[int, int]]:
@@ -21,9 +21,31 @@ def chunk_regions(chunks) -> list[tuple[int, int]]:
     return [(int(s - c), int(s)) for s, c in zip(stops, chunks, strict=True)]
 
 
+def in_pieces(array: da.Array) -> list:
+    """Return the chunks of a dask array as a list of delayed objects (C order), to compute.
+
+    Computed with :func:`dask.compute`, each chunk comes back on its own; :func:`assemble`
+    puts them together in the caller's memory. ``array.compute()`` would instead concatenate
+    them in one task, on one worker of a ``dask.distributed`` cluster, which then holds the
+    whole map: more than a worker's memory limit for maps of a large field.
+    """
+    return list(array.to_delayed().ravel())
+
+
+def assemble(array: da.Array, pieces) -> np.ndarray:
+    """Put the computed chunks of ``array`` (from :func:`in_pieces`) together into one array."""
+    out = np.empty(array.shape, array.dtype)
+    starts = [np.r_[0, np.cumsum(c)[:-1]].astype(int) for c in array.chunks]
+    for index, piece in zip(np.ndindex(array.numblocks), pieces, strict=True):
+        where = tuple(slice(st[i], st[i] + piece.shape[k]) for k, (st, i) in enumerate(zip(starts, index,
+                                                                                                strict=True)))
+        out[where] = piece
+    return out
+
+
 def to_zarr(path: Path, array) -> da.Array:
     """Write an in-memory map to Zarr and return it as a dask array (keeps it out of the task graphs)."""
-    zarr.create_array(store=str(path), data=np.ascontiguousarray(array))
+    zarr.create_array(store=str(path), data=np.ascontiguousarray(array), compressors=None)  # scratch: fast
     return da.from_zarr(str(path))
 
 

@@ -41,7 +41,7 @@ from ..denoising.beam import (
 )
 from ..physics import build_model
 from ..validate import check_energies, check_stack, find_nonfinite
-from ._blocks import chunk_regions, map_regions, to_zarr
+from ._blocks import assemble, chunk_regions, in_pieces, map_regions, to_zarr
 
 __all__ = ["divide_beam_background_chunked"]
 
@@ -151,9 +151,10 @@ def _estimate_beam(windows, grid, model, work: Path, bar, *, check=None) -> Back
     path = str(work / "smoothed.zarr")
     lazy, inspect = check if check is not None else (None, None)
     with bar():
-        _, level, value = dask.compute(smoothed.to_zarr(path, compute=False),
-                                       smoothed.map_blocks(np.mean, axis=0, drop_axis=0, dtype=np.float64),
-                                       lazy)
+        level = smoothed.map_blocks(np.mean, axis=0, drop_axis=0, dtype=np.float64)
+        store = smoothed.to_zarr(path, compute=False, compressors=None)  # a scratch store: no compression
+        _, pieces, value = dask.compute(store, in_pieces(level), lazy)
+    level = assemble(level, pieces)
     if inspect is not None:
         inspect(value)
     empty = empty_pixels(level)
@@ -173,7 +174,8 @@ def _estimate_beam(windows, grid, model, work: Path, bar, *, check=None) -> Back
     pixel = map_regions(_pixel_block, [smoothed, to_zarr(work / "empty.zarr", empty)], grid, 0, prof.rank + 1,
                         np.float64, profiles=prof)
     with bar():
-        (pixel,) = dask.compute(pixel)
+        (pieces,) = dask.compute(in_pieces(pixel))
+    pixel = assemble(pixel, pieces)
     maps, w = beam_maps(pixel, empty, prof)
     return BackgroundEstimate(None, prof.profiles, maps, prof.rank, prof.above - prof.rank, empty, w)
 

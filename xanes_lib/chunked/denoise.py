@@ -63,7 +63,7 @@ from ..denoising.inference import (
 )
 from ..denoising.strength import StrengthChoice
 from ..validate import check_transmission_frames
-from ._blocks import map_regions, to_zarr
+from ._blocks import assemble, in_pieces, map_regions, to_zarr
 from .beam import _divide_block, _estimate_beam
 
 __all__ = ["ChunkedDenoiseResult", "denoise_chunked"]
@@ -181,9 +181,10 @@ def denoise_chunked(denoiser: Denoiser, transmission, energies_eV, *, element: s
 
     # 1. Frames checked on a sub-sampled stack; invalid pixels and their stand-ins.
     step = max(1, int(np.ceil(np.sqrt(n_e / _FRAME_CHECK_IMAGES))))
+    sample, bad = x[:, ::step, ::step], x.map_blocks(_invalid_pixels, drop_axis=0, dtype=bool)
     with bar():
-        sample, bad = dask.compute(x[:, ::step, ::step],
-                                   x.map_blocks(_invalid_pixels, drop_axis=0, dtype=bool))
+        pieces = dask.compute(in_pieces(sample), in_pieces(bad))
+    sample, bad = assemble(sample, pieces[0]), assemble(bad, pieces[1])
     check_transmission_frames(sample, model.energies_eV)
     del sample
     fill = _stand_ins(bad, work)
@@ -200,7 +201,9 @@ def denoise_chunked(denoiser: Denoiser, transmission, energies_eV, *, element: s
     steps = corrected[:, ::SCALE_STRIDE, ::SCALE_STRIDE].map_blocks(_step_block, model=model, drop_axis=0,
                                                                      dtype=np.float32)
     with bar():
-        _, steps = dask.compute(corrected.to_zarr(str(work / "input.zarr"), compute=False), steps)
+        _, pieces = dask.compute(corrected.to_zarr(str(work / "input.zarr"), compute=False, compressors=None),
+                                 in_pieces(steps))
+    steps = assemble(steps, pieces)
     scale = _step_scale(steps)
 
     # 4. The network on the tile grid.
@@ -304,8 +307,12 @@ def _network_pass(denoiser, work: Path, model, probe, tiles, margin: int, bar, *
         sources.append(to_zarr(work / "probe_z.zarr", probe.draw((ny, nx))))
     planes = map_regions(_tile_block, sources, tiles, margin, n_e + sum(layout.values()), np.float32,
                      denoiser=dask.delayed(denoiser), model=model, output=name, probe=probe, **options)
+    maps = planes[n_e:]
     with bar():
-        _, small = dask.compute(planes[:n_e].to_zarr(str(work / f"{name}.zarr"), compute=False), planes[n_e:])
+        _, pieces = dask.compute(planes[:n_e].to_zarr(str(work / f"{name}.zarr"), compute=False,
+                                                       compressors=None),
+                                 in_pieces(maps))
+    small = assemble(maps, pieces)
     out = dict(zip(layout, np.split(small, np.cumsum(list(layout.values()))[:-1]), strict=True))
     if probe is not None:
         out["noise"] = out["noise"][0]

@@ -324,7 +324,7 @@ def map_slice(transmission: da.Array, energies_eV, references, *, mode: str = "n
 def _store(arr: da.Array, workdir: str, name: str) -> da.Array:
     """Write a lazy array to a Zarr store in ``workdir`` and return it read back (computed once)."""
     path = os.path.join(workdir, f"{name}.zarr")
-    arr.to_zarr(path, overwrite=True)
+    arr.to_zarr(path, overwrite=True, compressors=None)      # a scratch store: no compression
     return da.from_zarr(path)
 
 
