@@ -11,6 +11,7 @@ on each.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 from dataclasses import dataclass
@@ -88,8 +89,11 @@ def dask_scheduler(scheduler: str = "threads", *, dask_address: str | None = Non
 
     cluster = None
     if dask_address is None:
+        # silence_logs: the workers' pause/resume warnings near their memory limit are Dask's
+        # normal way to stay under it (WorkerMemory reports the peaks); errors still show
         cluster = LocalCluster(n_workers=n, threads_per_worker=threads_per_worker, memory_limit=memory_limit,
-                               processes=True, dashboard_address=":0" if dashboard else None)
+                               processes=True, dashboard_address=":0" if dashboard else None,
+                               silence_logs=logging.ERROR)
     client = Client(cluster if cluster is not None else dask_address)
     try:
         workers = client.scheduler_info(n_workers=-1)["workers"]
