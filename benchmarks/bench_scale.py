@@ -45,6 +45,7 @@ sys.path.insert(0, str(HERE))
 from bench_fit import PeakMemory, machine_info  # noqa: E402
 
 from xanes_lib import chunked, io, mapping  # noqa: E402
+from xanes_lib.evaluation import oxidation_state_metrics  # noqa: E402
 from xanes_lib.physics import absorbance  # noqa: E402
 from xanes_lib.simulation import write_tiled_stack  # noqa: E402
 from xanes_lib.spectra import default_references  # noqa: E402
@@ -68,12 +69,14 @@ def streaming_pass(store: Path) -> float:
 
 
 def accuracy(results_path: Path, truth) -> dict:
-    """RMSE and bias of the written oxidation-state map against the tiled truth."""
+    """RMSE, bias and 2-sigma coverage of the written oxidation-state map against the tiled truth."""
     res = io.read_results(results_path)
-    inside = res.mask & truth.full("mask")
-    err = res.oxidation_state[inside] - truth.full("oxidation_state")[inside]
-    return {"rmse": round(float(np.sqrt(np.nanmean(err ** 2))), 4), "bias": round(float(np.nanmean(err)), 4),
-            "mapped_share_of_true_sample": round(float(inside.sum() / truth.full("mask").sum()), 3)}
+    true_mask = truth.full("mask")
+    score = oxidation_state_metrics(res.oxidation_state, res.oxidation_state_std,
+                                    truth.full("oxidation_state"), res.mask & true_mask)
+    return {"rmse": round(score["rmse"], 4), "bias": round(score["bias"], 4),
+            "coverage_2sigma": round(score["coverage_2sigma"], 3),
+            "mapped_share_of_true_sample": round(float((res.mask & true_mask).sum() / true_mask.sum()), 3)}
 
 
 def _passes(info, streaming_s: float) -> dict:

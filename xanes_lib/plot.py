@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .physics import absorbance, build_model
-
 __all__ = [
-    "show_map", "fitted_curve", "plot_pixel_fit", "show_task_graph",
+    "show_map", "show_task_graph",
 ]
 
 
@@ -27,37 +25,6 @@ def show_map(ax, image, *, title: str, label: str, cmap: str = "viridis", mask=N
     ax.set_ylabel("y (pixel)")
     ax.figure.colorbar(im, ax=ax, label=label)
     return im
-
-
-def fitted_curve(fit_result, references, y: int, x: int, half_width: int = 0):
-    """Energies, region-mean coefficients and the model absorbance of a pixel or a region.
-
-    The curve is rebuilt from the fitted coefficients with the same design matrix as the
-    fit (:func:`xanes_lib.physics.build_model`), references evaluated at ``E - shift``.
-    """
-    e = fit_result.energies_eV
-    basis = [r.spectrum(e - fit_result.shift_eV) for r in references]
-    model = build_model(e, basis, background=fit_result.background)
-    sl = np.s_[:, max(y - half_width, 0):y + half_width + 1, max(x - half_width, 0):x + half_width + 1]
-    coeffs = np.nanmean(fit_result.coefficients[sl].reshape(model.n_params, -1), axis=1)
-    return e, coeffs, model.predict(coeffs), model
-
-
-def plot_pixel_fit(ax, stack, fit_result, references, y: int, x: int, half_width: int = 0):
-    """Measured absorbance of a pixel (or a (2h+1)^2 region) with its fit and the references."""
-    sl = np.s_[:, max(y - half_width, 0):y + half_width + 1, max(x - half_width, 0):x + half_width + 1]
-    a = absorbance(stack.transmission[sl].astype(np.float64)).reshape(stack.energies_eV.size, -1).mean(1)
-    e, coeffs, curve, model = fitted_curve(fit_result, references, y, x, half_width)
-    ax.plot(stack.energies_eV, a, ".k", ms=3, label="measured")
-    ax.plot(e, curve, "-r", label=f"fit, state {fit_result.oxidation_state[y, x]:.2f}"
-            f" +/- {fit_result.oxidation_state_std[y, x]:.2f}")
-    k = len(references)
-    bg = model.matrix[:, k:] @ coeffs[k:]
-    for i, r in enumerate(references):
-        ax.plot(e, bg + model.matrix[:, i] * coeffs[:k].sum(), "--", lw=0.8, label=f"{r.name} alone")
-    where = f"pixel ({y}, {x})" if half_width == 0 else f"region {2 * half_width + 1}^2 at ({y}, {x})"
-    ax.set(title=where, xlabel="energy (eV)", ylabel="-ln T")
-    ax.legend(fontsize=8)
 
 
 def show_task_graph(ax, tasks, *, title: str = "task graph"):

@@ -12,7 +12,8 @@ import numpy as np
 
 __all__ = [
     "KEV_MAX", "EV_MIN", "EV_PER_KEV", "check_energies", "detect_energy_unit", "energies_to_ev",
-    "check_stack", "find_nonfinite", "RAW_COUNTS_MEDIAN", "DETECTOR_CEILINGS", "SATURATED_SHARE",
+    "check_stack", "nonfinite_message", "find_nonfinite", "RAW_COUNTS_MEDIAN", "DETECTOR_CEILINGS",
+    "SATURATED_SHARE",
     "sampled_median", "find_bad_frames", "check_transmission_frames",
 ]
 
@@ -185,10 +186,14 @@ def check_stack(stack, *, name: str = "stack", source: str = "", n_energies: int
         raise ValueError(f"{name}{where} has {a.shape[0]} images but there are {n_energies} energies; "
                          "they must match one to one (is the stack transposed?).")
     if not allow_nonfinite and not np.isfinite(a).all():
-        idx = np.argwhere(~np.isfinite(a))[0]
-        raise ValueError(f"{name}{where} holds NaN or inf, first at index {tuple(int(i) for i in idx)}; "
-                         "repair or mask those pixels before use (e.g. zero flat-field pixels).")
+        raise ValueError(nonfinite_message(f"{name}{where}", np.argwhere(~np.isfinite(a))[0]))
     return a
+
+
+def nonfinite_message(name: str, first) -> str:
+    """Return :func:`check_stack`'s message for a stack ``name`` whose first NaN or inf is at ``first``."""
+    return (f"{name} holds NaN or inf, first at index {tuple(int(i) for i in first)}; repair or mask "
+            "those pixels before use (e.g. zero flat-field pixels).")
 
 
 def find_nonfinite(values) -> tuple[int, tuple[int, ...] | None]:

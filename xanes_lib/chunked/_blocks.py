@@ -35,11 +35,9 @@ def in_pieces(array: da.Array) -> list:
 def assemble(array: da.Array, pieces) -> np.ndarray:
     """Put the computed chunks of ``array`` (from :func:`in_pieces`) together into one array."""
     out = np.empty(array.shape, array.dtype)
-    starts = [np.r_[0, np.cumsum(c)[:-1]].astype(int) for c in array.chunks]
+    regions = [chunk_regions(c) for c in array.chunks]
     for index, piece in zip(np.ndindex(array.numblocks), pieces, strict=True):
-        where = tuple(slice(st[i], st[i] + piece.shape[k]) for k, (st, i) in enumerate(zip(starts, index,
-                                                                                                strict=True)))
-        out[where] = piece
+        out[tuple(slice(*regions[k][i]) for k, i in enumerate(index))] = piece
     return out
 
 

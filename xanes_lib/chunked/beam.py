@@ -32,15 +32,16 @@ from ..denoising.beam import (
     BackgroundEstimate,
     beam_background,
     beam_maps,
+    beam_note,
     beam_pixel_maps,
     beam_profiles,
     empty_gram,
     empty_pixels,
+    shifted_model,
     smoothed_absorbance,
     smoothing_halo,
 )
-from ..physics import build_model
-from ..validate import check_energies, check_stack, find_nonfinite
+from ..validate import check_energies, check_stack, find_nonfinite, nonfinite_message
 from ._blocks import assemble, chunk_regions, in_pieces, map_regions, to_zarr
 
 __all__ = ["divide_beam_background_chunked"]
@@ -86,7 +87,7 @@ def divide_beam_background_chunked(transmission, energies_eV, references, *, shi
         the in-memory function: bad shapes or energies, NaN or inf in the stack, no empty field).
     """
     e = np.asarray(energies_eV, dtype=np.float64)
-    model = build_model(e, np.stack([r.spectrum(e - shift_eV) for r in references]))
+    model = shifted_model(e, references, shift_eV)
     x = da.asarray(transmission)
     work = Path(tempfile.mkdtemp(prefix="beam-", dir=workdir))
     try:
@@ -102,9 +103,9 @@ def divide_beam_background_chunked(transmission, energies_eV, references, *, shi
                               check=(_first_nonfinite(x, grid), _refuse_nonfinite))
     except ValueError as exc:  # no empty field to learn it from
         shutil.rmtree(work, ignore_errors=True)
-        return transmission, f"beam background left in: {exc}"
+        return transmission, beam_note(reason=exc)
     shutil.rmtree(work / "estimate")
-    note = f"beam background divided out (rank {beam.rank})"
+    note = beam_note(rank=beam.rank)
     dtype = np.result_type(x.dtype, np.float32)
     if not beam.rank:  # a background of ones
         shutil.rmtree(work)
@@ -213,5 +214,4 @@ def _refuse_nonfinite(firsts) -> None:
     """Raise ``check_stack``'s error for a stack with NaN or inf (``firsts``: of its blocks)."""
     firsts = [f for f in firsts if f is not None]
     if firsts:  # the first in C order of the stack is the smallest of the blocks' firsts
-        raise ValueError(f"transmission holds NaN or inf, first at index {min(firsts)}; repair or mask "
-                         "those pixels before use (e.g. zero flat-field pixels).")
+        raise ValueError(nonfinite_message("transmission", min(firsts)))

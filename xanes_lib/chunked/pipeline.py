@@ -52,6 +52,7 @@ from ..mapping.mask import SIGNIFICANCE_THRESHOLD
 from ..physics import absorbance
 from ..progress import progress_bar
 from ..spectra import default_references
+from ._blocks import chunk_regions
 from .beam import divide_beam_background_chunked
 from .sources import LazyStack, open_stack
 
@@ -166,12 +167,10 @@ class _Clock:
 
 def _chunk_grid(arr: da.Array):
     """(y slice, x slice, delayed chunk) for every chunk of an (E, Y, X) array."""
-    bounds = [np.r_[0, np.cumsum(c)] for c in arr.chunks[1:]]
     grid = arr.to_delayed()
-    for i in range(grid.shape[1]):
-        for j in range(grid.shape[2]):
-            ys, xs = slice(bounds[0][i], bounds[0][i + 1]), slice(bounds[1][j], bounds[1][j + 1])
-            yield ys, xs, grid[0, i, j]
+    for i, rows in enumerate(chunk_regions(arr.chunks[1])):
+        for j, cols in enumerate(chunk_regions(arr.chunks[2])):
+            yield slice(*rows), slice(*cols), grid[0, i, j]
 
 
 class _TaskBar(Callback):

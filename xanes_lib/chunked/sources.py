@@ -22,6 +22,7 @@ import numpy as np
 from ..io import ENERGY_KEY, IMAGES_KEY, PIXEL_SIZE_KEY, StackHeader, read_stack_header
 from ..io.header import ZARR_SUFFIX
 from ..io.results_writer import replace_directory
+from ..validate import check_energies
 
 __all__ = ["LazyStack", "open_stack", "default_chunks", "write_zarr_stack", "CHUNK_BYTES"]
 
@@ -38,21 +39,34 @@ class LazyStack:
     Attributes
     ----------
     transmission : dask.array.Array
-        (E, Y, X) or (E, Z, Y, X) float32 transmission, chunked (E, [1,] cy, cx).
-    energies_eV : numpy.ndarray
-        (E,) energies in eV.
-    element, edge : str
-    pixel_size_nm : float or None
+        (E, Y, X) or (E, Z, Y, X) float32 transmission, chunked (E, [1,] cy, cx): the file's
+        images or a part of them (a crop keeps the header).
     header : xanes_lib.io.StackHeader
-        What the file holds, as read.
+        What the file holds, as read: energies, element, edge, pixel size.
     """
 
     transmission: da.Array
-    energies_eV: np.ndarray
-    element: str
-    edge: str
-    pixel_size_nm: float | None
     header: StackHeader
+
+    @property
+    def energies_eV(self) -> np.ndarray:
+        """(E,) energies in eV."""
+        return self.header.energies_eV
+
+    @property
+    def element(self) -> str:
+        """Absorbing element."""
+        return self.header.element
+
+    @property
+    def edge(self) -> str:
+        """Absorption edge."""
+        return self.header.edge
+
+    @property
+    def pixel_size_nm(self) -> float | None:
+        """Pixel size in nm, when known."""
+        return self.header.pixel_size_nm
 
     @property
     def is_volume(self) -> bool:
@@ -138,7 +152,7 @@ def open_stack(path, *, dataset: str = IMAGES_KEY, chunks=None, energy_unit: str
                             name=f"read-{uuid.uuid5(uuid.NAMESPACE_URL, header.source + header.dataset)}")
     if arr.dtype != np.float32:
         arr = arr.astype(np.float32)
-    return LazyStack(arr, header.energies_eV, header.element, header.edge, header.pixel_size_nm, header)
+    return LazyStack(arr, header)
 
 
 def write_zarr_stack(path, transmission, energies_eV, *, element: str, edge: str = "K",
@@ -175,13 +189,11 @@ def write_zarr_stack(path, transmission, energies_eV, *, element: str, edge: str
         raise ValueError(f"a Zarr store's name must end in {ZARR_SUFFIX!r}; got {target!r}.")
     if os.path.exists(target) and not overwrite:
         raise FileExistsError(f"{target} exists; pass overwrite=True to replace it.")
-    e = np.asarray(energies_eV, dtype=np.float64)
+    e = check_energies(energies_eV, name="energies_eV")
     arr = transmission if isinstance(transmission, da.Array) else da.from_array(np.asarray(transmission))
     if arr.ndim not in (3, 4) or arr.shape[0] != e.size:
         raise ValueError(f"transmission must be (E, Y, X) or (E, Z, Y, X) with E = {e.size} energies; got "
                          f"shape {arr.shape}.")
-    if e.size > 1 and not np.all(np.diff(e) > 0):
-        raise ValueError("energies_eV must be strictly increasing.")
     chunks = default_chunks(arr.shape) if chunks is None else _check_chunks(chunks, arr.shape)
     tmp = f"{target}.tmp-{uuid.uuid4().hex[:12]}"
     try:

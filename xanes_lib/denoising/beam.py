@@ -40,7 +40,7 @@ from ..validate import check_energies, check_stack
 __all__ = [
     "BackgroundEstimate", "BeamProfiles", "smoothed_absorbance", "smoothing_halo", "empty_pixels",
     "empty_gram", "beam_profiles", "beam_pixel_maps", "beam_maps", "beam_background", "estimate_background",
-    "divide_beam_background", "beam_corrected_energy_shift",
+    "divide_beam_background", "beam_corrected_energy_shift", "shifted_model", "beam_note",
 ]
 
 
@@ -355,12 +355,25 @@ def divide_beam_background(transmission, energies_eV, references, *, shift_eV: f
         "beam background divided out (rank r)" or "beam background left in: <reason>".
     """
     e = np.asarray(energies_eV, dtype=np.float64)
-    model = build_model(e, np.stack([r.spectrum(e - shift_eV) for r in references]))
+    model = shifted_model(e, references, shift_eV)
     try:
         beam = estimate_background(transmission, e, model)
     except ValueError as exc:  # no empty field to learn it from
-        return transmission, f"beam background left in: {exc}"
-    return transmission / beam.background, f"beam background divided out (rank {beam.rank})"
+        return transmission, beam_note(reason=exc)
+    return transmission / beam.background, beam_note(rank=beam.rank)
+
+
+def shifted_model(energies_eV, references, shift_eV: float = 0.0):
+    """Return the physics model of the references at ``E - shift_eV`` (the beam background's model)."""
+    e = np.asarray(energies_eV, dtype=np.float64)
+    return build_model(e, np.stack([r.spectrum(e - shift_eV) for r in references]),
+                       names=[r.name for r in references])
+
+
+def beam_note(*, rank: int | None = None, reason=None) -> str:
+    """Say what was done with the beam background: divided out (``rank``) or left in (``reason``)."""
+    return f"beam background left in: {reason}" if rank is None else \
+        f"beam background divided out (rank {rank})"
 
 
 def beam_corrected_energy_shift(transmission, energies_eV, references, *, mask, iterations: int = 3,
@@ -412,9 +425,7 @@ def beam_corrected_energy_shift(transmission, energies_eV, references, *, mask, 
     t = check_stack(transmission, name="transmission", n_energies=e.size)
     shift = 0.0
     for _ in range(int(iterations)):
-        model = build_model(e, np.stack([r.spectrum(e - shift) for r in references]),
-                            names=[r.name for r in references])
-        beam = estimate_background(t, e, model)
+        beam = estimate_background(t, e, shifted_model(e, references, shift))
         calibration = calibrate_energy_shift(absorbance(t / beam.background), e, references, mask=mask,
                                              **options)
         shift = calibration.shift_eV if np.isfinite(calibration.shift_eV) else 0.0

@@ -125,11 +125,14 @@ def read_attrs(obj, *, source: str, exclude=()) -> dict:
 
 def write_array(group, name: str, a: np.ndarray) -> None:
     """Write an array deterministically (no timestamps), chunked and gzip-compressed if 2-D+."""
-    kwargs = {}
-    if a.ndim >= 2 and a.size:
-        chunks = (1,) * (a.ndim - 2) + tuple(min(n, _CHUNK_EDGE) for n in a.shape[-2:])
-        kwargs = dict(chunks=chunks, compression="gzip", compression_opts=_GZIP_LEVEL, shuffle=True)
+    kwargs = dataset_layout(a.shape) if a.ndim >= 2 and a.size else {}
     group.create_dataset(name, data=a, track_times=False, **kwargs)
+
+
+def dataset_layout(shape: tuple) -> dict:
+    """Chunks (one image of at most 512 x 512 pixels) and compression of a stored map or stack."""
+    chunks = (1,) * (len(shape) - 2) + tuple(min(n, _CHUNK_EDGE) for n in shape[-2:])
+    return dict(chunks=chunks, compression="gzip", compression_opts=_GZIP_LEVEL, shuffle=True)
 
 
 _TMP_SUFFIX = ".tmp"

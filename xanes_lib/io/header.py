@@ -18,7 +18,7 @@ import numpy as np
 
 from ._hdf5 import read_attrs, to_python
 from ._intake import describe_intensity, parse_pixel_size, resolve_element
-from .reading import _metadata, _open_read, _read_energies, _read_label, _require_dataset
+from .reading import _metadata, _open_read, _read_energies, _read_label, _require_dataset, energies_in_ev
 from .stacks import ENERGY_KEY, IMAGES_KEY, PIXEL_SIZE_KEY
 
 __all__ = ["StackHeader", "read_stack_header", "ZARR_SUFFIX", "is_zarr"]
@@ -168,16 +168,7 @@ def _zarr_header(source: str, dataset: str, energy_unit, element) -> StackHeader
         raise ValueError(f"{source} needs {dataset!r} (E, Y, X) images and {ENERGY_KEY!r} (E,) energies in "
                          f"keV; it holds {sorted(root.keys())}.")
     images = root[dataset]
-    raw = np.asarray(root[ENERGY_KEY][...], dtype=np.float64)
-    unit = energy_unit or "keV"
-    if energy_unit is None and raw.size and np.nanmax(raw) > 200.0:
-        raise ValueError(f"{ENERGY_KEY} in {source} looks like eV ({raw[0]:.1f} ...); the convention is keV: "
-                         "divide by 1000 or pass energy_unit='eV'.")
-    from ..validate import check_energies, energies_to_ev
-
-    energies = check_energies(raw, name=ENERGY_KEY, unit=unit, source=source)
-    energies, _ = energies_to_ev(energies, unit=unit, source=source)
-    energies = np.round(energies, 6)
+    energies = energies_in_ev(root[ENERGY_KEY][...], source, energy_unit)
     _check_layout(images.shape, energies.size, dataset, source)
     counts, why, _ = describe_intensity(_sample_frames(images))
     attrs = {k: to_python(v) for k, v in root.attrs.asdict().items()}

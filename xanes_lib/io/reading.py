@@ -84,11 +84,19 @@ def _require_dataset(f: h5py.File, key: str, source: str) -> h5py.Dataset:
 
 
 def _read_energies(ds: h5py.Dataset, source: str, energy_unit: str | None) -> np.ndarray:
-    where = f"{ENERGY_KEY} in {source}"
     if ds.ndim != 1:
-        raise ValueError(f"{where} must be 1-D (one energy per image); got shape {ds.shape}. "
-                         "Flatten it (X_eng.ravel()) when it is a column.")
-    raw = _real_array(read_dataset(ds, source), ENERGY_KEY).astype(np.float64)
+        raise ValueError(f"{ENERGY_KEY} in {source} must be 1-D (one energy per image); got shape "
+                         f"{ds.shape}. Flatten it (X_eng.ravel()) when it is a column.")
+    return energies_in_ev(_real_array(read_dataset(ds, source), ENERGY_KEY), source, energy_unit)
+
+
+def energies_in_ev(raw, source: str, energy_unit: str | None) -> np.ndarray:
+    """``X_eng`` values as read (keV unless ``energy_unit``) to checked energies in eV.
+
+    Shared by the HDF5 reader and :func:`xanes_lib.io.read_stack_header` (HDF5 and Zarr).
+    """
+    where = f"{ENERGY_KEY} in {source}"
+    raw = np.asarray(raw, dtype=np.float64)
     if energy_unit is None:
         finite = raw[np.isfinite(raw)]
         if finite.size and finite.max() > KEV_MAX:

@@ -17,7 +17,7 @@ import uuid
 
 import numpy as np
 
-from ._hdf5 import _CHUNK_EDGE, _GZIP_LEVEL, atomic_h5, check_not_input, encode_attrs, write_attrs
+from ._hdf5 import atomic_h5, check_not_input, dataset_layout, encode_attrs, write_attrs
 from .header import ZARR_SUFFIX
 from .results import ALIGNMENT_GROUP, MAP_KEYS, MAPS_GROUP
 
@@ -113,14 +113,12 @@ class ResultsWriter:
         return self.root.create_group(name) if self.zarr else self.root.create_group(name, track_times=False)
 
     def _create(self, group, name: str, shape: tuple, dtype) -> None:
-        chunks = (1,) * (len(shape) - 2) + tuple(min(n, _CHUNK_EDGE) for n in shape[-2:])
+        layout = dataset_layout(shape)           # the layout of write_results' maps
         fill = False if dtype is bool else np.nan
         if self.zarr:
-            group.create_array(name, shape=shape, dtype=dtype, chunks=chunks, fill_value=fill)
+            group.create_array(name, shape=shape, dtype=dtype, chunks=layout["chunks"], fill_value=fill)
         else:
-            group.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks, fillvalue=fill,
-                                 compression="gzip", compression_opts=_GZIP_LEVEL, shuffle=True,
-                                 track_times=False)
+            group.create_dataset(name, shape=shape, dtype=dtype, fillvalue=fill, track_times=False, **layout)
 
     def write(self, index, maps: dict) -> None:
         """Store the maps of one slice: ``index`` is ``()`` for a 2-D stack, else the Z index.

@@ -183,14 +183,18 @@ def test_denoised_chunked_maps_equal_in_memory(stack_file, tmp_path):
     from xanes_lib import denoising
     from xanes_lib.notebooks import NOTEBOOKS_DIR
 
-    torch.set_num_threads(1)
-    path, stack = stack_file
-    den = denoising.load_checkpoint(NOTEBOOKS_DIR.parent / "data" / "denoiser_latent.pt")
-    options = {"tile": 64, "margin": 16}
-    out = tmp_path / "den.h5"
-    info = chunked.map_stack(path, out, chunks=_chunks(stack), denoiser=den, denoise_options=options)
-    assert len(info.denoise) == 1, "the strength chosen is reported"
-    res = den.denoise(stack.transmission, stack.energies_eV, element="Ni", progress=False, **options)
-    fit = _in_memory(dataclasses.replace(stack, transmission=res.denoised), beam=False)
-    fit = dataclasses.replace(fit, oxidation_state_std=res.oxidation_state_std(fit.oxidation_state_std))
-    _assert_same(io.read_results(out), fit)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)        # one thread in both paths; restored for the tests that follow
+    try:
+        path, stack = stack_file
+        den = denoising.load_checkpoint(NOTEBOOKS_DIR.parent / "data" / "denoiser_latent.pt")
+        options = {"tile": 64, "margin": 16}
+        out = tmp_path / "den.h5"
+        info = chunked.map_stack(path, out, chunks=_chunks(stack), denoiser=den, denoise_options=options)
+        assert len(info.denoise) == 1, "the strength chosen is reported"
+        res = den.denoise(stack.transmission, stack.energies_eV, element="Ni", progress=False, **options)
+        fit = _in_memory(dataclasses.replace(stack, transmission=res.denoised), beam=False)
+        fit = dataclasses.replace(fit, oxidation_state_std=res.oxidation_state_std(fit.oxidation_state_std))
+        _assert_same(io.read_results(out), fit)
+    finally:
+        torch.set_num_threads(threads)
