@@ -124,10 +124,17 @@ def _partly_saturated():
     return a
 
 
-def _raw_counts_with_flat(tmp):
+def _raw_counts_with_flat(tmp, **kw):
     counts = transmission(lo=300, hi=1000)
     path = export(tmp / "counts.h5", counts, img_bkg=np.full((Y, X), 1000.0), img_dark=np.full((Y, X), 100.0))
-    return (lambda: read_stack(path)), [path]
+    return (lambda: read_stack(path, **kw)), [path]
+
+
+def _check_counts_corrected(stack, _):
+    """Counts c with flat 1000 and dark 100 read as (c - 100) / 900, the decision recorded."""
+    p = stack.provenance
+    return (p["intensity"] == "raw counts, flat-field corrected on reading" and p["raw_counts_mode"] == "auto"
+            and 0.2 <= float(np.median(stack.transmission)) <= 1.0)
 
 
 def _corrupted_images(tmp):
@@ -237,8 +244,9 @@ REFUSED = [
     ("raw_counts_float", _read(lambda: transmission(lo=300, hi=1000)), ValueError,
      [r"in\.h5", "img_xanes", r"median of 6\d\d", r"frame 0 at 8\.3000 keV", "raw detector counts",
       r"flat_field_correct\(images, flat, dark\)"]),
-    ("raw_counts_with_flat_in_file", _raw_counts_with_flat, ValueError,
-     [r"counts\.h5", "raw detector counts", r"with this file's 'img_bkg' and 'img_dark'"]),
+    ("raw_counts_with_flat_refused_on_request", lambda tmp: _raw_counts_with_flat(tmp, raw_counts="refuse"),
+     ValueError, [r"counts\.h5", "raw detector counts", r"with this file's 'img_bkg' and 'img_dark'",
+                  r"raw_counts='auto', the default"]),
     ("raw_counts_integer_dtype", _read(lambda: (transmission() * 1000).astype(np.uint16)), ValueError,
      ["dtype uint16", "raw", r"flat_field_correct"]),
     ("element_label_contradicts_energies", _read(transmission(), CO_EV, label="Ni"), ValueError,
@@ -342,6 +350,7 @@ SANE = [
      lambda s, _: float(s.transmission.max()) > 1.3),
     ("thick_sample_some_nonpositive_pixels", _read(lambda: transmission(lo=-0.05, hi=0.2)),
      lambda s, _: s.transmission.shape == (E, Y, X) and (s.transmission <= 0).any()),
+    ("raw_counts_with_flat_in_file_corrected", _raw_counts_with_flat, _check_counts_corrected),
     ("one_hot_pixel_at_full_scale", _read(_hot_pixel), lambda s, _: s.transmission[2, 3, 4] == 65535.0),
     ("element_missing_is_inferred", _read(transmission(), CO_EV, label=None),
      lambda s, _: s.element == "Co" and s.attrs["element_inferred"] is True),
@@ -378,7 +387,9 @@ def test_bad_input_is_refused(tmp_path, builder, error, patterns):
 def test_odd_but_legal_input_is_sane(tmp_path, builder, check):
     action, inputs = builder(tmp_path)
     before = _sha(inputs)
-    expect = pytest.warns(UserWarning, match=r"dropped 1 frame") if builder is _dropped else nullcontext()
+    warned = {_dropped: r"dropped 1 frame",
+              _raw_counts_with_flat: r"raw detector counts, corrected on reading"}
+    expect = pytest.warns(UserWarning, match=warned[builder]) if builder in warned else nullcontext()
     with expect:
         result = action()
     verdict = check(result, tmp_path)

@@ -138,10 +138,14 @@ def open_stack(path, *, dataset: str = IMAGES_KEY, chunks=None, energy_unit: str
     """
     header = read_stack_header(path, dataset=dataset, energy_unit=energy_unit, element=element)
     if header.raw_counts:
+        fix = ("xanes_lib.io.read_stack(path) corrects them with its img_bkg (and img_dark) for a stack that "
+               "fits in memory; write the result with write_stack or write_zarr_stack" if header.has_flat else
+               "the file has no img_bkg (flat field): correct them with the flat and dark frames of the same "
+               "scan (xanes_lib.io.flat_field_correct) and write the result with write_zarr_stack")
         raise ValueError(f"{dataset} in {header.source} holds raw detector counts "
-                         f"({header.intensity_note}); the chunked pipeline needs transmission "
-                         "(I - dark) / (flat - dark). Correct the file first (xanes_lib.io.read_stack(path, "
-                         "raw_counts='correct') and write_stack, for a stack that fits in memory).")
+                         f"({header.intensity_note}); the chunked pipeline reads transmission "
+                         "(I - dark) / (flat - dark) and does not correct counts. Correct the file first: "
+                         f"{fix}.")
     chunks = default_chunks(header.shape) if chunks is None else _check_chunks(chunks, header.shape)
     if header.format == "zarr":
         arr = da.from_zarr(header.source, component=header.dataset, chunks=chunks)

@@ -28,8 +28,10 @@ from .stacks import CANDIDATE_ELEMENTS, Stack, infer_element
 
 #: What a reader does with frames that measure nothing (dead, saturated, no beam).
 BAD_FRAMES_MODES = ("refuse", "drop", "keep")
-#: What :func:`xanes_lib.io.read_stack` does with raw detector counts in ``img_xanes``.
-RAW_COUNTS_MODES = ("refuse", "correct")
+#: What :func:`xanes_lib.io.read_stack` does with raw detector counts in ``img_xanes``: "auto"
+#: corrects them with the file's flat field and warns, "correct" corrects them silently (logged),
+#: "refuse" raises. Counts without a flat field are refused in every mode.
+RAW_COUNTS_MODES = ("auto", "refuse", "correct")
 #: ``Stack.provenance["intensity"]``: the images were transmission as stored, or raw counts
 #: flat-field corrected on reading.
 TRANSMISSION, CORRECTED = "transmission", "raw counts, flat-field corrected on reading"
@@ -77,9 +79,11 @@ def to_transmission(images: np.ndarray, energies_eV: np.ndarray, flat, dark, *, 
 
     ``images`` holding transmission (float, median <= ``RAW_COUNTS_MEDIAN``) are returned as
     they are. Raw counts are corrected as ``(images - dark) / (flat - dark)`` when ``mode`` is
-    "correct" and a flat field is given (a missing dark is taken as 0, with a warning), and
+    "auto" or "correct" and a flat field is given (a missing dark is taken as 0, with a
+    warning; "auto" also warns that the counts were corrected, "correct" only logs it), and
     refused otherwise, the message ending with ``refused_fix`` (a flat exists: ``has_flat``,
-    by default ``flat is not None``) or ``no_flat_fix`` (none does).
+    by default ``flat is not None``) or ``no_flat_fix`` (none does). The provenance says which
+    mode decided (``raw_counts_mode``).
     """
     has_flat = flat is not None if has_flat is None else has_flat
     counts, why, median = describe_intensity(images)
@@ -94,7 +98,7 @@ def to_transmission(images: np.ndarray, energies_eV: np.ndarray, flat, dark, *, 
             "(I-dark)/(flat-dark), which lies at about 0-1.2.")
     if not has_flat:
         raise ValueError(f"{said} {no_flat_fix}")
-    if mode != "correct" or flat is None:
+    if mode == "refuse" or flat is None:
         raise ValueError(f"{said} {refused_fix}")
     flat_median = sampled_median(np.asarray(flat))
     dark_median = 0.0 if dark is None else sampled_median(np.asarray(dark))
@@ -124,7 +128,10 @@ def to_transmission(images: np.ndarray, energies_eV: np.ndarray, flat, dark, *, 
     note = (f"{name} had {why}: raw detector counts, corrected on reading as ({name} - {dark_said}) / "
             f"({flat_name} - {dark_said}); transmission median {after:.4g}")
     _LOG.info("%s: %s", source, note)
-    return transmission, {"intensity": CORRECTED, "intensity_note": note}
+    if mode == "auto":
+        warn(f"{source}: {note} (raw_counts='auto'; pass raw_counts='refuse' to refuse raw counts instead, "
+             "or 'correct' to correct them without this warning).")
+    return transmission, {"intensity": CORRECTED, "intensity_note": note, "raw_counts_mode": mode}
 
 
 # ---------------------------------------------------------------------------- checks and Stack

@@ -18,8 +18,16 @@ import numpy as np
 
 from ._hdf5 import read_attrs, to_python
 from ._intake import describe_intensity, parse_pixel_size, resolve_element
-from .reading import _metadata, _open_read, _read_energies, _read_label, _require_dataset, energies_in_ev
-from .stacks import ENERGY_KEY, IMAGES_KEY, PIXEL_SIZE_KEY
+from .reading import (
+    _companion,
+    _metadata,
+    _open_read,
+    _read_energies,
+    _read_label,
+    _require_dataset,
+    energies_in_ev,
+)
+from .stacks import ENERGY_KEY, FLAT_KEY, IMAGES_KEY, PIXEL_SIZE_KEY
 
 __all__ = ["StackHeader", "read_stack_header", "ZARR_SUFFIX", "is_zarr"]
 
@@ -56,6 +64,9 @@ class StackHeader:
     intensity_note : str
     attrs : dict
         The other root attributes.
+    has_flat : bool
+        Whether the file holds a flat field ``img_bkg`` (next to the images or at the root),
+        with which :func:`xanes_lib.io.read_stack` corrects raw counts.
     """
 
     source: str
@@ -71,6 +82,7 @@ class StackHeader:
     raw_counts: bool
     intensity_note: str
     attrs: dict = field(default_factory=dict)
+    has_flat: bool = False
 
     @property
     def is_volume(self) -> bool:
@@ -155,7 +167,8 @@ def read_stack_header(path, *, dataset: str = IMAGES_KEY, energy_unit: str | Non
         attrs = read_attrs(f, source=source, exclude=("element", "edge"))
         elem = resolve_element(element, file_element, edge, energies, attrs, source, _NO_ELEMENT)
         return StackHeader(source, "hdf5", images.name.lstrip("/"), tuple(images.shape), images.dtype,
-                           images.chunks, energies, elem, edge, pixel_size_nm, counts, why, attrs)
+                           images.chunks, energies, elem, edge, pixel_size_nm, counts, why, attrs,
+                           has_flat=_companion(f, group, FLAT_KEY) is not None)
 
 
 def _zarr_header(source: str, dataset: str, energy_unit, element) -> StackHeader:
@@ -177,4 +190,5 @@ def _zarr_header(source: str, dataset: str, energy_unit, element) -> StackHeader
     pixel_size_nm = None if pixel is None else parse_pixel_size(pixel, f"{PIXEL_SIZE_KEY!r} in {source}")[0]
     elem = resolve_element(element, file_element, edge, energies, attrs, source, _NO_ELEMENT)
     return StackHeader(source, "zarr", dataset, tuple(images.shape), np.dtype(images.dtype),
-                       tuple(images.chunks), energies, elem, edge, pixel_size_nm, counts, why, attrs)
+                       tuple(images.chunks), energies, elem, edge, pixel_size_nm, counts, why, attrs,
+                       has_flat=FLAT_KEY in root)

@@ -32,7 +32,7 @@ HDF5_EXTENSIONS = (".h5", ".hdf5", ".hdf", ".he5", ".nxs")
 _IN_FILE_DATASET_RE = re.compile(r"^(?:img_xanes|img)_?pos(?:ition)?_?(?P<pos>\d+)$", re.IGNORECASE)
 _NOT_POSITIONS = (GROUND_TRUTH_KEY, "alignment", "maps")
 _READ_OPTIONS = dict(load_flat_dark=True, energy_unit=None, element=None, allow_nonfinite=False,
-                     bad_frames="refuse", raw_counts="refuse")
+                     bad_frames="refuse", raw_counts="auto")
 
 
 @dataclass(frozen=True)

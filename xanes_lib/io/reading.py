@@ -4,8 +4,9 @@ Files are opened read-only. ``ground_truth/`` is read only by :func:`read_ground
 which is meant for simulation, metrics and tests; :func:`read_stack` never opens it.
 
 NSLS-II FXI exports are read as written: ``img_xanes`` as corrected float32 transmission
-(most exports) or raw counts (an integer dtype or a median above 5: refused, or corrected with
-the file's ``img_bkg``/``img_dark`` when asked), ``X_eng`` in keV, ``Pixel Size`` as
+(most exports) or raw counts (an integer dtype or a median above 5: corrected with the file's
+``img_bkg``/``img_dark`` and a warning by default, refused when the file has no flat field or
+when asked), ``X_eng`` in keV, ``Pixel Size`` as
 ``"21.666666666666668nm"`` or ``"0.0217 um"`` or a number of nm, ``Magnification``, averaged
 frames with their axis kept, the scan metadata; what was decided is in ``Stack.provenance``.
 """
@@ -214,7 +215,7 @@ def _instrument(f: h5py.File, source: str) -> dict:
 
 def read_stack(path, *, load_flat_dark: bool = True, energy_unit: str | None = None,
                element: str | None = None, allow_nonfinite: bool = False,
-               bad_frames: str = "refuse", raw_counts: str = "refuse",
+               bad_frames: str = "refuse", raw_counts: str = "auto",
                dataset: str = IMAGES_KEY) -> Stack:
     """Read a stack file (FXI export or xanes_lib file), checking it against the contract.
 
@@ -248,13 +249,15 @@ def read_stack(path, *, load_flat_dark: bool = True, energy_unit: str | None = N
         flat/dark frames) out, lists them in ``attrs["dropped_frames"]`` (index in the file,
         energy in eV, reason) and warns; "keep" reads them and lists them in
         ``attrs["bad_frames"]``.
-    raw_counts : {"refuse", "correct"}
+    raw_counts : {"auto", "refuse", "correct"}
         What to do when ``img_xanes`` holds raw detector counts rather than transmission
         (an integer dtype, or a median above ``RAW_COUNTS_MEDIAN`` = 5; most FXI exports are
-        already corrected float32, some are not). "refuse" raises, naming the fix; "correct"
-        computes ``(img_xanes - img_dark) / (img_bkg - img_dark)`` on reading with the file's
-        frames (``img_dark`` missing: taken as 0, with a warning). Counts in a file without
-        ``img_bkg`` are always refused. The decision is in ``Stack.provenance``.
+        already corrected float32, some are not). "auto" (default) and "correct" compute
+        ``(img_xanes - img_dark) / (img_bkg - img_dark)`` on reading with the file's frames
+        (``img_dark`` missing: taken as 0, with a warning); "auto" warns that it did, "correct"
+        only logs it. "refuse" raises, naming the fix. Counts in a file without ``img_bkg``, or
+        whose ``img_bkg`` is no flat field of counts, are refused in every mode. The decision is
+        in ``Stack.provenance`` (``intensity``, ``intensity_note``, ``raw_counts_mode``).
     dataset : str
         Path of the image dataset (default ``img_xanes``); ``X_eng``, ``img_bkg``,
         ``img_dark``, ``Pixel Size`` and ``Magnification`` are taken from its group when
@@ -280,8 +283,8 @@ def read_stack(path, *, load_flat_dark: bool = True, energy_unit: str | None = N
         Naming the file and the key: a missing ``img_xanes`` or ``X_eng`` (the keys present
         are listed), ``img_xanes`` not 3-D or not real numbers, a length mismatch between
         ``img_xanes`` and ``X_eng``, NaN/inf in ``img_xanes`` (count and first index), raw
-        counts (integer dtype or a median above 5) unless corrected with ``raw_counts="correct"``
-        and the file's flat field (without one they are always refused), bad frames (index,
+        counts (integer dtype or a median above 5) in a file without a flat field ``img_bkg``
+        (or with ``raw_counts="refuse"``), bad frames (index,
         energy in keV and eV), an ``element`` attribute whose edge lies outside the energies
         (the element whose edge lies inside is named), energies not strictly increasing or
         looking like eV, ``img_bkg``/``img_dark`` of the wrong shape, an unparsable
@@ -329,7 +332,7 @@ def _read_stack(path, *, load_flat_dark: bool, energy_unit, element, allow_nonfi
         if not allow_nonfinite:
             refuse_nonfinite(images, name=name, source=source)
         counts = describe_intensity(images)[0]
-        correcting = counts and raw_counts == "correct"
+        correcting = counts and raw_counts != "refuse"
         flat_ds, dark_ds = _companion(f, group, FLAT_KEY), _companion(f, group, DARK_KEY)
         flat = dark = None
         notes = []
@@ -341,7 +344,8 @@ def _read_stack(path, *, load_flat_dark: bool, energy_unit, element, allow_nonfi
             images, energies_eV, flat, dark, name=name, source=source, mode=raw_counts,
             flat_name=FLAT_KEY, dark_name=DARK_KEY, has_flat=flat_ds is not None,
             refused_fix=(f"Correct them on reading with this file's {' and '.join(present)}: "
-                         "read_stack(path, raw_counts='correct'); or yourself with "
+                         "read_stack(path) (raw_counts='auto', the default) or raw_counts='correct'; "
+                         "or yourself with "
                          f"xanes_lib.io.flat_field_correct(images, flat, dark) with this file's "
                          f"{' and '.join(present)}, and write the result with write_stack."),
             no_flat_fix=(f"This file has no {FLAT_KEY!r} (flat field), so they cannot be corrected on "

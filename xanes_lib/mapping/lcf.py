@@ -61,7 +61,7 @@ class ReferenceFit:
     fractions, fractions_std : numpy.ndarray
         (K, Y, X) fraction ``c_k / sum_j c_j`` of each reference and its standard deviation
         (propagated through the full covariance of the coefficients). NaN where the edge
-        step is exactly 0 (e.g. every reference held at 0 by "nonneg_sum_to_one").
+        step is 0, except for "nonneg_sum_to_one" (see the Notes of :func:`fit_references`).
     coefficients, coefficients_std : numpy.ndarray
         (P, Y, X) fitted coefficients (references, then background terms) and standard
         deviations ``sqrt(diag(pinv(M^T M)) * SSR / (n - p))`` (see the Notes of
@@ -203,6 +203,19 @@ def _derived(c: np.ndarray, ssr: np.ndarray, dof: int, cov: np.ndarray, ox: np.n
         var_ox = ox_h_ox - 2.0 * state * ox_h_one + state * state * one_h_one
         state_std = np.sqrt(np.clip(var_ox, 0, None) * scale)
     return coef_std, frac, frac_std, state, state_std, step
+
+
+def _bounded(frac: np.ndarray, frac_std: np.ndarray, state: np.ndarray, state_std: np.ndarray,
+             step: np.ndarray, ox: np.ndarray) -> None:
+    """Cap stds at the largest possible error; equal mix without an edge step (Notes of fit_references)."""
+    none = step <= 0
+    if none.any():
+        frac[:, none], state[none] = 1.0 / frac.shape[0], float(np.mean(ox))
+    lo, hi = float(np.min(ox)), float(np.max(ox))
+    state_bound = np.maximum(state - lo, hi - state)
+    frac_bound = np.maximum(frac, 1.0 - frac)
+    state_std[...] = np.where(none, state_bound, np.minimum(state_std, state_bound))
+    frac_std[...] = np.where(none, frac_bound, np.minimum(frac_std, frac_bound))
 
 
 class _Fitter:
@@ -355,6 +368,8 @@ class _Fitter:
 
         coef_std, frac, frac_std, state, state_std, step = _derived(
             c, ssr, self.dof, self.cov_w, self.ox_w, self.k)
+        if self.nonneg:
+            _bounded(frac, frac_std, state, state_std, step, self.ox_w)
         rms = np.sqrt(np.clip(ssr, 0, None) / self.n_energies)
         nofit = ~fit
         any_nofit = bool(nofit.any())
@@ -529,6 +544,12 @@ def fit_references(stack_or_absorbance, energies_eV, references, *, mask=None,
     bounds (evaluated at its constrained solution), not 0, because hitting the bound does not
     make the value better known. Fractions and oxidation state are propagated to first
     order through the full covariance of the reference coefficients, correlations included.
+
+    With "nonneg_sum_to_one" fractions lie in [0, 1] and the state within the references'
+    range, so no error exceeds the distance from the estimate to the farther end of the range:
+    the stds are at most that (a first-order std on a bound can span several ranges). A pixel
+    whose best fit holds every reference at 0 (no edge step: a dilute element at a low dose)
+    gets the equal mix (fractions 1/K, the mean reference state) with that std, not NaN.
 
     Examples
     --------

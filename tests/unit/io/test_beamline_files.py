@@ -6,6 +6,7 @@ their frame axis kept, and scan metadata as scalar datasets).
 """
 
 import re
+import warnings
 
 import h5py
 import numpy as np
@@ -82,25 +83,35 @@ def test_corrected_float_fxi_export_is_read_as_transmission(tmp_path):
 
 
 @pytest.mark.parametrize("per_energy_flat", [False, True])
-def test_raw_counts_with_flat_and_dark_are_corrected_on_request(tmp_path, per_energy_flat):
+def test_raw_counts_with_flat_and_dark_are_corrected_by_default_with_a_warning(tmp_path, per_energy_flat):
     images, flat, dark, expected = _counts(per_energy_flat=per_energy_flat)
     path = fxi_export(tmp_path / "raw.h5", images, img_bkg=flat, img_dark=dark)
-    with pytest.raises(ValueError, match=r"dtype uint16.*raw detector counts.*raw_counts='correct'"):
-        read_stack(path)
-    stack = read_stack(path, raw_counts="correct")
+    with pytest.warns(UserWarning, match=r"raw\.h5: img_xanes had dtype uint16, not float \(median \d+.*\): "
+                                         r"raw detector counts, corrected on reading .*raw_counts='auto'.*"
+                                         r"raw_counts='refuse'"):
+        stack = read_stack(path)
     np.testing.assert_allclose(stack.transmission, expected, rtol=1e-5)
     assert stack.transmission.dtype == np.float32
     assert stack.provenance["intensity"] == "raw counts, flat-field corrected on reading"
+    assert stack.provenance["raw_counts_mode"] == "auto"
     assert re.search(r"img_xanes had dtype uint16.*corrected on reading as \(img_xanes - img_dark\) / "
                      r"\(img_bkg - img_dark\)", stack.provenance["intensity_note"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                   # "correct": asked for, so no warning
+        asked = read_stack(path, raw_counts="correct")
+    np.testing.assert_array_equal(asked.transmission, stack.transmission)
+    assert asked.provenance["raw_counts_mode"] == "correct"
     assert read_stack(path, raw_counts="correct", load_flat_dark=False).flat is None
+    with pytest.raises(ValueError, match=r"dtype uint16.*raw detector counts.*read_stack\(path\) "
+                                         r"\(raw_counts='auto', the default\) or raw_counts='correct'"):
+        read_stack(path, raw_counts="refuse")
 
 
 def test_raw_float_counts_are_detected_by_their_median(tmp_path):
     images, flat, dark, expected = _counts()
     path = fxi_export(tmp_path / "raw_float.h5", images.astype(np.float32), img_bkg=flat, img_dark=dark)
     with pytest.raises(ValueError, match=r"median of \d+.*frame 0 at 8\.3000 keV.*raw detector counts"):
-        read_stack(path)
+        read_stack(path, raw_counts="refuse")
     stack = read_stack(path, raw_counts="correct")
     np.testing.assert_allclose(stack.transmission, expected, rtol=1e-5)
 
@@ -108,7 +119,7 @@ def test_raw_float_counts_are_detected_by_their_median(tmp_path):
 def test_raw_counts_without_flat_and_dark_are_refused(tmp_path):
     images, *_ = _counts()
     path = fxi_export(tmp_path / "raw_only.h5", images)
-    for mode in ("refuse", "correct"):
+    for mode in ("auto", "refuse", "correct"):
         with pytest.raises(ValueError) as info:
             read_stack(path, raw_counts=mode)
         message = str(info.value)
@@ -131,15 +142,35 @@ def test_img_only_export_with_a_flat_of_ones_is_refused(tmp_path):
     dark_subtracted = (images - dark).astype(np.float32)
     path = fxi_export(tmp_path / "img_only.h5", dark_subtracted, img_bkg=np.ones((1, Y, X), np.float32),
                       img_dark=dark)
-    with pytest.raises(ValueError, match=r"img_bkg in .*img_only\.h5 has a median of 1 .*no flat field of "
-                                         r"raw counts"):
-        read_stack(path, raw_counts="correct")
+    for mode in ("auto", "correct"):
+        with pytest.raises(ValueError, match=r"img_bkg in .*img_only\.h5 has a median of 1 .*no flat field "
+                                             r"of raw counts"):
+            read_stack(path, raw_counts=mode)
+
+
+def test_header_says_raw_counts_and_flat_and_the_chunked_reader_names_the_fix(tmp_path):
+    """The chunked reader does not correct counts: it refuses them, naming the fix for this file."""
+    from xanes_lib import chunked
+    from xanes_lib.io import read_stack_header
+
+    images, flat, dark, _ = _counts()
+    with_flat = fxi_export(tmp_path / "with_flat.h5", images, img_bkg=flat, img_dark=dark)
+    without = fxi_export(tmp_path / "without.h5", images)
+    header = read_stack_header(with_flat)
+    assert header.raw_counts and header.has_flat and not read_stack_header(without).has_flat
+    with pytest.raises(ValueError, match=r"raw detector counts.*read_stack\(path\) corrects them with its "
+                                         r"img_bkg"):
+        chunked.open_stack(with_flat)
+    with pytest.raises(ValueError, match=r"raw detector counts.*has no img_bkg \(flat field\).*"
+                                         r"flat_field_correct"):
+        chunked.open_stack(without)
 
 
 def test_raw_counts_mode_is_checked(tmp_path):
     path = fxi_export(tmp_path / "t.h5", _transmission())
-    with pytest.raises(ValueError, match=r"raw_counts must be one of \('refuse', 'correct'\); got 'auto'"):
-        read_stack(path, raw_counts="auto")
+    with pytest.raises(ValueError, match=r"raw_counts must be one of \('auto', 'refuse', 'correct'\); "
+                                         r"got 'fix'"):
+        read_stack(path, raw_counts="fix")
 
 
 # ---------------------------------------------------------------------------- Pixel Size, Magnification

@@ -210,6 +210,41 @@ def test_nonneg_fixed_step_minimises_over_the_simplex():
             assert fit.residual_rms[y, x] == pytest.approx(np.sqrt(ssr_fit / E_NI.size), rel=1e-6)
 
 
+def test_nonneg_pixel_without_edge_gets_the_equal_mix_not_nan():
+    """A pixel whose best non-negative fit holds every reference at 0 is sample without a known mix."""
+    coeffs = np.zeros((4, 2, 2))
+    coeffs[:2] = -0.3                                       # a negative edge: no feasible mix
+    coeffs[2], coeffs[3] = 0.4, 0.1
+    coeffs[0, 0, 0], coeffs[1, 0, 0] = 0.5, 0.0             # one pixel of pure Ni2+
+    fit = fit_references(_absorbance(coeffs, noise=1e-3), E_NI, REFS_NI, mode="nonneg_sum_to_one")
+    none = fit.edge_step == 0
+    assert none.sum() == 3 and not none[0, 0]
+    lo, hi = (r.oxidation_state for r in REFS_NI)
+    np.testing.assert_allclose(fit.oxidation_state[none], (lo + hi) / 2)
+    np.testing.assert_allclose(fit.oxidation_state_std[none], (hi - lo) / 2)
+    np.testing.assert_allclose(fit.fractions[:, none], 0.5)
+    np.testing.assert_allclose(fit.fractions_std[:, none], 0.5)
+    assert fit.oxidation_state[0, 0] == pytest.approx(lo, abs=1e-3)
+
+
+def test_nonneg_std_never_exceeds_the_largest_possible_error():
+    """On pixels far noisier than their edge step the first-order std spans several ranges."""
+    coeffs = np.zeros((4, 8, 8))
+    coeffs[0], coeffs[1], coeffs[2], coeffs[3] = 0.01, 0.01, 0.4, 0.1
+    a = _absorbance(coeffs, noise=0.05, seed=11)
+    lo, hi = (r.oxidation_state for r in REFS_NI)
+    assert np.median(fit_references(a, E_NI, REFS_NI).oxidation_state_std) > hi - lo   # the case
+    fit = fit_references(a, E_NI, REFS_NI, mode="nonneg_sum_to_one")
+    state, std = fit.oxidation_state, fit.oxidation_state_std
+    assert np.isfinite(state).all() and np.isfinite(std).all()
+    assert np.all(std <= np.maximum(state - lo, hi - state) + 1e-6)
+    assert np.all(fit.fractions_std <= np.maximum(fit.fractions, 1 - fit.fractions) + 1e-6)
+    coeffs[0], coeffs[1] = 0.3, 0.1                         # an informative pixel: std untouched
+    a = _absorbance(coeffs, noise=0.002, seed=11)
+    np.testing.assert_allclose(fit_references(a, E_NI, REFS_NI, mode="nonneg_sum_to_one").oxidation_state_std,
+                               fit_references(a, E_NI, REFS_NI).oxidation_state_std, rtol=1e-9)
+
+
 def test_std_is_calibrated_on_a_simulated_noisy_stack():
     cfg = SimulationConfig(background_amplitude=0.0, dose=1000.0).replace(
         phantom_shape=(64, 64), phantom_pixel_size_nm=150.0)
