@@ -44,12 +44,15 @@ browser: $(STAMP)
 	$(BIN)/python -m pytest tests/browser -q -rs
 
 # Re-train the shipped denoiser weights (data/denoiser_*.pt) from scratch with the library's
-# recipes (xanes_lib.denoising.recipe), through notebook 02; needs the data of notebook 01
-# (run `make run` or notebook 01 first); about 30 min on 2 cores.
+# recipes (xanes_lib.denoising.recipe), through notebook 02, on a larger domain-randomised set of
+# notebook 01 (64 training + 8 validation stacks in data/derived_release); about 45 min on 2 cores.
+RELEASE_DATA := data/derived_release
 weights: $(STAMP)
 	mkdir -p $(OUT)
+	$(BIN)/papermill notebooks/01_simulate_nmc_stacks.ipynb $(OUT)/01_simulate_nmc_stacks_release.ipynb \
+		--cwd notebooks -p data_dir ../$(RELEASE_DATA) -p n_train 64 -p n_val 8
 	$(BIN)/papermill notebooks/02_train_denoiser.ipynb $(OUT)/02_train_denoiser_release.ipynb \
-		--cwd notebooks -p train_from_scratch True -p release_dir ../data
+		--cwd notebooks -p data_dir ../$(RELEASE_DATA) -p train_from_scratch True -p release_dir ../data
 
 clean:
-	rm -rf build $(OUT) data/derived
+	rm -rf build $(OUT) data/derived $(RELEASE_DATA)

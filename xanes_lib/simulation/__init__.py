@@ -12,7 +12,7 @@
 """
 
 from .background import PATTERNS, beam_background, illumination_profile
-from .datasets import sample_config, split_seeds, write_dataset
+from .datasets import random_energy_grid, randomised_config, sample_config, split_seeds, write_dataset
 from .foreign import (
     FOREIGN_COMPOSITIONS,
     FOREIGN_FAMILIES,
@@ -42,7 +42,8 @@ __all__ = [
     "PhantomConfig", "PhantomMaps", "state_to_fractions", "make_phantom", "PATTERNS", "beam_background",
     "illumination_profile", "default_energy_grid", "SimulationConfig", "check_config",
     "resolve_references", "absorbance_basis", "FOREIGN_MIN_PIXELS", "choose_foreign_particles",
-    "detector_counts", "simulate_stack", "split_seeds", "sample_config", "write_dataset",
+    "detector_counts", "simulate_stack", "split_seeds", "sample_config", "randomised_config",
+    "random_energy_grid", "write_dataset",
     "FOREIGN_KINDS", "FOREIGN_COMPOSITIONS", "FOREIGN_FAMILIES", "ForeignConfig", "foreign_energy_grid",
     "foreign_edge_attenuation", "simulate_foreign_stack", "simulate_foreign_family",
     "simulate_volume", "write_volume", "read_volume_truth", "TiledTruth", "write_tiled_stack",

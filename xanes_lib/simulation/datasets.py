@@ -15,10 +15,11 @@ import numpy as np
 from ..io import write_stack
 from ..io._hdf5 import atomic_file
 from ..progress import progress_bar
-from .simulate import SimulationConfig, simulate_stack
+from .background import PATTERNS
+from .simulate import SimulationConfig, default_energy_grid, simulate_stack
 
 __all__ = [
-    "split_seeds", "sample_config", "write_dataset",
+    "split_seeds", "sample_config", "randomised_config", "random_energy_grid", "write_dataset",
 ]
 
 
@@ -86,6 +87,129 @@ def sample_config(rng, base: SimulationConfig = _DEFAULT_CONFIG, *,
         phantom_core_shell_delta=float(rng.uniform(0.0, 0.5)),
         phantom_hot_spots_per_particle=float(rng.uniform(0.0, 1.5)),
         phantom_surface_layer_nm=float(rng.uniform(0.0, 150.0)),
+    )
+
+
+def _log_uniform(rng, low: float, high: float) -> float:
+    return float(np.exp(rng.uniform(np.log(low), np.log(high))))
+
+
+def random_energy_grid(rng, element: str, *, n_range=(30, 150)) -> np.ndarray:
+    """Draw a XANES energy grid the way beamlines vary them: range, steps and point count.
+
+    Coarse pre- and post-edge steps of 5-20 eV, a fine step of 0.5-2 eV across the edge
+    (its window drawn around the tabulated edge), the scan starting 60-150 eV below and
+    ending 60-250 eV above the edge. The fine step is widened or narrowed until the grid
+    has ``n_range`` points.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator, int or None
+        Random source.
+    element : str
+        Absorbing element (K edge).
+    n_range : tuple of int
+        Allowed number of energies.
+
+    Returns
+    -------
+    numpy.ndarray
+        Increasing energies (eV).
+
+    Examples
+    --------
+    >>> e = random_energy_grid(0, "Ni")
+    >>> 30 <= e.size <= 150 and bool(np.all(np.diff(e) > 0))
+    True
+    """
+    rng = np.random.default_rng(rng)
+    kw = {"start_eV": -rng.uniform(60.0, 150.0), "fine_from_eV": -rng.uniform(8.0, 20.0),
+          "fine_to_eV": rng.uniform(25.0, 60.0), "stop_eV": rng.uniform(60.0, 250.0),
+          "coarse_step_eV": rng.uniform(5.0, 20.0)}
+    fine_step = rng.uniform(0.5, 2.0)
+    for _ in range(40):
+        grid = default_energy_grid(element, fine_step_eV=fine_step, **kw)
+        if grid.size < n_range[0]:
+            fine_step *= 0.85
+        elif grid.size > n_range[1]:
+            fine_step *= 1.15
+        else:
+            return grid
+    raise RuntimeError(f"no energy grid with {n_range} points found for {kw}; widen n_range.")
+
+
+def randomised_config(rng, base: SimulationConfig = _DEFAULT_CONFIG, *,
+                      dose_range=(100.0, 10000.0), background_range=(0.005, 0.05),
+                      pixel_size_range_nm=(20.0, 150.0), diameter_range_um=(1.0, 20.0),
+                      compositions=("NMC111", "NMC622", "NMC811")) -> SimulationConfig:
+    """Draw a configuration over the range users measure (domain randomisation for training).
+
+    Wider than :func:`sample_config` on every axis a denoiser could learn by heart: pixel
+    size (log-uniform), particle size (log-uniform diameters, from a few pixels to larger
+    than the field) and number (sparse to dense, overlapping), chemistry from smooth
+    core-shell gradients to grain-level variation (sharp boundaries between grains), hot
+    spots and surface layers; dose; beam background amplitude, patterns (gradients, blobs,
+    bands, rings) and their energy correlation; energy grid (:func:`random_energy_grid`);
+    PSF blur; perturbed references. The element and image shape come from ``base``.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator, int or None
+        Random source.
+    base : SimulationConfig
+        Supplies the element, edge and image shape.
+    dose_range : tuple of float
+        Photons per pixel per energy, drawn log-uniformly.
+    background_range : tuple of float
+        RMS of ``B - 1``, drawn uniformly.
+    pixel_size_range_nm : tuple of float
+        Pixel size, drawn log-uniformly.
+    diameter_range_um : tuple of float
+        Secondary-particle diameters; each stack draws a sub-range log-uniformly inside it.
+    compositions : sequence of str
+        Cathode compositions to draw from.
+
+    Returns
+    -------
+    SimulationConfig
+
+    Examples
+    --------
+    >>> cfg = randomised_config(0)
+    >>> 20 <= cfg.phantom.pixel_size_nm <= 150 and 100 <= cfg.dose <= 10000
+    True
+    """
+    rng = np.random.default_rng(rng)
+    pixel_nm = _log_uniform(rng, *pixel_size_range_nm)
+    r_min = _log_uniform(rng, diameter_range_um[0] / 2, diameter_range_um[1] / 4)
+    r_max = min(r_min * rng.uniform(1.2, 3.0), diameter_range_um[1] / 2)
+    pats = tuple(p for p in PATTERNS if rng.random() < 0.5) or (str(rng.choice(PATTERNS)),)
+    smooth = rng.random() < 0.5  # half the stacks smooth chemistry, half grain-level
+    return base.replace(
+        composition=str(rng.choice(compositions)),
+        energies_eV=tuple(float(e) for e in random_energy_grid(rng, base.element)),
+        dose=_log_uniform(rng, *dose_range),
+        background_amplitude=float(rng.uniform(*background_range)),
+        background_patterns=pats,
+        background_energy_correlation=float(rng.uniform(0.3, 0.98)),
+        blur_px=float(rng.uniform(0.0, 1.5)),
+        drift_px=float(rng.uniform(0.0, 0.3)),
+        reference_jitter=float(rng.uniform(0.5, 1.5)),
+        phantom_pixel_size_nm=pixel_nm,
+        phantom_radius_um=(r_min, r_max),
+        phantom_aspect=(float(rng.uniform(0.5, 0.9)), 1.0),
+        phantom_fill_fraction=float(rng.uniform(0.05, 0.7)),
+        phantom_max_particles=80,
+        phantom_porosity=float(rng.uniform(0.02, 0.25)),
+        phantom_grain_size_um=_log_uniform(rng, 0.15, 2.0),
+        phantom_texture_sigma=float(rng.uniform(0.0, 0.15)),
+        phantom_cracks_per_particle=float(rng.uniform(0.0, 3.0)),
+        phantom_mean_state_frac=float(rng.uniform(0.1, 0.9)),
+        phantom_particle_state_sigma=float(rng.uniform(0.0, 0.35)),
+        phantom_core_shell_delta=float(rng.uniform(0.0, 0.6 if smooth else 0.2)),
+        phantom_grain_state_sigma=float(rng.uniform(0.0, 0.05) if smooth else rng.uniform(0.1, 0.35)),
+        phantom_hot_spots_per_particle=float(rng.uniform(0.0, 3.0)),
+        phantom_surface_layer_nm=float(rng.uniform(0.0, 200.0)),
     )
 
 
