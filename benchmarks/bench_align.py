@@ -49,7 +49,9 @@ scored by ``evaluation.oxidation_state_metrics`` (RMSE, bias, 2-sigma coverage):
   with its default drift test and ``apply_alignment``, which should change nothing);
 - ``unaligned``: the drifting stack as it is;
 - ``ours``: the drifting stack after ``register_stack`` (defaults: "template", drift test) and
-  ``apply_alignment`` (linear interpolation), as notebook 04 does;
+  ``apply_alignment`` (defaults: Fourier shift, the common field's edge repeated outside it),
+  as notebook 04 does; ``ours_linear``: the same shifts applied by linear interpolation
+  (``order=1``, the default before issue 16's fix);
 - ``best_peer``: ``apply_alignment`` with the shifts of the peer setting (of the four above)
   whose shift error on this stack is lowest (an oracle choice, favourable to the peers), so
   that only the shifts differ from ``ours``;
@@ -78,8 +80,11 @@ frame of the maps on the same pixels moved back by round(o), so every variant is
 same part of the sample. The target (issue 16) is RMSE(aligned) / RMSE(still) <= 1.1 with the
 plain fit and with the denoiser (``targets`` checks ``ours`` on the cases with beam background).
 Linear interpolation averages neighbouring pixels (variance factor down to 0.25), so the
-plain fit of an aligned stack can score below the still one: a ratio below 1 is smoothing,
-not extra information. RMSE, bias and coverage over seeds pool the pixels of all seeds.
+plain fit of a linearly aligned stack can score below the still one: a ratio below 1 is
+smoothing, not extra information. The same smoothing halves the noise that the denoiser's
+strength selection measures (``strength.residual_noise_std``, a high-pass of the fit residual),
+so it turns the network down; the Fourier shift keeps white noise white (variance factor ~1).
+RMSE, bias and coverage over seeds pool the pixels of all seeds.
 
 Run from the repository root::
 
@@ -297,7 +302,7 @@ OX_CASES = [  # (label, element, dose, PSF sigma px, beam background B as simula
     ("Co_1000_psf1", "Co", 1000.0, 1.0, True),
     ("Ni_1000_psf1_noB", "Ni", 1000.0, 1.0, False),
 ]
-OX_ALIGNED = ("ours", "best_peer", "oracle", "ours_nearest")
+OX_ALIGNED = ("ours", "best_peer", "oracle", "ours_nearest", "ours_linear")
 OX_VARIANTS = ("still", "still_aligned", "unaligned", *OX_ALIGNED)
 OX_DENOISED = ("still", *OX_ALIGNED)          # each also after the shipped denoiser
 ERODE_PX = 2
@@ -376,7 +381,8 @@ def oxidation_case(element, dose, blur, *, size, max_drift, seed, denoiser, back
     best = min(PEERS, key=lambda p: shift_rms[p])
     aligned = {"ours": apply_alignment(drift_t, fit), "best_peer": apply_alignment(drift_t, peer[best]),
                "oracle": apply_alignment(drift_t, true_shifts),
-               "ours_nearest": apply_alignment(drift_t, fit, order=0)}
+               "ours_nearest": apply_alignment(drift_t, fit, order=0),
+               "ours_linear": apply_alignment(drift_t, fit, order=1)}
 
     offset = truth.drift_origin_px + truth.drift_px[ref]
     state_ref, region = truth_in_frame(truth, ref)
@@ -453,15 +459,17 @@ def oxidation(seeds: int, size: int, max_drift: float, denoise: bool) -> dict:
 
 def oxidation_table(ox: dict) -> str:
     """Plain-text table of the RMSEs and of the ratios to the still stack."""
-    head = ["case", "still", "unal.", "ours", "peer", "oracle", "near.", "ours/st", "peer/st", "orac/st"]
+    head = ["case", "still", "unal.", "ours", "peer", "oracle", "near.", "lin.",
+            "ours/st", "peer/st", "orac/st", "lin/st"]
     den = all("still_denoised" in c for c in ox.values())
     if den:
-        head += ["| D:still", "ours", "peer", "oracle", "near.", "ours/st", "peer/st", "orac/st", "near/st"]
+        head += ["| D:still", "ours", "peer", "oracle", "near.", "lin.",
+                 "ours/st", "peer/st", "orac/st", "near/st", "lin/st"]
     rows = [head]
     for label, c in ox.items():
         r = c["ratios"]
         row = [label] + [f"{c[v]['rmse']:.4f}" for v in ("still", "unaligned", *OX_ALIGNED)]
-        row += [f"{r[v + '_over_still']:.3f}" for v in ("ours", "best_peer", "oracle")]
+        row += [f"{r[v + '_over_still']:.3f}" for v in ("ours", "best_peer", "oracle", "ours_linear")]
         if den:
             row += ["| " + f"{c['still_denoised']['rmse']:.4f}"]
             row += [f"{c[v + '_denoised']['rmse']:.4f}" for v in OX_ALIGNED]

@@ -6,8 +6,10 @@
                         per shift; schedules "template", "anchored", "chained"
 - :mod:`.shifts`        :class:`Alignment` (shifts, confidence, reference, method; saved to and
                         loaded from an HDF5 group ``alignment/``), :func:`apply_alignment`
-                        (sub-pixel shift, common mask and crop, noise variance factor per
-                        image), :func:`interpolation_variance`
+                        (sub-pixel shift, by default a Fourier phase ramp that keeps white
+                        noise white, :func:`fourier_shift_axis`; common mask and crop, the
+                        field's edge repeated outside it; noise variance factor per image),
+                        :func:`interpolation_variance`
 
 Convention (DESIGN.md): ``shifts_px[e] = (dy, dx)`` is the displacement of image e relative to
 the reference image; a feature at (y, x) in the reference is at (y + dy, x + dx) in image e,
@@ -26,6 +28,7 @@ from .registration import (
     register_stack,
 )
 from .shifts import (
+    FOURIER_PAD_PX,
     GROUP,
     ORDERS,
     AlignedStack,
@@ -33,7 +36,9 @@ from .shifts import (
     apply_alignment,
     checked_shifts,
     common_field,
+    fourier_shift_axis,
     interpolation_variance,
+    repeat_field_edges,
     shift_image,
 )
 
@@ -41,5 +46,5 @@ __all__ = [
     "METHODS", "FEATURES", "MAX_BINNED_SIZE", "POST_EDGE_OFFSET_EV", "RELATIVE_CONFIDENCE",
     "DRIFT_TOLERANCE_PX", "register_stack", "choose_reference", "drift_test", "GROUP", "ORDERS",
     "Alignment", "AlignedStack", "interpolation_variance", "apply_alignment", "checked_shifts",
-    "shift_image", "common_field",
+    "shift_image", "common_field", "FOURIER_PAD_PX", "fourier_shift_axis", "repeat_field_edges",
 ]

@@ -24,14 +24,19 @@ from ..io._hdf5 import atomic_h5, encode_attrs, read_attrs, write_array, write_a
 from ..validate import check_stack
 
 __all__ = [
-    "GROUP", "ORDERS", "Alignment", "AlignedStack", "interpolation_variance", "apply_alignment",
-    "checked_shifts", "shift_image", "common_field",
+    "GROUP", "ORDERS", "FOURIER_PAD_PX", "Alignment", "AlignedStack", "interpolation_variance",
+    "apply_alignment", "checked_shifts", "fourier_shift_axis", "shift_image", "common_field",
+    "repeat_field_edges",
 ]
 
 #: Name of the HDF5 group holding an alignment.
 GROUP = "alignment"
-#: Interpolation orders of :func:`apply_alignment` (0 nearest, 1 linear, 2-5 splines).
-ORDERS = (0, 1, 2, 3, 4, 5)
+#: Interpolation orders of :func:`apply_alignment`: "fourier" (phase ramp, the default), 0
+#: nearest, 1 linear, 2-5 splines.
+ORDERS = ("fourier", 0, 1, 2, 3, 4, 5)
+#: Mirror padding (pixels) added beyond ``ceil(|shift|)`` on each side of a line before its
+#: Fourier shift, so that the line does not wrap around onto its other end.
+FOURIER_PAD_PX = 16
 _RESERVED = ("reference_index", "method")
 
 
@@ -182,27 +187,30 @@ class AlignedStack:
     Attributes
     ----------
     transmission : numpy.ndarray, shape (E, Y, X)
-        The aligned images, same dtype as the input; outside each image's field the nearest
-        edge value is repeated (use ``common_mask`` or ``crop``).
+        The aligned images, same dtype as the input. Outside the common field every image
+        repeats the nearest pixel of the field's edge (:func:`repeat_field_edges`), the same
+        place at every energy, so that no pixel mixes spectra of different places; these
+        pixels are not measurements (use ``common_mask`` or ``crop``).
     common_mask : numpy.ndarray of bool, shape (Y, X)
         Pixels that every image covers after alignment (no extrapolation anywhere).
     crop : tuple of slice
         The rectangle of ``common_mask``: ``transmission[:, crop[0], crop[1]]``.
     variance_factor : numpy.ndarray, shape (E,)
         Variance of a pixel of the aligned image e over that of the input for uncorrelated
-        noise (:func:`interpolation_variance`); 1 for unshifted images.
-    order : int
-        Interpolation order used.
+        noise (:func:`interpolation_variance`); 1 for unshifted images, about 1 for a
+        Fourier shift.
+    order : int or str
+        Interpolation order used (one of :data:`ORDERS`).
     """
 
     transmission: np.ndarray
     common_mask: np.ndarray
     crop: tuple[slice, slice]
     variance_factor: np.ndarray
-    order: int
+    order: int | str
 
 
-def _kernel_energy(fraction: float, order: int) -> float:
+def _kernel_energy(fraction: float, order) -> float:
     """Sum of the squared interpolation weights for a fractional shift along one axis."""
     if order == 0:
         return 1.0
@@ -210,25 +218,31 @@ def _kernel_energy(fraction: float, order: int) -> float:
         return (1.0 - fraction) ** 2 + fraction ** 2
     delta = np.zeros(65)
     delta[32] = 1.0
-    out = ndimage.shift(delta, fraction, order=order, mode="constant", cval=0.0)
+    if order == "fourier":
+        out = fourier_shift_axis(delta, -fraction, axis=0)
+    else:
+        out = ndimage.shift(delta, fraction, order=order, mode="constant", cval=0.0)
     return float(np.sum(out ** 2))
 
 
-def interpolation_variance(shifts_px, *, order: int = 1) -> np.ndarray:
+def interpolation_variance(shifts_px, *, order="fourier") -> np.ndarray:
     """Variance factor of uncorrelated pixel noise after a sub-pixel shift, per image.
 
     An interpolated pixel is a weighted sum ``sum_k w_k I_k`` of input pixels, so its
     variance is ``sum_k w_k**2`` times theirs. Linear interpolation at fractional shift
     ``f`` gives ``(1 - f)**2 + f**2`` per axis (down to 0.5 at ``f = 0.5``), and neighbouring
     output pixels become correlated (covariance ``f (1 - f)`` per axis), so averages over
-    regions do not gain: the variance of a region mean is unchanged.
+    regions do not gain: the variance of a region mean is unchanged. A Fourier shift is a
+    unitary operation on the (padded) line: white noise stays white with the same variance,
+    except for the Nyquist frequency, which a real half-pixel shift cannot keep (a factor
+    ``1 - O(1/n)``).
 
     Parameters
     ----------
     shifts_px : array_like, shape (E, 2)
         Shifts applied (dy, dx); only their fractional parts matter.
-    order : int
-        Interpolation order (0 nearest: factor 1).
+    order : int or str
+        Interpolation order, one of :data:`ORDERS` (0 nearest: factor 1).
 
     Returns
     -------
@@ -237,7 +251,7 @@ def interpolation_variance(shifts_px, *, order: int = 1) -> np.ndarray:
 
     Examples
     --------
-    >>> interpolation_variance([[0.0, 0.5], [2.0, -3.0]])
+    >>> interpolation_variance([[0.0, 0.5], [2.0, -3.0]], order=1)
     array([0.5, 1. ])
     """
     if order not in ORDERS:
@@ -295,16 +309,70 @@ def checked_shifts(alignment, n_energies: int, shape: tuple[int, int]) -> np.nda
     return shifts
 
 
-def shift_image(image: np.ndarray, shift, order: int = 1) -> np.ndarray:
+def fourier_shift_axis(image: np.ndarray, shift: float, *, axis: int) -> np.ndarray:
+    """Return ``out[..., i, ...] = image[..., i + shift, ...]`` along ``axis`` by a Fourier phase ramp.
+
+    Each line along ``axis`` is padded by mirroring (``ceil(|shift|) + FOURIER_PAD_PX`` pixels
+    each side, so that it does not wrap around), multiplied by ``exp(2 pi i k shift)`` in
+    Fourier space and cut back. Unlike linear or spline interpolation this keeps white noise
+    white with the same variance (the operation is unitary on the padded line), so a denoiser
+    or a noise estimate that assumes independent pixels still applies after alignment. A
+    positive line stays above half its own minimum (the ringing of a phase ramp at a sharp
+    edge could otherwise make a transmission negative). The lines are independent: a block holding
+    whole lines gives the same values as the image.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        Array of any dimension, floating point; not modified.
+    shift : float
+        Displacement (pixels) to undo along ``axis``; 0 returns a copy.
+    axis : int
+        The axis to shift along.
+
+    Returns
+    -------
+    numpy.ndarray
+        Same shape and dtype as ``image``.
+
+    Examples
+    --------
+    >>> line = np.sin(np.linspace(0, 2 * np.pi, 64, endpoint=False))
+    >>> moved = fourier_shift_axis(line, 0.5, axis=0)
+    >>> bool(abs(moved[20] - np.sin(2 * np.pi * 20.5 / 64)) < 1e-2)
+    True
+    """
+    if shift == 0:
+        return image.copy()
+    n = image.shape[axis]
+    pad = int(math.ceil(abs(shift))) + FOURIER_PAD_PX
+    widths = [(0, 0)] * image.ndim
+    widths[axis] = (pad, pad)
+    line = np.pad(image.astype(np.float64), widths, mode="symmetric")
+    ramp = np.exp(2j * np.pi * shift * np.fft.rfftfreq(line.shape[axis]))
+    spectrum = np.moveaxis(np.moveaxis(np.fft.rfft(line, axis=axis), axis, -1) * ramp, -1, axis)
+    out = np.take(np.fft.irfft(spectrum, n=line.shape[axis], axis=axis), np.arange(pad, pad + n), axis=axis)
+    # A phase ramp rings next to sharp edges (Gibbs): a positive line is kept above half its
+    # own minimum, so a transmission next to a dark, sharp particle edge stays positive.
+    low = image.min(axis=axis, keepdims=True)
+    out = np.maximum(out, np.where(low > 0, 0.5 * low, -np.inf))
+    return out.astype(image.dtype, copy=False)
+
+
+def shift_image(image: np.ndarray, shift, order="fourier") -> np.ndarray:
     """Return one image moved by ``-shift`` (dy, dx) onto the reference grid, edges repeated.
 
     The per-image step of :func:`apply_alignment`. For orders 0 and 1 the value at a pixel
     depends only on the input pixels within ``|shift| + 1`` of it, so a tile with that halo
-    (edge pixels repeated at the image border) gives the same values as the whole image.
+    (edge pixels repeated at the image border) gives the same values as the whole image. The
+    Fourier shift moves the columns, then the rows (:func:`fourier_shift_axis`); each pass
+    needs whole lines.
     """
     d = (float(shift[0]), float(shift[1]))
     if d == (0.0, 0.0):
         return image.copy()
+    if order == "fourier":
+        return fourier_shift_axis(fourier_shift_axis(image, d[0], axis=0), d[1], axis=1)
     if order == 0:
         return _linear_shift(image, tuple(float(np.round(v)) for v in d))
     if order == 1:
@@ -312,7 +380,8 @@ def shift_image(image: np.ndarray, shift, order: int = 1) -> np.ndarray:
     return ndimage.shift(image, (-d[0], -d[1]), order=order, mode="nearest")
 
 
-def common_field(shifts_px, shape: tuple[int, int], order: int = 1) -> tuple[tuple[slice, slice], np.ndarray]:
+def common_field(shifts_px, shape: tuple[int, int],
+                 order="fourier") -> tuple[tuple[slice, slice], np.ndarray]:
     """Return the crop and the (Y, X) mask of the pixels that every shifted image covers."""
     ny, nx = shape
     lo, hi = [0, 0], [ny, nx]
@@ -326,7 +395,32 @@ def common_field(shifts_px, shape: tuple[int, int], order: int = 1) -> tuple[tup
     return crop, common
 
 
-def apply_alignment(transmission, alignment, *, order: int = 1) -> AlignedStack:
+def repeat_field_edges(stack: np.ndarray, crop: tuple[slice, slice]) -> np.ndarray:
+    """Fill the pixels of an (E, Y, X) stack outside ``crop`` with the crop's nearest edge pixel, in place.
+
+    After alignment every image covers the common field; outside it each image holds its own
+    edge, a different place of the sample at every energy, whose spectrum no mix of the
+    references explains. Repeating the common field's edge instead gives every pixel one
+    place's spectrum (what a denoiser or a low-rank background estimate sees there). Values
+    are copied, so a block holding the pixels and the edge gives the same. An empty crop
+    leaves the stack as it is.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``stack`` itself.
+    """
+    (y0, y1), (x0, x1) = (crop[0].start, crop[0].stop), (crop[1].start, crop[1].stop)
+    if y1 <= y0 or x1 <= x0:
+        return stack
+    stack[:, :y0] = stack[:, y0:y0 + 1]
+    stack[:, y1:] = stack[:, y1 - 1:y1]
+    stack[:, :, :x0] = stack[:, :, x0:x0 + 1]
+    stack[:, :, x1:] = stack[:, :, x1 - 1:x1]
+    return stack
+
+
+def apply_alignment(transmission, alignment, *, order="fourier") -> AlignedStack:
     """Shift every image by ``-shifts_px[e]`` onto the reference image's grid.
 
     Parameters
@@ -335,23 +429,29 @@ def apply_alignment(transmission, alignment, *, order: int = 1) -> AlignedStack:
         The stack the alignment was estimated on (not modified).
     alignment : Alignment or array_like of shape (E, 2)
         The shifts (dy, dx), see :class:`Alignment`.
-    order : int
-        Interpolation: 1 linear (default, fast, local), 0 nearest pixel (no change to the
-        noise, up to half a pixel of error), 2-5 splines (:func:`scipy.ndimage.shift`).
+    order : {"fourier", 0, 1, 2, 3, 4, 5}
+        Interpolation: "fourier" (default; :func:`fourier_shift_axis`, white noise stays white
+        with its variance), 1 linear (local, but it averages neighbours: less and spatially
+        correlated noise), 0 nearest pixel (no change to the noise, up to half a pixel of
+        error), 2-5 splines (:func:`scipy.ndimage.shift`).
 
     Returns
     -------
     AlignedStack
-        Aligned images (same dtype), the mask and crop of the field that every image covers,
+        Aligned images (same dtype; outside the common field, the field's edge repeated:
+        :func:`repeat_field_edges`), the mask and crop of the field that every image covers,
         and the per-image ``variance_factor`` of the noise.
 
     Notes
     -----
     Interpolation changes the noise: linear interpolation at fractional shift ``f`` reduces
     the per-pixel variance by ``(1 - f)**2 + f**2`` per axis and correlates neighbouring
-    pixels. A per-pixel fit over energies that takes the noise variance of image e from the
-    photon counts should multiply it by ``variance_factor[e]``; a noise estimate taken from
-    the aligned images themselves already includes it. The spatial correlation matters for
+    pixels. The shipped denoiser and its strength selection assume independent pixels; after
+    linear interpolation its noise estimate falls to half and the selection turns the network
+    down (issue 16), which the Fourier shift avoids. A per-pixel fit over energies that takes
+    the noise variance of image e from the photon counts should multiply it by
+    ``variance_factor[e]``; a noise estimate taken from the aligned images themselves already
+    includes it. The spatial correlation matters for
     statistics pooled over regions (their variance is not reduced).
 
     Raises
@@ -364,7 +464,7 @@ def apply_alignment(transmission, alignment, *, order: int = 1) -> AlignedStack:
     --------
     >>> stack = np.zeros((2, 5, 5), np.float32)
     >>> stack[0, 2, 2] = stack[1, 3, 1] = 1.0  # image 1 moved by (dy, dx) = (1, -1)
-    >>> out = apply_alignment(stack, [[0, 0], [1, -1]])
+    >>> out = apply_alignment(stack, [[0, 0], [1, -1]], order=1)
     >>> bool(out.transmission[1, 2, 2]), out.crop
     (True, (slice(0, 4, None), slice(1, 5, None)))
     """
@@ -372,13 +472,15 @@ def apply_alignment(transmission, alignment, *, order: int = 1) -> AlignedStack:
     if not np.issubdtype(stack.dtype, np.floating):
         stack = stack.astype(np.float64)
     if order not in ORDERS or isinstance(order, bool):
-        raise ValueError(f"order must be one of {ORDERS} (0 nearest, 1 linear, 2-5 splines); got {order!r}.")
+        raise ValueError(f"order must be one of {ORDERS} (Fourier, 0 nearest, 1 linear, 2-5 splines); got "
+                         f"{order!r}.")
     n_e, ny, nx = stack.shape
     shifts = checked_shifts(alignment, n_e, (ny, nx))
     out = np.empty_like(stack)
     for e in range(n_e):
         out[e] = shift_image(stack[e], shifts[e], order)
     crop, common = common_field(shifts, (ny, nx), order)
+    repeat_field_edges(out, crop)
     used = np.round(shifts) if order == 0 else shifts
     return AlignedStack(transmission=out, common_mask=common, crop=crop,
                         variance_factor=interpolation_variance(used, order=order), order=order)

@@ -4,7 +4,8 @@ Each chunk of the stack holds every energy of a (Y, X) tile, so the per-pixel st
 chunks with the library's own functions (no second implementation of the physics):
 
 1. **alignment**: the shifts of an :class:`xanes_lib.alignment.Alignment` applied to every
-   image with a halo of ``|shift| + 1`` pixels (:func:`align_lazy`), equal to
+   image (:func:`align_lazy`: the Fourier shift on blocks of whole columns, then of whole
+   rows; linear or nearest with a halo of ``|shift| + 1`` pixels), equal to
    :func:`xanes_lib.alignment.apply_alignment` on the whole stack;
 2. **denoising** (optional): :func:`xanes_lib.chunked.denoise_chunked`, tiles with the halo
    the network needs, stored to a Zarr store in ``workdir`` before the fit reads it;
@@ -36,7 +37,7 @@ import dask.array as da
 import numpy as np
 from dask.callbacks import Callback
 
-from ..alignment import checked_shifts, common_field, shift_image
+from ..alignment import checked_shifts, common_field, fourier_shift_axis, shift_image
 from ..io import ResultsWriter, results_content
 from ..mapping import (
     ReferenceFit,
@@ -99,13 +100,16 @@ class ChunkedMapping:
     pass_seconds: dict = field(default_factory=dict)
 
 
-def align_lazy(transmission: da.Array, alignment, *, order: int = 1) -> tuple[da.Array, np.ndarray]:
+def align_lazy(transmission: da.Array, alignment, *, order="fourier") -> tuple[da.Array, np.ndarray]:
     """Apply an alignment to a chunked (E, Y, X) stack; return it (lazy) and the common field.
 
-    Each image is shifted by :func:`xanes_lib.alignment.shift_image` on chunks extended by a
-    halo of ``ceil(max |shift|) + 1`` pixels whose border pixels repeat the image's edge, so
-    the result equals :func:`xanes_lib.alignment.apply_alignment` of the whole stack. Only
-    orders 0 and 1 (nearest, linear) are local enough for that.
+    Equal to :func:`xanes_lib.alignment.apply_alignment` of the whole stack. The Fourier shift
+    (default) needs whole lines: the stack is rechunked into blocks of whole columns for the
+    shift along Y, then of whole rows for the shift along X (with as many images per block as
+    keeps a block the size of a chunk), and back to its chunks. Orders 0 and 1 (nearest,
+    linear) are local: each image is shifted by :func:`xanes_lib.alignment.shift_image` on
+    chunks extended by a halo of ``ceil(max |shift|) + 1`` pixels whose border pixels repeat
+    the image's edge. Outside the common field the field's edge is repeated, as in memory.
 
     Returns
     -------
@@ -114,11 +118,21 @@ def align_lazy(transmission: da.Array, alignment, *, order: int = 1) -> tuple[da
     common_mask : numpy.ndarray
         (Y, X) bool: pixels every image covers.
     """
-    if order not in (0, 1):
-        raise ValueError(f"order must be 0 or 1 in the chunked pipeline (a spline's prefilter spans the "
-                         f"whole image); got {order!r}.")
+    if order not in ("fourier", 0, 1) or isinstance(order, bool):
+        raise ValueError(f"order must be 'fourier', 0 or 1 in the chunked pipeline (a spline's prefilter "
+                         f"spans the whole image); got {order!r}.")
     n_e, ny, nx = transmission.shape
     shifts = checked_shifts(alignment, n_e, (ny, nx))
+    if order == "fourier":
+        aligned = _fourier_lazy(transmission, shifts)
+    else:
+        aligned = _local_lazy(transmission, shifts, order)
+    crop, common = common_field(shifts, (ny, nx), order)
+    return _repeat_field_edges_lazy(aligned, crop).rechunk(transmission.chunks), common
+
+
+def _local_lazy(transmission: da.Array, shifts, order: int) -> da.Array:
+    """Orders 0 and 1 of :func:`align_lazy`: :func:`shift_image` on chunks with a halo."""
     halo = int(math.ceil(float(np.abs(shifts).max()))) + 1 if shifts.size else 1
     if halo > min(min(transmission.chunks[1]), min(transmission.chunks[2])):
         raise ValueError(f"shifts up to {halo - 1} px need chunks of at least {halo} px in Y and X; got "
@@ -130,9 +144,35 @@ def align_lazy(transmission: da.Array, alignment, *, order: int = 1) -> tuple[da
             out[e] = shift_image(block[e], shifts[e], order)
         return out
 
-    aligned = transmission.map_overlap(shift_chunk, depth={0: 0, 1: halo, 2: halo}, boundary="nearest",
-                                       dtype=transmission.dtype)
-    return aligned, common_field(shifts, (ny, nx), order)[1]
+    return transmission.map_overlap(shift_chunk, depth={0: 0, 1: halo, 2: halo}, boundary="nearest",
+                                    dtype=transmission.dtype)
+
+
+def _fourier_lazy(transmission: da.Array, shifts) -> da.Array:
+    """Fourier shift of :func:`align_lazy`: along Y on blocks of whole columns, then X on whole rows."""
+    chunk_e, chunk_y, chunk_x = transmission.chunksize
+    out = transmission
+    for axis, n, tile in ((1, transmission.shape[1], chunk_y), (2, transmission.shape[2], chunk_x)):
+        per_block = max(1, chunk_e * tile // n)
+
+        def shift_block(block, axis=axis, block_info=None):
+            e0 = block_info[0]["array-location"][0][0]
+            lines = np.empty_like(block)
+            for i in range(block.shape[0]):
+                lines[i] = fourier_shift_axis(block[i], shifts[e0 + i, axis - 1], axis=axis - 1)
+            return lines
+
+        out = out.rechunk({0: per_block, axis: -1}).map_blocks(shift_block, dtype=transmission.dtype)
+    return out
+
+
+def _repeat_field_edges_lazy(aligned: da.Array, crop) -> da.Array:
+    """:func:`xanes_lib.alignment.repeat_field_edges` on a dask array (the same values, copied)."""
+    (y0, y1), (x0, x1) = (crop[0].start, crop[0].stop), (crop[1].start, crop[1].stop)
+    _, ny, nx = aligned.shape
+    if y1 <= y0 or x1 <= x0 or (y0, y1, x0, x1) == (0, ny, 0, nx):
+        return aligned
+    return aligned[:, np.clip(np.arange(ny), y0, y1 - 1)][:, :, np.clip(np.arange(nx), x0, x1 - 1)]
 
 
 def _survey_block(t, energies_eV, references, window, shift_eV):

@@ -139,19 +139,24 @@ def test_small_real_drift_is_detected_and_statistical_errors_are_sane():
 
 
 def test_aligned_stack_matches_the_reference_frame(drifting):
+    """The estimated shifts move the content (the noise-free images) onto the reference image.
+
+    Noise-free, so that a filter that smooths the noise (linear interpolation) cannot pass for
+    a better alignment.
+    """
     measured, energies, drift, trans = drifting
     fit = register_stack(measured, energies)
-    out = apply_alignment(measured, fit)
+    out = apply_alignment(trans, fit)
     ref = fit.reference_index
     ys, xs = out.crop
     target = np.broadcast_to(trans[ref], trans.shape)[:, ys, xs]
-    before = np.sqrt(np.mean((measured[:, ys, xs] - target) ** 2, axis=(1, 2)))
+    before = np.sqrt(np.mean((trans[:, ys, xs] - target) ** 2, axis=(1, 2)))
     after = np.sqrt(np.mean((out.transmission[:, ys, xs] - target) ** 2, axis=(1, 2)))
     # Far from the reference energy the spectra differ; compare images near it only.
     near = np.abs(np.arange(energies.size) - ref) <= 3
     moved = near & (np.abs(drift - drift[ref]).max(axis=1) > 0.5)
     assert moved.any()
-    assert np.all(after[moved] < 0.8 * before[moved])
+    assert np.all(after[moved] < 0.5 * before[moved])
 
 
 def test_mask_restricts_the_registration_to_a_region(drifting):
