@@ -36,7 +36,6 @@ from .normalization import (
 from .phases import (
     FALSE_FLAG_RATE,
     MIN_RELATIVE_RESIDUAL,
-    WIDE_POOLING_PX,
     UnexplainedPixels,
     flag_unexplained,
     mark_unexplained,
@@ -51,7 +50,6 @@ __all__ = [
     "MAX_NONNEG_REFERENCES", "spectrum_sum", "mean_spectrum_e0",
     "ReferenceFit", "fit_references", "EnergyShiftFit", "fit_energy_shift",
     "EnergyCalibration", "calibrate_energy_shift", "residual_map",
-    "flag_unexplained", "FALSE_FLAG_RATE", "MIN_RELATIVE_RESIDUAL", "WIDE_POOLING_PX", "UnexplainedPixels",
-    "unexplained_pixels",
+    "flag_unexplained", "FALSE_FLAG_RATE", "MIN_RELATIVE_RESIDUAL", "UnexplainedPixels", "unexplained_pixels",
     "mark_unexplained",
 ]

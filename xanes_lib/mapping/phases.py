@@ -30,8 +30,7 @@ from ._basis import _is_spectra_array, _reference_basis
 from .lcf import ReferenceFit, fit_references
 
 __all__ = [
-    "residual_map", "flag_unexplained", "FALSE_FLAG_RATE", "MIN_RELATIVE_RESIDUAL", "WIDE_POOLING_PX",
-    "UnexplainedPixels",
+    "residual_map", "flag_unexplained", "FALSE_FLAG_RATE", "MIN_RELATIVE_RESIDUAL", "UnexplainedPixels",
     "unexplained_pixels", "mark_unexplained",
 ]
 
@@ -44,9 +43,6 @@ FALSE_FLAG_RATE = 1e-3
 #: flagged 2-7 % of the in-family pixels without a foreign phase (13 % of the shipped example),
 #: at 0.05 0.1-0.9 % (4 %), while 88-99 % of an in-family foreign phase (0.08) stays flagged.
 MIN_RELATIVE_RESIDUAL = 0.05
-#: Sigma (pixels) of the second, wider pooling of :func:`unexplained_pixels` (particle-sized
-#: phases too faint for the default pooling).
-WIDE_POOLING_PX = 6.0
 #: Largest squared noise (in units of its local mean) that sets the noise level: chi-square(1)
 #: exceeds it with probability 1e-4.
 _SPIKE = 15.1367
@@ -197,10 +193,6 @@ class UnexplainedPixels:
         Constraint mode of the fit whose residual is tested.
     shift_eV : float
         Energy shift of the references in that fit.
-    wide_px : float or None
-        Sigma (pixels) of the wider pooling, None when not used.
-    wide_flags : numpy.ndarray or None
-        (Y, X) bool: pixels flagged by the wider pooling (included in ``flags``).
     """
 
     flags: np.ndarray
@@ -221,8 +213,6 @@ class UnexplainedPixels:
     common_residual: np.ndarray | None
     mode: str
     shift_eV: float
-    wide_px: float | None = None
-    wide_flags: np.ndarray | None = None
 
     @property
     def n_flagged(self) -> int:
@@ -242,8 +232,6 @@ class UnexplainedPixels:
                 "null_scale": float(self.null_scale),
                 "dof": int(self.dof), "false_flag_rate": float(self.false_flag_rate),
                 "smooth_px": float(self.smooth_px),
-                "wide_px": -1.0 if self.wide_px is None else float(self.wide_px),
-                "n_flagged_wide": 0 if self.wide_flags is None else int(self.wide_flags.sum()),
                 "min_relative_residual": float(self.min_relative_residual), "fit_mode": self.mode,
                 "shift_eV": float(self.shift_eV),
                 "test_energies_eV": [float(self.energies_eV[0]), float(self.energies_eV[-1])],
@@ -256,8 +244,7 @@ def unexplained_pixels(transmission, energies_eV, references, *, mask, mode: str
                        relative_window_eV: tuple[float, float] | None = (-15.0, 40.0),
                        smooth_px: float = 2.5, false_flag_rate: float = FALSE_FLAG_RATE,
                        noise_sigma_px: float = 8.0, common_residual: bool = True,
-                       min_relative_residual: float = MIN_RELATIVE_RESIDUAL,
-                       wide_px: float | None = WIDE_POOLING_PX) -> UnexplainedPixels:
+                       min_relative_residual: float = MIN_RELATIVE_RESIDUAL) -> UnexplainedPixels:
     """Test every pixel for a spectrum that no mix of the references explains.
 
     Each pixel of ``mask`` is fitted with the references (:func:`fit_references`, ``mode``);
@@ -280,16 +267,10 @@ def unexplained_pixels(transmission, energies_eV, references, *, mask, mode: str
     ``common_residual`` the residual shape that the sample shares is removed first. At high
     doses a tiny misfit becomes significant (e.g. a beam background left under a particle), so
     a flag also needs an effect of at least ``min_relative_residual`` of the pixel's edge step.
-    Each pixel is also tested alone (the same statistic, not pooled): a pixel that stands out
-    on its own (a spike, a border left by alignment) is flagged and left out of its
-    neighbours' pooling, which would otherwise spread it; a pooled ``u`` is also clipped to
-    +-4. With ``wide_px`` the pooled test is repeated over a wider neighbourhood, for a faint
-    phase that fills a particle (it needs more pixels to stand above the noise; measured on
-    the foreign family's foreign-phase particle, 192 x 192 at 1000 photons: 3 % of it flagged
-    with the 2.5 px pooling alone, 64 % with the 6 px one added; at 300 photons neither
-    finds it; flags elsewhere on that family's stacks 0-0.5 %, 2.6 % at 5000 photons where
-    its perturbed references leave misfits of several % of the edge step). The tests share
-    the false-flag rate (each at ``false_flag_rate`` divided by their number).
+    Each pixel is also tested alone (the same statistic, not pooled; each test at half the
+    false-flag rate): a pixel that stands out on its own (a spike, a border left by alignment)
+    is flagged and left out of its neighbours' pooling, which would otherwise spread it; a
+    pooled ``u`` is also clipped to +-4.
 
     Measured on the simulator's foreign-phase particle (edge +3 eV, white line damped by 0.6,
     Ni, 256 x 256, seeds 0-3, beam background divided out as in notebook 04): 300 photons,
@@ -338,9 +319,6 @@ def unexplained_pixels(transmission, energies_eV, references, *, mask, mode: str
     min_relative_residual : float
         Smallest unexplained signal flagged, as a share of the edge step (RMS across the
         test energies, >= 0; 0: significance alone decides).
-    wide_px : float or None
-        Gaussian sigma (pixels) of the second, wider pooling (> ``smooth_px``); None tests
-        at ``smooth_px`` only.
 
     Returns
     -------
@@ -391,10 +369,8 @@ def unexplained_pixels(transmission, energies_eV, references, *, mask, mode: str
     res = _Residuals(t, idx[test], matrix[test], coef, tested)
     dof = int(test.sum())
     step = np.nan_to_num(np.asarray(fit.edge_step, dtype=np.float64))
-    if wide_px is not None and not wide_px > smooth_px:
-        raise ValueError(f"wide_px must be None or larger than smooth_px = {smooth_px}; got {wide_px!r}.")
     pooled = _gaussian_kernel(smooth_px).size > 1
-    rate = false_flag_rate / (1 + pooled + (wide_px is not None))   # tests per pixel: union bound
+    rate = false_flag_rate / 2 if pooled else false_flag_rate   # two tests per pixel: union bound
     out = _pooled_chi2(res, smooth_px, noise_sigma_px)
     threshold, _ = _threshold(out.chi, tested, dof, rate)
     outliers = tested & (out.chi_pixel > _threshold(out.chi_pixel, tested, dof, rate)[0]) if pooled else None
@@ -412,13 +388,6 @@ def unexplained_pixels(transmission, energies_eV, references, *, mask, mode: str
     if pooled:
         alone = _relative(out.r2 - out.n2, step, tested, 0.0, dof)
         flags |= tested & (out.chi_pixel > pixel_threshold) & (alone > min_relative_residual)
-    wide = np.zeros_like(flags)
-    if wide_px is not None:
-        out_w = _pooled_chi2(res, wide_px, noise_sigma_px, typical=typical if learn else None, step=step,
-                             outliers=outliers)
-        wide = (tested & (out_w.chi > _threshold(out_w.chi, tested, dof, rate)[0])
-                & (_relative(out_w.excess, step, tested, wide_px, dof) > min_relative_residual))
-        flags |= wide
     return UnexplainedPixels(
         flags=flags, statistic=np.where(tested, out.chi, np.nan), threshold=threshold,
         pixel_statistic=np.where(tested, out.chi_pixel, np.nan), pixel_threshold=pixel_threshold,
@@ -427,7 +396,7 @@ def unexplained_pixels(transmission, energies_eV, references, *, mask, mode: str
         residual_rms=np.where(tested, np.sqrt(out.r2 / dof), np.nan),
         noise_rms=np.where(tested, np.sqrt(out.n2 / dof), np.nan), mask=tested,
         energies_eV=fit.energies_eV[test], common_residual=out.common, mode=mode,
-        shift_eV=float(fit.shift_eV), wide_px=wide_px, wide_flags=wide)
+        shift_eV=float(fit.shift_eV))
 
 
 def _relative(excess: np.ndarray, step: np.ndarray, tested: np.ndarray, smooth_px: float,

@@ -16,7 +16,6 @@ from xanes_lib import evaluation
 from xanes_lib.denoising.beam import estimate_background
 from xanes_lib.mapping import (
     FALSE_FLAG_RATE,
-    WIDE_POOLING_PX,
     ReferenceFit,
     UnexplainedPixels,
     fit_references,
@@ -81,10 +80,9 @@ def test_foreign_particle_is_flagged_and_few_others(foreign_run):
     assert s["recall"] >= (0.85 if dose == 300 else 0.97), s
     assert s["false"] <= 0.005 and s["false_away"] <= 0.005, s
     assert test.null_scale < 1.2, "raw photon noise: the noise model holds"
-    # three tests per pixel (pooled, wide pooling, alone), each at a third of the rate
-    assert test.wide_px == WIDE_POOLING_PX and test.wide_flags.sum() <= test.n_flagged
-    assert test.threshold == pytest.approx(test.null_scale * stats.chi2.isf(FALSE_FLAG_RATE / 3, test.dof))
-    assert test.pixel_threshold >= stats.chi2.isf(FALSE_FLAG_RATE / 3, test.dof)
+    # two tests per pixel (pooled, alone), each at half the rate
+    assert test.threshold == pytest.approx(test.null_scale * stats.chi2.isf(FALSE_FLAG_RATE / 2, test.dof))
+    assert test.pixel_threshold >= stats.chi2.isf(FALSE_FLAG_RATE / 2, test.dof)
     assert test.n_flagged == int(test.flags.sum()) and 0 < test.share < 0.5
 
 
@@ -216,7 +214,7 @@ def test_a_corrupted_border_is_flagged_alone_and_not_spread():
     test = unexplained_pixels(t, E, REFS, mask=mask)
     assert test.flags[0].mean() > 0.9
     assert test.flags[1:].mean() < 0.005
-    single = unexplained_pixels(t, E, REFS, mask=mask, smooth_px=0.0, wide_px=None)
+    single = unexplained_pixels(t, E, REFS, mask=mask, smooth_px=0.0)
     assert single.threshold == single.pixel_threshold
     assert np.array_equal(single.statistic, single.pixel_statistic, equal_nan=True)
     assert single.threshold == pytest.approx(single.null_scale * stats.chi2.isf(FALSE_FLAG_RATE, single.dof))
@@ -289,24 +287,3 @@ def test_array_references_need_an_absolute_window():
         unexplained_pixels(t, E, spectra_array, mask=np.ones((24, 24), bool))
     test = unexplained_pixels(t, E, spectra_array, mask=np.ones((24, 24), bool), relative_window_eV=None)
     assert isinstance(test, UnexplainedPixels) and test.dof == E.size
-
-
-def test_wide_pooling_finds_a_faint_particle_sized_phase():
-    """A phase ~8 % of the edge step off the references over a 24 px disc, at a noise where the
-    2.5 px pooling finds little of it: the 6 px pooling flags most of it, nothing far from it."""
-    a = _mixture((96, 96), step=0.3)
-    yy, xx = np.mgrid[:96, :96]
-    disc = (yy - 48) ** 2 + (xx - 48) ** 2 < 12 ** 2
-    edge = (E > REFS[0].edge_energy() - 5) & (E < REFS[0].edge_energy() + 25)
-    bump = 0.45 * 0.3 * np.sin(np.linspace(0, np.pi, edge.sum()))[:, None, None]
-    a[edge] += bump * disc[None]
-    t = _noisy(a, 0.35, 11)
-    mask = np.ones((96, 96), bool)
-    narrow = unexplained_pixels(t, E, REFS, mask=mask, wide_px=None)
-    both = unexplained_pixels(t, E, REFS, mask=mask)
-    far = ndimage.distance_transform_edt(~disc) > 12
-    assert narrow.flags[disc].mean() < 0.3, narrow.flags[disc].mean()
-    assert both.flags[disc].mean() > 0.6 and both.wide_flags[disc].mean() > 0.6, both.flags[disc].mean()
-    assert both.flags[far].mean() < 0.005
-    with pytest.raises(ValueError, match="wide_px"):
-        unexplained_pixels(t, E, REFS, mask=mask, wide_px=1.0)
