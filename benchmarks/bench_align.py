@@ -60,7 +60,8 @@ scored by ``evaluation.oxidation_state_metrics`` (RMSE, bias, 2-sigma coverage):
   up to 0.5 px of misplacement);
 - ``*_denoised``: still and every aligned variant after the shipped denoiser
   (``data/denoiser_latent.pt``, default strength selection, whole aligned stack as notebook 04
-  passes it), then the same fit.
+  passes it), then the same fit; the std scored for coverage is the denoiser's own error
+  estimate (``DenoiseResult.oxidation_state_std``), as notebooks 04 and 05 report it.
 
 Frame of the comparison. The aligned images sit on the grid of the registration's reference
 image r, where a feature at (y, x) of the ground-truth maps is at (y, x) + o with
@@ -359,9 +360,14 @@ def integer_shift(mask: np.ndarray, k) -> np.ndarray:
     return out
 
 
-def state_scores(transmission, energies, element, state, region) -> dict:
+def state_scores(transmission, energies, element, state, region, denoised=None) -> dict:
+    """Scores of the fit of ``transmission``; after a denoiser (``denoised``, its result) the std
+    is the denoiser's own error estimate, as notebooks 04 and 05 report it."""
     fit = evaluation.oxidation_state_fit(transmission, energies, element, mask=region)
-    return evaluation.oxidation_state_metrics(fit.oxidation_state, fit.oxidation_state_std, state, region)
+    std = fit.oxidation_state_std
+    if denoised is not None:
+        std = denoised.oxidation_state_std(std)
+    return evaluation.oxidation_state_metrics(fit.oxidation_state, std, state, region)
 
 
 def oxidation_case(element, dose, blur, *, size, max_drift, seed, denoiser, background=True) -> dict:
@@ -401,8 +407,8 @@ def oxidation_case(element, dose, blur, *, size, max_drift, seed, denoiser, back
     if denoiser is not None:
         for name in OX_DENOISED:
             t, st, reg = stacks[name]
-            clean = denoiser.denoise(t, energies, element=element, progress=False).denoised
-            scores[name + "_denoised"] = state_scores(clean, energies, element, st, reg)
+            result = denoiser.denoise(t, energies, element=element, progress=False)
+            scores[name + "_denoised"] = state_scores(result.denoised, energies, element, st, reg, result)
     return {"seed": seed, "reference_index": ref, "best_peer": best,
             "max_drift_px": float(np.abs(truth.drift_px).max()),
             "drift_rms_px_vs_reference": float(np.sqrt(np.mean(np.sum(true_shifts ** 2, axis=1)))),
