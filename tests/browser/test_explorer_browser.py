@@ -32,6 +32,7 @@ TARGET = (22, 40)            # the pixel the browser clicks (row, column), insid
 NOTEBOOK_CELLS = [
     "%matplotlib widget",
     """import json
+import os
 from xanes_lib import mapping
 from xanes_lib.explorer import MapExplorer
 from xanes_lib.simulation import SimulationConfig, simulate_stack
@@ -47,10 +48,15 @@ ex.fig.canvas.header_visible = False
 ex.fig.canvas.toolbar_visible = False
 ex.fig.canvas.draw()
 fx, fy = ex.fig.transFigure.inverted().transform(ex.ax_map.transData.transform(COLUMN_ROW))
-json.dump({"fx": float(fx), "fy": float(fy)}, open("target.json", "w"))
+with open("target.tmp", "w") as f:   # written whole, then renamed: the test never reads half a file
+    json.dump({"fx": float(fx), "fy": float(fy)}, f)
+os.replace("target.tmp", "target.json")
 ex.fig.canvas""".replace("COLUMN_ROW", str(TARGET[::-1])),
 ]
-REPORT = 'import json; json.dump([[s.start, s.stop] for s in ex.selection], open("selection.json", "w"))'
+#: Kernel code that writes the selection whole, then renames it (the test polls the file).
+REPORT = ('import json, os\nwith open("selection.tmp", "w") as f:\n'
+          '    json.dump([[s.start, s.stop] for s in ex.selection], f)\n'
+          'os.replace("selection.tmp", "selection.json")')
 #: JavaScript that runs REPORT in the notebook's kernel (the app is exposed by --expose-app-in-browser).
 REQUEST = ("window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.requestExecute({code: "
            + json.dumps(REPORT) + "});")
