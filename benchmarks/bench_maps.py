@@ -8,7 +8,7 @@ Mapping: notebook 04 with its default parameters and no denoiser, with the same 
 (:func:`map_like_notebook04`): registration across energies (``alignment.register_stack``,
 ``apply_alignment``; the stacks do not drift, so its drift test should leave them as they are),
 the significance mask (``mapping.significant_mask``), the guarded energy calibration
-(``denoising.beam_corrected_energy_shift``, falling back to ``mapping.calibrate_energy_shift``),
+(``denoising.calibrate_energy_shift_with_beam``),
 the plain "nonneg_sum_to_one" fit of the stack divided by its low-rank beam background
 (``denoising.divide_beam_background``, ``mapping.fit_references``) and the unexplained-pixel
 flags (``mapping.unexplained_pixels``, ``mark_unexplained``).
@@ -89,10 +89,7 @@ def map_like_notebook04(stack, references) -> tuple:
     seconds["mask"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    try:
-        calibration, _ = denoising.beam_corrected_energy_shift(t, e, references, mask=sample.mask)
-    except ValueError:  # no low-rank beam background: calibrated on the stack as measured
-        calibration = mapping.calibrate_energy_shift(a, e, references, mask=sample.mask)
+    calibration, _ = denoising.calibrate_energy_shift_with_beam(t, e, references, mask=sample.mask)
     shift = calibration.applied_shift_eV
     seconds["energy_shift"] = time.perf_counter() - t0
 

@@ -40,7 +40,8 @@ from ..validate import check_energies, check_stack
 __all__ = [
     "BackgroundEstimate", "BeamProfiles", "smoothed_absorbance", "smoothing_halo", "empty_pixels",
     "empty_gram", "beam_profiles", "beam_pixel_maps", "beam_maps", "beam_background", "estimate_background",
-    "divide_beam_background", "beam_corrected_energy_shift", "shifted_model", "beam_note",
+    "divide_beam_background", "beam_corrected_energy_shift", "calibrate_energy_shift_with_beam",
+    "shifted_model", "beam_note",
 ]
 
 
@@ -430,3 +431,25 @@ def beam_corrected_energy_shift(transmission, energies_eV, references, *, mask, 
                                              **options)
         shift = calibration.shift_eV if np.isfinite(calibration.shift_eV) else 0.0
     return calibration, beam
+
+
+def calibrate_energy_shift_with_beam(transmission, energies_eV, references, *, mask,
+                                     **options) -> tuple[EnergyCalibration, str]:
+    """Calibrate the references' energy shift as notebooks 04 and 05 do, and say how.
+
+    :func:`beam_corrected_energy_shift` where a low-rank beam background can be estimated;
+    where it cannot (e.g. no empty field), :func:`xanes_lib.mapping.calibrate_energy_shift` on
+    the stack as measured. ``options`` go to the calibration (``force``, ``energy_window_eV``...).
+
+    Returns
+    -------
+    calibration : xanes_lib.mapping.EnergyCalibration
+    note : str
+        Empty, or why the stack was calibrated as measured.
+    """
+    try:
+        return beam_corrected_energy_shift(transmission, energies_eV, references, mask=mask, **options)[0], ""
+    except ValueError as exc:
+        a = absorbance(np.asarray(transmission, dtype=np.float64))
+        calibration = calibrate_energy_shift(a, energies_eV, references, mask=mask, **options)
+        return calibration, f"no low-rank beam background ({exc}); calibrated on the stack as measured"

@@ -35,6 +35,10 @@ def split_seeds(seed: int, split: str, n: int) -> list[int]:
     return [int(s) for s in np.random.SeedSequence([int(seed), key]).generate_state(n)]
 
 
+def _log_uniform(rng, low: float, high: float) -> float:
+    return float(np.exp(rng.uniform(np.log(low), np.log(high))))
+
+
 #: The default ``base`` of :func:`sample_config` (frozen, so one instance serves every call).
 _DEFAULT_CONFIG = SimulationConfig()
 
@@ -70,7 +74,7 @@ def sample_config(rng, base: SimulationConfig = _DEFAULT_CONFIG, *,
     pats = tuple(p for p in patterns if rng.random() < 0.6) or (str(rng.choice(patterns)),)
     return base.replace(
         composition=str(rng.choice(compositions)),
-        dose=float(np.exp(rng.uniform(np.log(dose_range[0]), np.log(dose_range[1])))),
+        dose=_log_uniform(rng, *dose_range),
         background_amplitude=float(rng.uniform(*background_range)),
         background_patterns=pats,
         background_energy_correlation=float(rng.uniform(0.5, 0.95)),
@@ -88,10 +92,6 @@ def sample_config(rng, base: SimulationConfig = _DEFAULT_CONFIG, *,
         phantom_hot_spots_per_particle=float(rng.uniform(0.0, 1.5)),
         phantom_surface_layer_nm=float(rng.uniform(0.0, 150.0)),
     )
-
-
-def _log_uniform(rng, low: float, high: float) -> float:
-    return float(np.exp(rng.uniform(np.log(low), np.log(high))))
 
 
 def random_energy_grid(rng, element: str, *, n_range=(30, 150)) -> np.ndarray:

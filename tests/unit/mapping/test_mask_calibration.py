@@ -17,6 +17,7 @@ from xanes_lib.mapping import (
     sample_mask,
     significant_mask,
 )
+from xanes_lib.physics import absorbance
 from xanes_lib.simulation import SimulationConfig, simulate_stack
 from xanes_lib.spectra import default_references
 
@@ -159,3 +160,25 @@ def test_a_shift_below_min_shift_is_not_applied():
     mask = significant_mask(stack, None, refs).mask
     cal = calibrate_energy_shift(stack, None, refs, mask=mask, min_shift_eV=5.0)
     assert not cal.applied and "< 5 eV" in cal.reason
+
+
+def test_calibration_with_beam_falls_back_to_the_stack_as_measured_and_says_so(monkeypatch):
+    from xanes_lib.denoising import beam
+    from xanes_lib.denoising.beam import beam_corrected_energy_shift, calibrate_energy_shift_with_beam
+
+    stack, _, refs = _stack("Ni", 1000.0, ref_shift=1.0, shape=(128, 128))
+    mask = significant_mask(stack, None, refs).mask
+    cal, note = calibrate_energy_shift_with_beam(stack.transmission, stack.energies_eV, refs, mask=mask)
+    direct, _ = beam_corrected_energy_shift(stack.transmission, stack.energies_eV, refs, mask=mask)
+    assert note == "" and cal.shift_eV == direct.shift_eV and cal.applied
+
+    def no_empty_field(*args, **kwargs):
+        raise ValueError("only 0 of 16384 pixels are free of sample")
+
+    monkeypatch.setattr(beam, "estimate_background", no_empty_field)
+    cal, note = calibrate_energy_shift_with_beam(stack.transmission, stack.energies_eV, refs, mask=mask)
+    assert note == ("no low-rank beam background (only 0 of 16384 pixels are free of sample); "
+                    "calibrated on the stack as measured")
+    plain = calibrate_energy_shift(absorbance(stack.transmission.astype(np.float64)), stack.energies_eV, refs,
+                                   mask=mask)
+    assert cal.shift_eV == plain.shift_eV
