@@ -58,6 +58,10 @@ scored by ``evaluation.oxidation_state_metrics`` (RMSE, bias, 2-sigma coverage):
 - ``oracle``: ``apply_alignment`` with the true shifts (what is left is the interpolation);
   ``ours_nearest``: our shifts applied with ``order=0`` (nearest pixel: noise unchanged,
   up to 0.5 px of misplacement);
+- ``ours_beam_first``: what notebooks 04 and 05 do: the beam background divided out in the
+  detector frame of the drifting stack (``divide_beam_background(..., shifts_px=...)``), then
+  ``apply_alignment``; ``still_beam``: the still stack divided by its own beam estimate, its
+  plain-fit counterpart (the denoiser divides the still stack's itself);
 - ``*_denoised``: still and every aligned variant after the shipped denoiser
   (``data/denoiser_latent.pt``, default strength selection, whole aligned stack as notebook 04
   passes it), then the same fit; the std scored for coverage is the denoiser's own error
@@ -79,7 +83,9 @@ left out, for the still stack as well. Pixels are scored only where every aligne
 covers the field (the intersection of their ``common_mask``). The still stack is scored in the
 frame of the maps on the same pixels moved back by round(o), so every variant is scored on the
 same part of the sample. The target (issue 16) is RMSE(aligned) / RMSE(still) <= 1.1 with the
-plain fit and with the denoiser (``targets`` checks ``ours`` on the cases with beam background).
+plain fit (``targets`` checks ``ours`` over ``still``, and ``ours_beam_first`` over ``still_beam``)
+and with the denoiser (``ours_beam_first``, the notebooks' pipeline), on the cases with beam
+background.
 Linear interpolation averages neighbouring pixels (variance factor down to 0.25), so the
 plain fit of a linearly aligned stack can score below the still one: a ratio below 1 is
 smoothing, not extra information. The same smoothing halves the noise that the denoiser's
@@ -112,10 +118,12 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from xanes_lib import __version__, evaluation  # noqa: E402
-from xanes_lib.alignment import apply_alignment, register_stack  # noqa: E402
+from xanes_lib.alignment import apply_alignment, move_mask, register_stack  # noqa: E402
 from xanes_lib.alignment._correlation import bin_image  # noqa: E402
+from xanes_lib.denoising.beam import divide_beam_background  # noqa: E402
 from xanes_lib.io import flat_field_correct  # noqa: E402
 from xanes_lib.simulation import SimulationConfig, detector_counts, simulate_stack  # noqa: E402
+from xanes_lib.spectra import default_references  # noqa: E402
 
 CASES = [  # (label, element, dose, PSF sigma px)
     ("Ni_300_psf1", "Ni", 300.0, 1.0),
@@ -303,8 +311,8 @@ OX_CASES = [  # (label, element, dose, PSF sigma px, beam background B as simula
     ("Co_1000_psf1", "Co", 1000.0, 1.0, True),
     ("Ni_1000_psf1_noB", "Ni", 1000.0, 1.0, False),
 ]
-OX_ALIGNED = ("ours", "best_peer", "oracle", "ours_nearest", "ours_linear")
-OX_VARIANTS = ("still", "still_aligned", "unaligned", *OX_ALIGNED)
+OX_ALIGNED = ("ours", "ours_beam_first", "best_peer", "oracle", "ours_nearest", "ours_linear")
+OX_VARIANTS = ("still", "still_aligned", "still_beam", "unaligned", *OX_ALIGNED)
 OX_DENOISED = ("still", *OX_ALIGNED)          # each also after the shipped denoiser
 ERODE_PX = 2
 
@@ -351,15 +359,6 @@ def truth_in_frame(truth, reference_index: int) -> tuple[np.ndarray, np.ndarray]
     return state, mask
 
 
-def integer_shift(mask: np.ndarray, k) -> np.ndarray:
-    """``out[y, x] = mask[y - ky, x - kx]`` (False where that falls outside)."""
-    out = np.zeros_like(mask)
-    (ky, kx), (ny, nx) = (int(v) for v in k), mask.shape
-    out[max(ky, 0):ny + min(ky, 0), max(kx, 0):nx + min(kx, 0)] = \
-        mask[max(-ky, 0):ny + min(-ky, 0), max(-kx, 0):nx + min(-kx, 0)]
-    return out
-
-
 def state_scores(transmission, energies, element, state, region, denoised=None) -> dict:
     """Scores of the fit of ``transmission``; after a denoiser (``denoised``, its result) the std
     is the denoiser's own error estimate, as notebooks 04 and 05 report it."""
@@ -385,7 +384,10 @@ def oxidation_case(element, dose, blur, *, size, max_drift, seed, denoiser, back
         peer[name] = peer_shifts(name, drift_t, ref)
         shift_rms[name] = errors(peer[name], truth.drift_px, ref)["rms_px"]
     best = min(PEERS, key=lambda p: shift_rms[p])
-    aligned = {"ours": apply_alignment(drift_t, fit), "best_peer": apply_alignment(drift_t, peer[best]),
+    references = default_references(element)
+    beam_first, _ = divide_beam_background(drift_t, energies, references, shifts_px=fit)
+    aligned = {"ours": apply_alignment(drift_t, fit), "ours_beam_first": apply_alignment(beam_first, fit),
+               "best_peer": apply_alignment(drift_t, peer[best]),
                "oracle": apply_alignment(drift_t, true_shifts),
                "ours_nearest": apply_alignment(drift_t, fit, order=0),
                "ours_linear": apply_alignment(drift_t, fit, order=1)}
@@ -395,12 +397,14 @@ def oxidation_case(element, dose, blur, *, size, max_drift, seed, denoiser, back
     for al in aligned.values():
         region &= al.common_mask
     state_still, mask_still = truth_in_frame(still_truth, 0)
-    region_still = integer_shift(region, -np.round(offset)) & mask_still
+    region_still = move_mask(region, -np.round(offset)) & mask_still
 
     still_fit = register_stack(still_t, energies)
     still_al = apply_alignment(still_t, still_fit)
     stacks = {"still": (still_t, state_still, region_still),
               "still_aligned": (still_al.transmission, state_still, region_still & still_al.common_mask),
+              "still_beam": (divide_beam_background(still_t, energies, references)[0], state_still,
+                             region_still),
               "unaligned": (drift_t, state_ref, region),
               **{name: (al.transmission, state_ref, region) for name, al in aligned.items()}}
     scores = {name: state_scores(t, energies, element, st, reg) for name, (t, st, reg) in stacks.items()}
@@ -442,6 +446,8 @@ def oxidation(seeds: int, size: int, max_drift: float, denoise: bool) -> dict:
         pooled = {v: _pool([r["scores"][v] for r in runs]) for v in names}
         ratios = {f"{v}_over_still": pooled[v]["rmse"] / pooled["still"]["rmse"]
                   for v in OX_VARIANTS[1:]}
+        ratios["ours_beam_first_over_still_beam"] = (pooled["ours_beam_first"]["rmse"]
+                                                     / pooled["still_beam"]["rmse"])
         if denoiser is not None:
             ratios.update({f"{v}_denoised_over_still_denoised":
                            pooled[v + "_denoised"]["rmse"] / pooled["still_denoised"]["rmse"]
@@ -454,7 +460,8 @@ def oxidation(seeds: int, size: int, max_drift: float, denoise: bool) -> dict:
                       "best_peers": [r["best_peer"] for r in runs],
                       "seconds": time.perf_counter() - t0, "runs": runs}
         den = (f"; denoised still {pooled['still_denoised']['rmse']:.4f} ours "
-               f"{pooled['ours_denoised']['rmse']:.4f} ({ratios['ours_denoised_over_still_denoised']:.3f} x)"
+               f"{pooled['ours_beam_first_denoised']['rmse']:.4f} "
+               f"({ratios['ours_beam_first_denoised_over_still_denoised']:.3f} x)"
                if denoiser is not None else "")
         print(f"{label}: RMSE still {pooled['still']['rmse']:.4f} unaligned "
               f"{pooled['unaligned']['rmse']:.4f} ours {pooled['ours']['rmse']:.4f} "
@@ -465,17 +472,19 @@ def oxidation(seeds: int, size: int, max_drift: float, denoise: bool) -> dict:
 
 def oxidation_table(ox: dict) -> str:
     """Plain-text table of the RMSEs and of the ratios to the still stack."""
-    head = ["case", "still", "unal.", "ours", "peer", "oracle", "near.", "lin.",
-            "ours/st", "peer/st", "orac/st", "lin/st"]
+    head = ["case", "still", "st.beam", "unal.", "ours", "beam1st", "peer", "oracle", "near.", "lin.",
+            "ours/st", "b1st/stb", "peer/st", "orac/st", "lin/st"]
     den = all("still_denoised" in c for c in ox.values())
     if den:
-        head += ["| D:still", "ours", "peer", "oracle", "near.", "lin.",
-                 "ours/st", "peer/st", "orac/st", "near/st", "lin/st"]
+        head += ["| D:still", "ours", "beam1st", "peer", "oracle", "near.", "lin.",
+                 "ours/st", "b1st/st", "peer/st", "orac/st", "near/st", "lin/st"]
     rows = [head]
     for label, c in ox.items():
         r = c["ratios"]
-        row = [label] + [f"{c[v]['rmse']:.4f}" for v in ("still", "unaligned", *OX_ALIGNED)]
-        row += [f"{r[v + '_over_still']:.3f}" for v in ("ours", "best_peer", "oracle", "ours_linear")]
+        row = [label] + [f"{c[v]['rmse']:.4f}" for v in ("still", "still_beam", "unaligned", *OX_ALIGNED)]
+        row += [f"{r[v]:.3f}" for v in ("ours_over_still", "ours_beam_first_over_still_beam",
+                                         "best_peer_over_still", "oracle_over_still",
+                                         "ours_linear_over_still")]
         if den:
             row += ["| " + f"{c['still_denoised']['rmse']:.4f}"]
             row += [f"{c[v + '_denoised']['rmse']:.4f}" for v in OX_ALIGNED]
@@ -536,10 +545,11 @@ def main(argv=None) -> int:
     if ox:
         issue_cases = [c for c in ox.values() if c.get("beam_background", True)]
         targets["oxidation_rmse_aligned_le_1.1x_still_plain"] = all(
-            c["ratios"]["ours_over_still"] <= 1.1 for c in issue_cases)
-        if all("ours_denoised_over_still_denoised" in c["ratios"] for c in issue_cases):
+            c["ratios"]["ours_over_still"] <= 1.1 and c["ratios"]["ours_beam_first_over_still_beam"] <= 1.1
+            for c in issue_cases)
+        if all("ours_beam_first_denoised_over_still_denoised" in c["ratios"] for c in issue_cases):
             targets["oxidation_rmse_aligned_le_1.1x_still_denoised"] = all(
-                c["ratios"]["ours_denoised_over_still_denoised"] <= 1.1 for c in issue_cases)
+                c["ratios"]["ours_beam_first_denoised_over_still_denoised"] <= 1.1 for c in issue_cases)
         print("oxidation-state RMSE (plain fit | shipped denoiser, then the fit); ratios to the still stack:")
         print(oxidation_table(ox))
     print("targets:", ", ".join(f"{k}={'yes' if v else 'NO'}" for k, v in targets.items()))

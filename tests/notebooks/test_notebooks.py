@@ -155,6 +155,8 @@ def test_your_data_exports_the_maps_and_works_without_ground_truth(tmp_path):
     registration = alignment.Alignment.load(maps / f"{stem}_results.h5")
     assert registration.shifts_px.shape == (io.read_stack(example).energies_eV.size, 2)
     assert np.abs(registration.shifts_px).max() > 1.0, "the example drifts and was aligned"
+    assert res.attrs["beam_background_before_alignment"].startswith("beam background divided out"), \
+        "a drifting stack's beam background is divided out in the detector frame, before aligning"
     np.testing.assert_array_equal(tifffile.imread(maps / f"{stem}_mask.tif"), res.mask)
     np.testing.assert_array_equal(tifffile.imread(maps / f"{stem}_oxidation_state.tif"), res.oxidation_state)
     rows = list(csv.DictReader((maps / f"{stem}_particles.csv").read_text().splitlines()))

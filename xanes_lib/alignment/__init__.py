@@ -38,6 +38,7 @@ from .shifts import (
     common_field,
     fourier_shift_axis,
     interpolation_variance,
+    move_mask,
     repeat_field_edges,
     shift_image,
 )
@@ -47,4 +48,5 @@ __all__ = [
     "DRIFT_TOLERANCE_PX", "register_stack", "choose_reference", "drift_test", "GROUP", "ORDERS",
     "Alignment", "AlignedStack", "interpolation_variance", "apply_alignment", "checked_shifts",
     "shift_image", "common_field", "FOURIER_PAD_PX", "fourier_shift_axis", "repeat_field_edges",
+    "move_mask",
 ]

@@ -26,7 +26,7 @@ from ..validate import check_stack
 __all__ = [
     "GROUP", "ORDERS", "FOURIER_PAD_PX", "Alignment", "AlignedStack", "interpolation_variance",
     "apply_alignment", "checked_shifts", "fourier_shift_axis", "shift_image", "common_field",
-    "repeat_field_edges",
+    "repeat_field_edges", "move_mask",
 ]
 
 #: Name of the HDF5 group holding an alignment.
@@ -393,6 +393,27 @@ def common_field(shifts_px, shape: tuple[int, int],
     common = np.zeros((ny, nx), bool)
     common[crop] = True
     return crop, common
+
+
+def move_mask(mask, shift) -> np.ndarray:
+    """Return a (Y, X) bool mask moved by the nearest whole pixels of ``shift`` (dy, dx).
+
+    ``out[y, x] = mask[y - dy, x - dx]``: a mask in the reference image's frame moved by
+    ``shifts_px[e]`` is where it lies in image ``e`` (False where that falls outside).
+
+    Examples
+    --------
+    >>> m = np.zeros((3, 3), bool); m[1, 1] = True
+    >>> np.argwhere(move_mask(m, (1.2, -0.8))).tolist()
+    [[2, 0]]
+    """
+    m = np.asarray(mask, dtype=bool)
+    out = np.zeros_like(m)
+    (ky, kx), (ny, nx) = (int(np.round(v)) for v in shift), m.shape
+    if abs(ky) < ny and abs(kx) < nx:
+        out[max(ky, 0):ny + min(ky, 0), max(kx, 0):nx + min(kx, 0)] = \
+            m[max(-ky, 0):ny + min(-ky, 0), max(-kx, 0):nx + min(-kx, 0)]
+    return out
 
 
 def repeat_field_edges(stack: np.ndarray, crop: tuple[slice, slice]) -> np.ndarray:

@@ -25,10 +25,11 @@ import importlib
 
 #: Public name -> submodule that defines it.
 _EXPORTS = {
-    "BackgroundEstimate": "beam", "BeamProfiles": "beam", "smoothed_absorbance": "beam",
-    "smoothing_halo": "beam", "empty_pixels": "beam", "empty_gram": "beam", "beam_profiles": "beam",
-    "beam_pixel_maps": "beam", "beam_maps": "beam", "beam_background": "beam", "estimate_background":
-    "beam", "divide_beam_background": "beam", "beam_corrected_energy_shift": "beam",
+    "BackgroundEstimate": "beam", "BeamProfiles": "beam", "DriftingSampleView": "beam",
+    "drifting_sample_view": "beam", "smoothed_absorbance": "beam", "smoothing_halo": "beam",
+    "empty_pixels": "beam", "empty_gram": "beam", "beam_profiles": "beam", "beam_pixel_maps": "beam",
+    "beam_maps": "beam", "beam_background": "beam", "estimate_background": "beam",
+    "divide_beam_background": "beam", "beam_corrected_energy_shift": "beam",
     "calibrate_energy_shift_with_beam": "beam", "shifted_model": "beam", "beam_note": "beam",
     "DEFAULT_SIGMAS_PX": "strength", "NETWORK_SIGMAS_PX": "strength", "StrengthChoice": "strength",
     "residual_noise_std": "strength", "coefficient_covariance": "strength", "state_weights": "strength",

@@ -33,12 +33,14 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from ..alignment import apply_alignment, checked_shifts, move_mask
 from ..mapping import EnergyCalibration, calibrate_energy_shift, sample_mask
 from ..physics import absorbance, build_model
 from ..validate import check_energies, check_stack
 
 __all__ = [
-    "BackgroundEstimate", "BeamProfiles", "smoothed_absorbance", "smoothing_halo", "empty_pixels",
+    "BackgroundEstimate", "BeamProfiles", "DriftingSampleView", "drifting_sample_view",
+    "smoothed_absorbance", "smoothing_halo", "empty_pixels",
     "empty_gram", "beam_profiles", "beam_pixel_maps", "beam_maps", "beam_background", "estimate_background",
     "divide_beam_background", "beam_corrected_energy_shift", "calibrate_energy_shift_with_beam",
     "shifted_model", "beam_note",
@@ -229,10 +231,12 @@ def beam_pixel_maps(smoothed, empty, profiles: BeamProfiles) -> np.ndarray:
 
 
 def beam_maps(pixel_maps, empty, profiles: BeamProfiles, *, map_sigma_px: float = 4.0,
-              fill_sigma_px: float = 32.0, sample_weight: float = 0.5):
+              fill_sigma_px: float = 32.0, sample_weight: float = 0.5, unknown=None):
     """Smooth the per-pixel coefficients into the maps ``v_j`` (normalised convolution).
 
-    Parameters as :func:`estimate_background`; ``pixel_maps`` from :func:`beam_pixel_maps`.
+    Parameters as :func:`estimate_background`; ``pixel_maps`` from :func:`beam_pixel_maps`;
+    ``unknown`` (Y, X) bool, optional: pixels whose coefficients are not to be trusted (weight
+    0: their neighbours fill them in).
 
     Returns
     -------
@@ -242,17 +246,103 @@ def beam_maps(pixel_maps, empty, profiles: BeamProfiles, *, map_sigma_px: float 
         (Y, X) weights of the smoothing.
     """
     v, left = pixel_maps[:-1], pixel_maps[-1]
+    known = np.ones(empty.shape, bool) if unknown is None else ~np.asarray(unknown, bool)
     # Sample pixels whose unexplained spectrum is not background-like get a low weight.
-    inside = left[~empty]
+    inside = left[~empty & known]
     med = np.median(inside)
     mad = 1.4826 * np.median(np.abs(inside - med)) + 1e-12
     excess = np.clip((left - med) / mad - 3.0, 0.0, None)
     # Per profile, a sample pixel knows its map only through the profile's unexplained part.
     prof = profiles.profiles
     share = np.sum((profiles.q @ prof) ** 2, axis=0) / np.sum(prof ** 2, axis=0)
-    w = np.where(empty, 1.0, sample_weight * np.exp(-excess ** 2))
+    w = np.where(empty, 1.0, sample_weight * np.exp(-excess ** 2)) * known
     w_j = np.where(empty[None], 1.0, share[:, None, None] * w[None])
     return _normalised_convolution(v, w_j, map_sigma_px, fill_sigma=fill_sigma_px), w
+
+
+@dataclass(frozen=True)
+class DriftingSampleView:
+    """Where a drifting sample lies on the detector, and its spectra in its own frame.
+
+    Attributes
+    ----------
+    empty : numpy.ndarray
+        (Y, X) detector pixels that no image shows sample on (at least the margin away).
+    unknown : numpy.ndarray
+        (Y, X) detector pixels neither empty nor inside the sample in every image (the band
+        that the particles' edges sweep, widened by 2 pixels, and the margin around it): the
+        maps are not read there, their neighbours fill them in.
+    aligned : numpy.ndarray
+        (E, Y, X) smoothed absorbance of the aligned stack (the sample's frame).
+    offset_px : numpy.ndarray
+        (2,) median drift: a pixel of the sample's frame sits about this far away on the
+        detector over the scan.
+    """
+
+    empty: np.ndarray
+    unknown: np.ndarray
+    aligned: np.ndarray
+    offset_px: np.ndarray
+
+    def sample_maps(self, profiles: BeamProfiles) -> np.ndarray:
+        """Per-pixel maps of the sample pixels, (R + 1, Y, X), moved onto the detector.
+
+        :func:`beam_pixel_maps` of the aligned spectra (every pixel as sample), moved by
+        ``offset_px``. Aligned pixel x sees, in image e, the background of detector pixel
+        ``x + drift[e]``; over a smooth background, about that of ``x + offset_px``. (Fitting
+        the first-order terms ``(drift[e] - offset) . grad v_j`` as well made the estimate
+        worse on simulated drifts of up to 8 px: more unknowns per pixel.)
+        """
+        maps = beam_pixel_maps(self.aligned, np.zeros(self.empty.shape, bool), profiles)
+        return ndimage.shift(maps, (0.0, *self.offset_px), order=1, mode="nearest")
+
+
+def drifting_sample_view(transmission, shifts_px, *, smooth_px: float = 3.0,
+                         margin_px: int = 4) -> DriftingSampleView:
+    """Find the empty detector pixels of a drifting stack and its spectra in the sample's frame.
+
+    The stack is aligned (linear interpolation: the absorbance is smoothed by ``smooth_px``
+    anyway); the sample is found there from its mean absorbance (threshold over the field
+    that every image covers) and moved back onto the detector by each image's drift.
+
+    Parameters
+    ----------
+    transmission : numpy.ndarray
+        (E, Y, X) transmission as measured.
+    shifts_px : numpy.ndarray
+        (E, 2) drift of each image (:func:`xanes_lib.alignment.register_stack`).
+    smooth_px, margin_px : float, int
+        As :func:`estimate_background`.
+
+    Returns
+    -------
+    DriftingSampleView
+
+    Raises
+    ------
+    ValueError
+        Fewer than 1 % of the pixels empty in every image.
+    """
+    aligned = apply_alignment(transmission, shifts_px, order=1)
+    a_al = smoothed_absorbance(aligned.transmission, smooth_px)
+    level = a_al.mean(0)
+    field = ndimage.binary_erosion(aligned.common_mask, iterations=2)
+    # Outside the field every image covers, the aligned images repeat the field's edge: no
+    # evidence that a pixel there is empty, so it counts as sample.
+    sample = (level > _empty_threshold(level[field] if field.any() else level)) | ~field
+    ever, always = np.zeros_like(sample), np.ones_like(sample)
+    for k in np.unique(np.round(shifts_px), axis=0):
+        moved = move_mask(sample, k)
+        ever |= moved
+        always &= moved | ~move_mask(np.ones_like(sample), k)  # outside the image: no evidence
+    empty = ~ndimage.binary_dilation(ever, iterations=max(margin_px, 1))
+    if empty.sum() < 0.01 * empty.size:
+        raise ValueError(f"only {int(empty.sum())} of {empty.size} pixels are free of sample in every "
+                         "image; the background profiles need an empty area (>= 1 % of the field).")
+    offset = np.median(shifts_px, axis=0)
+    inner = always & ~ndimage.binary_dilation(ever & ~always, iterations=2)
+    unknown = ~empty & ~inner
+    return DriftingSampleView(empty, unknown, a_al, offset)
 
 
 def beam_background(profiles, maps) -> np.ndarray:
@@ -264,7 +354,7 @@ def beam_background(profiles, maps) -> np.ndarray:
 def estimate_background(transmission, energies_eV, model, *, max_rank: int = 12, noise_factor: float = 3.0,
                         min_unexplained: float = 0.2, smooth_px: float = 3.0, map_sigma_px: float = 4.0,
                         fill_sigma_px: float = 32.0, margin_px: int = 4,
-                        sample_weight: float = 0.5) -> BackgroundEstimate:
+                        sample_weight: float = 0.5, shifts_px=None) -> BackgroundEstimate:
     """Low-rank estimate of the multiplicative beam background of a stack (no ground truth).
 
     The stages (:func:`smoothed_absorbance`, :func:`empty_pixels`, :func:`empty_gram`,
@@ -300,10 +390,20 @@ def estimate_background(transmission, energies_eV, model, *, max_rank: int = 12,
     sample_weight : float
         Weight of sample pixels relative to empty ones in the smoothing of the maps (their
         maps come from the unexplained part of the spectrum only, so they are less precise).
+    shifts_px : array_like or xanes_lib.alignment.Alignment, optional
+        (E, 2) drift of the sample across the images (``register_stack``'s shifts) of a stack
+        given as measured, not aligned. The background stays with the detector while the
+        sample moves over it: the background is estimated in the detector frame (empty pixels
+        where no image holds sample), the maps inside the sample from the aligned spectra
+        (:func:`drifting_sample_view`). Aligning first would move the background by the drift
+        from image to image, which a few energy profiles no longer describe: it biased the
+        oxidation state of dilute Co by -0.1 after the denoiser (issue 16). None, or all
+        shifts zero: the stack does not drift.
 
     Returns
     -------
     BackgroundEstimate
+        The background in the frame of ``transmission`` (the detector's).
 
     Raises
     ------
@@ -316,21 +416,32 @@ def estimate_background(transmission, energies_eV, model, *, max_rank: int = 12,
     if model.matrix.shape[0] != e.size:
         raise ValueError(f"the physics model has {model.matrix.shape[0]} energies, the stack {e.size}.")
     a_s = smoothed_absorbance(t, smooth_px)
-    # The sample is found from its total absorbance (matrix and edge element together), which
-    # stands far above the background even where a dilute edge (Co) is lost in the noise.
-    empty = empty_pixels(a_s.mean(0), margin_px)
+    drift = None if shifts_px is None else checked_shifts(shifts_px, e.size, t.shape[1:])
+    if drift is not None and not drift.any():
+        drift = None
+    if drift is None:
+        # The sample is found from its total absorbance (matrix and edge element together), which
+        # stands far above the background even where a dilute edge (Co) is lost in the noise.
+        empty, unknown = empty_pixels(a_s.mean(0), margin_px), None
+    else:
+        view = drifting_sample_view(t, drift, smooth_px=smooth_px, margin_px=margin_px)
+        empty, unknown = view.empty, view.unknown
     prof = beam_profiles(empty_gram(a_s, empty), int(empty.sum()), model, max_rank=max_rank,
                          noise_factor=noise_factor, min_unexplained=min_unexplained)
     if not prof.rank:
         return BackgroundEstimate(np.ones_like(t, dtype=np.float32), prof.profiles,
                                   np.zeros((0, *empty.shape)), 0, prof.above, empty, np.ones(empty.shape))
-    maps, w = beam_maps(beam_pixel_maps(a_s, empty, prof), empty, prof, map_sigma_px=map_sigma_px,
-                        fill_sigma_px=fill_sigma_px, sample_weight=sample_weight)
+    pixel_maps = beam_pixel_maps(a_s, empty, prof)
+    if drift is not None:  # sample pixels: their maps from the aligned spectra, moved back
+        pixel_maps = np.where(empty, pixel_maps, view.sample_maps(prof))
+    maps, w = beam_maps(pixel_maps, empty, prof, map_sigma_px=map_sigma_px, fill_sigma_px=fill_sigma_px,
+                        sample_weight=sample_weight, unknown=unknown)
     return BackgroundEstimate(beam_background(prof.profiles, maps), prof.profiles, maps, prof.rank,
                               prof.above - prof.rank, empty, w)
 
 
-def divide_beam_background(transmission, energies_eV, references, *, shift_eV: float = 0.0):
+def divide_beam_background(transmission, energies_eV, references, *, shift_eV: float = 0.0,
+                           shifts_px=None):
     """Return the stack divided by its low-rank beam background, and a note of what was done.
 
     Left in, the smooth beam background looks like a phase of its own to a test of the fit
@@ -347,6 +458,10 @@ def divide_beam_background(transmission, energies_eV, references, *, shift_eV: f
         Reference spectra (``.spectrum(energies)``), calibrated by ``shift_eV``.
     shift_eV : float
         Energy shift applied to the references.
+    shifts_px : array_like or xanes_lib.alignment.Alignment, optional
+        Drift of a stack given as measured, to be aligned afterwards: the background is
+        estimated in the detector frame (:func:`estimate_background`). Divide it out before
+        aligning a drifting stack.
 
     Returns
     -------
@@ -358,7 +473,7 @@ def divide_beam_background(transmission, energies_eV, references, *, shift_eV: f
     e = np.asarray(energies_eV, dtype=np.float64)
     model = shifted_model(e, references, shift_eV)
     try:
-        beam = estimate_background(transmission, e, model)
+        beam = estimate_background(transmission, e, model, shifts_px=shifts_px)
     except ValueError as exc:  # no empty field to learn it from
         return transmission, beam_note(reason=exc)
     return transmission / beam.background, beam_note(rank=beam.rank)
