@@ -21,6 +21,7 @@ from .mask import (
     SIGNIFICANCE_THRESHOLD,
     SampleMask,
     absorption_significance,
+    empty_field_baseline,
     mask_from_significance,
     sample_mask,
     significant_mask,
@@ -46,7 +47,8 @@ from .phases import (
 __all__ = [
     "PRE_EDGE_GAP_EV", "POST_EDGE_START_EV", "NormalizedSpectra", "normalize_spectra", "edge_energy",
     "white_line_energy", "SIGNIFICANCE_THRESHOLD", "MASK_STATISTICS", "SampleMask", "sample_mask",
-    "significant_mask", "absorption_significance", "mask_from_significance", "FIT_MODES",
+    "significant_mask", "absorption_significance", "mask_from_significance", "empty_field_baseline",
+    "FIT_MODES",
     "MAX_NONNEG_REFERENCES", "spectrum_sum", "mean_spectrum_e0",
     "ReferenceFit", "fit_references", "EnergyShiftFit", "fit_energy_shift",
     "EnergyCalibration", "calibrate_energy_shift", "residual_map",

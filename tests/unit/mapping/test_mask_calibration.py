@@ -13,6 +13,7 @@ from xanes_lib.mapping import (
     SIGNIFICANCE_THRESHOLD,
     SampleMask,
     calibrate_energy_shift,
+    empty_field_baseline,
     fit_references,
     sample_mask,
     significant_mask,
@@ -66,6 +67,43 @@ def test_significant_mask_options_and_unpacking(rng):
     assert only.statistic == "edge_step" and only.min_edge_step == 0.3
     assert not only.mask[np.nan_to_num(only.edge_step) < 0.3].any()
     assert 0.0 < m.share < 1.0
+
+
+def _thin_on_offset(rng, offset_amplitude):
+    """A thin particle (no edge element: only its absorbance tells it) and a thick one with Ni, on a
+    smooth absorbance offset that is constant over energies (a flat-field residual)."""
+    refs = default_references("Ni")
+    e = np.linspace(8250.0, 8450.0, 80)
+    y, x = np.mgrid[0:96, 0:96] / 95.0
+    offset = offset_amplitude * (np.sin(2.5 * x + 1.0) + 0.6 * y)
+    thin = np.zeros((96, 96))
+    thin[20:40, 55:80] = 0.012                       # 12 mAbs of matrix, no Ni edge
+    thick = np.zeros((96, 96))
+    thick[55:80, 15:40] = 0.4
+    a = (offset + thin)[None] + thick * (refs[1].spectrum(e) + 0.3)[:, None, None]
+    return a + rng.normal(0.0, 0.02, a.shape), e, refs, offset, thin > 0
+
+
+def test_absorbance_is_tested_above_the_empty_fields_smooth_offset(rng):
+    a, e, refs, offset, thin = _thin_on_offset(rng, 0.006)
+    m = significant_mask(a, e, refs)
+    empty = np.ones_like(thin)
+    empty[18:42, 53:82] = empty[53:82, 13:42] = False
+    assert m.mask[thin].mean() > 0.9, "the thin particle is found above the offset"
+    assert m.mask[empty].mean() < 0.02
+    assert m.absorbance_baseline.shape == thin.shape
+    err = (m.absorbance_baseline - offset)[empty]
+    assert np.sqrt(np.mean((err - err.mean()) ** 2)) < 0.3 * offset[empty].std()
+    # tested against zero (no baseline), much of the empty field would pass for sample
+    z0 = m.absorbance / m.absorbance_std
+    z0 /= max(1.0, np.sqrt(np.mean(z0[z0 < 0] ** 2)))
+    assert np.mean(z0[empty] > 3.0) > 0.2
+
+
+def test_a_field_full_of_sample_has_no_baseline():
+    level, std, z_step = np.full((40, 40), 0.5), np.full((40, 40), 0.01), np.full((40, 40), 10.0)
+    base = empty_field_baseline(level, std, z_step, np.ones((40, 40), bool))
+    assert not base.any()
 
 
 @pytest.mark.parametrize("kwargs, match", [
