@@ -27,7 +27,7 @@ from ..validate import check_stack, check_transmission_frames
 from .beam import estimate_background
 from .denoiser import Denoiser, pick_device
 from .networks import gaussian_blur
-from .strength import StrengthChoice, coefficient_covariance, residual_noise_std, select_strength
+from .strength import StrengthChoice, coefficient_covariance_map, residual_noise_std, select_strength
 
 __all__ = [
     "coefficient_scale", "ForwardOutput", "latent_inputs", "forward", "DenoiseResult", "denoise_stack",
@@ -454,7 +454,8 @@ class _Probe:
 
     Per pixel: the plain fit's coefficients, the photon noise of the absorbance, and the
     network's response to a small perturbation of its input shaped like the noise
-    (``EPS * sigma_i * chol(cov) z_i``, ``z`` drawn once for the whole stack from
+    (``EPS * sigma_i * chol(cov_i) z_i`` with the pixel's own covariance,
+    :func:`.strength.coefficient_covariance_map`; ``z`` drawn once for the whole stack from
     ``seed`` by :meth:`draw`, so that the result does not depend on the tiling).
     """
 
@@ -462,7 +463,6 @@ class _Probe:
 
     def __init__(self, model, oxidation_states, seed: int):
         self.model, self.ox, self.seed = model, list(oxidation_states), seed
-        self.chol = np.linalg.cholesky(coefficient_covariance(model)).astype(np.float32)
 
     def draw(self, shape) -> np.ndarray:
         """(P, Y, X) float32 ``z`` of a stack of images of ``shape``."""
@@ -475,7 +475,9 @@ class _Probe:
         Returns the maps of :func:`_probe_planes` on the tile's inner part ``keep``.
         """
         noise = residual_noise_std(res.unexplained_absorbance.cpu().numpy(), self.model)
-        delta = self.EPS * noise * np.einsum("pq,qyx->pyx", self.chol, z)
+        cov = coefficient_covariance_map(self.model, res.observed_coefficients.cpu().numpy())
+        chol = np.linalg.cholesky(np.moveaxis(cov.astype(np.float64), (0, 1), (2, 3)))  # (y, x, P, P)
+        delta = (self.EPS * noise * np.einsum("yxpq,qyx->pyx", chol, z)).astype(np.float32)
         delta_t = res.inputs.new_tensor(delta)
         x = res.inputs.clone()
         x[0, :delta.shape[0]] += delta_t / res.scale
@@ -487,7 +489,8 @@ class _Probe:
     def select(self, coefficients, maps):
         """Return the chosen coefficient maps and the :class:`StrengthChoice`, from the stack's ``maps``."""
         return select_strength(maps["observed"], maps["noise"], self.model, self.ox,
-                               network=(coefficients, maps["delta"], maps["response"]))
+                               network=(coefficients, maps["delta"], maps["response"]),
+                               covariance=coefficient_covariance_map(self.model, maps["observed"]))
 
 
 def _denoise_tile(denoiser: Denoiser, window, model, *, scale: float, align: int, energy_batch: int, device,
