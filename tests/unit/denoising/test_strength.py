@@ -151,3 +151,26 @@ def test_divide_beam_background_removes_it_or_says_why():
     flat = np.ones((stack.energies_eV.size, 8, 8), np.float32) * 0.5  # no empty field
     same, note = divide_beam_background(flat, stack.energies_eV, refs)
     assert same is flat and note.startswith("beam background left in")
+
+
+def test_coefficient_covariance_follows_the_photon_counts(rng):
+    """Poisson noise, larger above the edge: the per-pixel covariance predicts the scatter of
+    the fitted coefficients (within 5 %); white noise of the same median level would not."""
+    e = simulation.default_energy_grid("Ni")
+    model = reference_model(e, "Ni")
+    coef = np.zeros((model.n_params, 1, 20000))
+    coef[0], coef[1], coef[3] = 0.8, 0.7, 0.3          # a thick, mixed pixel: absorbance 0.3-1.8
+    a_true = model.predict(coef)
+    counts = 2000.0 * np.exp(-a_true)
+    a = -np.log(rng.poisson(counts) / 2000.0)
+    c = model.fit(a)
+    sigma2 = np.median(np.exp(a_true[:, 0, 0]) / 2000.0)  # the median variance, as residual_noise_std sees it
+    predicted = sigma2 * strength.coefficient_covariance_map(model, coef[:, :, :1])[:, :, 0, 0]
+    white = sigma2 * strength.coefficient_covariance(model)
+    k = len(OX)
+    measured = np.cov(c[:k].reshape(k, -1))
+    np.testing.assert_allclose(np.diag(predicted)[:k], np.diag(measured), rtol=0.05)
+    assert np.max(np.abs(np.diag(white)[:k] / np.diag(measured) - 1)) > 0.1
+    # without absorbance differences between energies it is the white covariance
+    flat = strength.coefficient_covariance_map(model, np.zeros((model.n_params, 2, 2)))
+    np.testing.assert_allclose(flat[:, :, 1, 1], strength.coefficient_covariance(model), rtol=1e-5)
