@@ -44,16 +44,16 @@ _EXPORTS = {
     "losses", "stack_loss": "losses", "total_loss": "losses", "Denoiser": "denoiser", "build_denoiser":
     "denoiser", "pick_device": "denoiser", "coefficient_scale": "inference", "ForwardOutput":
     "inference", "latent_inputs": "inference", "forward": "inference", "DenoiseResult": "inference",
-    "denoise_stack": "inference", "CHECKPOINT_FORMAT": "checkpoints", "CHECKPOINT_VERSION":
-    "checkpoints", "V1_LATENT_HPARAMS": "checkpoints", "SHIPPED_NAMES": "checkpoints",
-    "CheckpointError": "checkpoints", "migrate_meta": "checkpoints", "save_checkpoint": "checkpoints",
-    "load_checkpoint": "checkpoints", "strip_for_release": "checkpoints", "shipped_checkpoint":
-    "checkpoints", "TrainingStack": "training", "load_training_stacks": "training", "sample_energies":
-    "training", "sample_batch": "training", "validation_set": "training", "evaluate": "training",
-    "TrainResult": "training", "training_meta": "training", "train": "training", "RECIPES": "recipes",
-    "RECIPE_STEPS": "recipes", "recipe": "recipes", "AdaptResult": "adaptation", "holdout_energies":
-    "adaptation", "data_mask": "adaptation", "self_validation_score": "adaptation", "adapt":
-    "adaptation", "stack_fingerprint": "adaptation", "save_adapted": "adaptation",
+    "denoise_stack": "inference", "full_float32": "inference", "CHECKPOINT_FORMAT": "checkpoints",
+    "CHECKPOINT_VERSION": "checkpoints", "V1_LATENT_HPARAMS": "checkpoints", "SHIPPED_NAMES":
+    "checkpoints", "CheckpointError": "checkpoints", "migrate_meta": "checkpoints", "save_checkpoint":
+    "checkpoints", "load_checkpoint": "checkpoints", "strip_for_release": "checkpoints",
+    "shipped_checkpoint": "checkpoints", "TrainingStack": "training", "load_training_stacks":
+    "training", "sample_energies": "training", "sample_batch": "training", "validation_set": "training",
+    "evaluate": "training", "TrainResult": "training", "training_meta": "training", "train": "training",
+    "RECIPES": "recipes", "RECIPE_STEPS": "recipes", "recipe": "recipes", "AdaptResult": "adaptation",
+    "holdout_energies": "adaptation", "data_mask": "adaptation", "self_validation_score": "adaptation",
+    "adapt": "adaptation", "stack_fingerprint": "adaptation", "save_adapted": "adaptation",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -415,3 +415,22 @@ def test_step_weight_leaves_out_the_empty_field_and_keeps_plain_averages_there()
     torch.testing.assert_close(narrow_w[..., 22:], narrow_p[..., 22:], atol=1e-5, rtol=0)
     # A network trained before the option loads without it (its checkpoint lacks the key).
     assert denoising.V1_LATENT_HPARAMS["step_weight"] is False
+
+
+def test_full_float32_turns_tf32_off_and_restores_the_users_setting():
+    """The strength probe differences outputs for a 1 % perturbation: TF32 rounding (cuDNN's
+    default on NVIDIA GPUs) changed the chosen strength on an H200; inference runs without it."""
+    import torch
+
+    from xanes_lib.denoising.inference import full_float32
+
+    before = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    try:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+        with full_float32():
+            with full_float32():
+                assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+            assert not torch.backends.cudnn.allow_tf32, "an inner exit keeps the outer setting"
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
