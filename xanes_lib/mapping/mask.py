@@ -342,8 +342,8 @@ def empty_field_baseline(level, level_std, z_step, fitted, *, threshold: float =
     sample images) leave a smooth absorbance offset over the field, many times the noise of a
     pixel's mean absorbance over energies; tested against zero, a thin part of the sample is
     lost below it (notebook 04 left 14-67 % of thin foreign-family particles unmapped). The
-    baseline is a normalised convolution (Gaussian of ``sigma_px``, plus a wide one that fills
-    in across particles) of the pixels that are neither significant in edge step nor in
+    baseline is a local plane (weighted regression over a Gaussian of ``sigma_px``,
+    :func:`_local_plane`) through the pixels that are neither significant in edge step nor in
     absorbance above the current baseline (with a 2-pixel rim; at first the baseline is zero
     and the significance is calibrated on the negative values), ``iterations`` times. An
     offset many times larger than the noise over most of the field cannot be told from a
@@ -375,11 +375,6 @@ def empty_field_baseline(level, level_std, z_step, fitted, *, threshold: float =
     ok = np.asarray(fitted, bool) & np.isfinite(level) & np.isfinite(level_std) & (level_std > 0)
     sigma = sigma_px if sigma_px is not None else max(MIN_BASELINE_PX,
                                                       BASELINE_FIELD_SHARE * min(level.shape))
-
-    def blur(x):
-        return (ndimage.gaussian_filter(x, sigma, mode="nearest")
-                + 0.02 * ndimage.gaussian_filter(x, 4.0 * sigma, mode="nearest"))
-
     step_sample = np.nan_to_num(z_step, nan=0.0) > threshold
     values = np.where(ok, level, 0.0)
     safe_std = np.where(ok, level_std, 1.0)
@@ -391,6 +386,34 @@ def empty_field_baseline(level, level_std, z_step, fitted, *, threshold: float =
         empty = candidates & ~ndimage.binary_dilation(sample, iterations=2)
         if empty.sum() < 0.01 * empty.size:
             return np.zeros_like(level)
-        w = empty.astype(np.float64)
-        baseline = blur(values * w) / np.maximum(blur(w), 1e-12)
+        baseline = _local_plane(values, empty.astype(np.float64), sigma)
     return baseline
+
+
+def _local_plane(values, weights, sigma: float, *, slope_ridge: float = 0.05) -> np.ndarray:
+    """Weighted local linear regression of ``values``: a plane per pixel, Gaussian ``sigma`` around it.
+
+    The weights of the fit at each pixel are ``weights`` times the Gaussian window.
+
+    A plane follows a sloping offset up to the image border and past particles where a local
+    mean (normalised convolution) would lag behind (on the foreign family at 5000 photons that
+    lag let 3-8 % of the empty pixels pass for sample). The slopes are shrunk towards zero by
+    ``slope_ridge`` times the local weight (where few pixels hold it, the plane tends to the
+    local mean); with no weight nearby, the mean of all weighted values.
+    """
+    ny, nx = values.shape
+    y, x = np.mgrid[0:ny, 0:nx].astype(np.float64)
+    y, x = (y - ny / 2.0) / sigma, (x - nx / 2.0) / sigma
+
+    def g(z):
+        return ndimage.gaussian_filter(z, sigma, mode="constant")
+
+    w = weights
+    s0, sx, sy, sxx, sxy, syy = g(w), g(w * x), g(w * y), g(w * x * x), g(w * x * y), g(w * y * y)
+    b = np.stack([g(w * values), g(w * values * x), g(w * values * y)], axis=-1)
+    a = np.stack([np.stack([s0, sx, sy], -1), np.stack([sx, sxx, sxy], -1), np.stack([sy, sxy, syy], -1)], -2)
+    a += np.maximum(s0, 1e-12)[..., None, None] * np.diag([1e-6, slope_ridge, slope_ridge])
+    coef = np.linalg.solve(a, b[..., None])[..., 0]
+    plane = coef[..., 0] + coef[..., 1] * x + coef[..., 2] * y
+    fallback = float(np.sum(w * values) / max(np.sum(w), 1e-12))
+    return np.where(s0 > 1e-3, plane, fallback)
