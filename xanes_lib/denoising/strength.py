@@ -220,15 +220,17 @@ def coefficient_covariance_map(model: LinearAbsorbanceModel, coefficients, *,
     numpy.ndarray
         (P, P, Y, X) float32.
     """
-    c = np.asarray(coefficients, dtype=np.float64)
+    c = np.asarray(coefficients, dtype=np.float32)
     n_p, shape = c.shape[0], c.shape[1:]
     flat = np.nan_to_num(c.reshape(n_p, -1))
-    outer = (model.pinv[:, None, :] * model.pinv[None, :, :]).reshape(n_p * n_p, -1)
+    outer = (model.pinv[:, None, :] * model.pinv[None, :, :]).reshape(n_p * n_p, -1).astype(np.float32)
+    matrix = model.matrix.astype(np.float32)
     out = np.empty((n_p * n_p, flat.shape[1]), np.float32)
     for start in range(0, flat.shape[1], block):
-        a = model.matrix @ flat[:, start:start + block]
+        a = matrix @ flat[:, start:start + block]
         a -= np.median(a, axis=0)
-        out[:, start:start + block] = outer @ np.exp(np.clip(a, -10.0, 10.0))
+        np.clip(a, -10.0, 10.0, out=a)
+        out[:, start:start + block] = outer @ np.exp(a, out=a)
     return out.reshape(n_p, n_p, *shape)
 
 
