@@ -59,9 +59,9 @@ scored by ``evaluation.oxidation_state_metrics`` (RMSE, bias, 2-sigma coverage):
   ``ours_nearest``: our shifts applied with ``order=0`` (nearest pixel: noise unchanged,
   up to 0.5 px of misplacement);
 - ``ours_beam_first``: what notebooks 04 and 05 do: the beam background divided out in the
-  detector frame of the drifting stack (``divide_beam_background(..., shifts_px=...)``), then
-  ``apply_alignment``; ``still_beam``: the still stack divided by its own beam estimate, its
-  plain-fit counterpart (the denoiser divides the still stack's itself);
+  detector frame of the drifting stack, then ``apply_alignment``
+  (``denoising.align_with_beam_background``); ``still_beam``: the still stack divided by its
+  own beam estimate, its plain-fit counterpart (the denoiser divides the still stack's itself);
 - ``*_denoised``: still and every aligned variant after the shipped denoiser
   (``data/denoiser_latent.pt``, default strength selection, whole aligned stack as notebook 04
   passes it), then the same fit; the std scored for coverage is the denoiser's own error
@@ -120,7 +120,7 @@ sys.path.insert(0, str(HERE.parent))
 from xanes_lib import __version__, evaluation  # noqa: E402
 from xanes_lib.alignment import apply_alignment, move_mask, register_stack  # noqa: E402
 from xanes_lib.alignment._correlation import bin_image  # noqa: E402
-from xanes_lib.denoising.beam import divide_beam_background  # noqa: E402
+from xanes_lib.denoising.beam import align_with_beam_background, divide_beam_background  # noqa: E402
 from xanes_lib.io import flat_field_correct  # noqa: E402
 from xanes_lib.simulation import SimulationConfig, detector_counts, simulate_stack  # noqa: E402
 from xanes_lib.spectra import default_references  # noqa: E402
@@ -385,8 +385,8 @@ def oxidation_case(element, dose, blur, *, size, max_drift, seed, denoiser, back
         shift_rms[name] = errors(peer[name], truth.drift_px, ref)["rms_px"]
     best = min(PEERS, key=lambda p: shift_rms[p])
     references = default_references(element)
-    beam_first, _ = divide_beam_background(drift_t, energies, references, shifts_px=fit)
-    aligned = {"ours": apply_alignment(drift_t, fit), "ours_beam_first": apply_alignment(beam_first, fit),
+    aligned = {"ours": apply_alignment(drift_t, fit),
+               "ours_beam_first": align_with_beam_background(drift_t, energies, references, fit)[0],
                "best_peer": apply_alignment(drift_t, peer[best]),
                "oracle": apply_alignment(drift_t, true_shifts),
                "ours_nearest": apply_alignment(drift_t, fit, order=0),

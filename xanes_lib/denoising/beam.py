@@ -42,7 +42,8 @@ __all__ = [
     "BackgroundEstimate", "BeamProfiles", "DriftingSampleView", "drifting_sample_view",
     "smoothed_absorbance", "smoothing_halo", "empty_pixels",
     "empty_gram", "beam_profiles", "beam_pixel_maps", "beam_maps", "beam_background", "estimate_background",
-    "divide_beam_background", "beam_corrected_energy_shift", "calibrate_energy_shift_with_beam",
+    "divide_beam_background", "align_with_beam_background", "beam_corrected_energy_shift",
+    "calibrate_energy_shift_with_beam",
     "shifted_model", "beam_note",
 ]
 
@@ -477,6 +478,27 @@ def divide_beam_background(transmission, energies_eV, references, *, shift_eV: f
     except ValueError as exc:  # no empty field to learn it from
         return transmission, beam_note(reason=exc)
     return transmission / beam.background, beam_note(rank=beam.rank)
+
+
+def align_with_beam_background(transmission, energies_eV, references, alignment):
+    """Align a stack as notebooks 04 and 05 do: a drifting one after dividing out its beam background.
+
+    The beam background stays with the detector while the sample drifts over it, so it is
+    divided out in the detector frame (:func:`divide_beam_background` with the shifts) before
+    :func:`xanes_lib.alignment.apply_alignment` moves the images. A stack whose shifts are all
+    zero (no significant drift) is only passed through the alignment, as before.
+
+    Returns
+    -------
+    aligned : xanes_lib.alignment.AlignedStack
+    note : str
+        What was done with the beam background before alignment.
+    """
+    shifts = checked_shifts(alignment, np.shape(transmission)[0], np.shape(transmission)[1:])
+    note = "not divided before alignment (no drift)"
+    if shifts.any():
+        transmission, note = divide_beam_background(transmission, energies_eV, references, shifts_px=shifts)
+    return apply_alignment(transmission, alignment), note
 
 
 def shifted_model(energies_eV, references, shift_eV: float = 0.0):

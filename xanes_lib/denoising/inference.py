@@ -538,15 +538,14 @@ def _denoise_tile(denoiser: Denoiser, window, model, *, scale: float, align: int
     ph, pw = (-chunk.shape[1]) % align, (-chunk.shape[2]) % align
     if ph or pw:
         chunk = F.pad(chunk[None], (0, pw, 0, ph), mode="replicate")[0]
+    sl = (slice(None), *keep)
     with full_float32():  # the same result on every device; the probe needs it (see full_float32)
         res = forward(denoiser, chunk, model, scale=scale, energy_batch=energy_batch)
-    sl = (slice(None), *keep)
-    tensors = {"background": lambda: res.background[sl], "coefficients": lambda: res.coefficients[sl],
-               "corrected": lambda: torch.exp(-res.corrected_absorbance[sl]),
-               "denoised": lambda: torch.exp(-res.denoised_absorbance[sl])}
-    out = {name: tensors[name]().cpu().numpy() for name in (*outputs, "coefficients")}
-    if probe is not None:
-        with full_float32():
+        tensors = {"background": lambda: res.background[sl], "coefficients": lambda: res.coefficients[sl],
+                   "corrected": lambda: torch.exp(-res.corrected_absorbance[sl]),
+                   "denoised": lambda: torch.exp(-res.denoised_absorbance[sl])}
+        out = {name: tensors[name]().cpu().numpy() for name in (*outputs, "coefficients")}
+        if probe is not None:
             out.update(probe.tile(denoiser.net, res, np.pad(z, ((0, 0), (0, ph), (0, pw))), sl))
     return out
 

@@ -14,7 +14,7 @@ Energies in eV; spectra are normalized absorption (edge step 1).
 
 from .calibration import DERIVED, calibrate_library, main
 from .edge_fit import FIT_BOUNDS, EdgeFit, derive_params, fit_edge_model
-from .measured import load_measured_reference
+from .measured import load_measured_reference, load_references
 from .parametric import (
     K_FACTOR,
     EdgeParams,
@@ -40,4 +40,5 @@ __all__ = [
     "derive_params", "default_library_path", "ParametricReference", "TabulatedReference",
     "load_reference_library", "default_references", "save_reference_library", "DERIVED",
     "calibrate_library", "main", "jitter_reference", "foreign_reference", "load_measured_reference",
+    "load_references",
 ]

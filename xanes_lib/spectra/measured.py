@@ -9,10 +9,10 @@ import numpy as np
 
 from ..validate import EV_MIN, check_energies, energies_to_ev
 from .parametric import _MIN_ROWS
-from .references import TabulatedReference
+from .references import TabulatedReference, default_references
 
 __all__ = [
-    "load_measured_reference",
+    "load_measured_reference", "load_references",
 ]
 
 
@@ -133,3 +133,37 @@ def _check_normalized(path: Path, values: np.ndarray) -> None:
                          "reference must be normalised absorption (pre-edge 0, post-edge about 1). If the "
                          "file is in percent divide by 100; otherwise normalise it first (pre-edge line to "
                          "0, post-edge line to 1, e.g. with xanes_lib.mapping.normalize_spectra).")
+
+
+def load_references(element: str, paths=(), oxidation_states=()) -> list:
+    """Return the references to fit with: measured files with their oxidation states, else the shipped ones.
+
+    Parameters
+    ----------
+    element : str
+        Edge element of the stack (the shipped references, and the check of the files' edge).
+    paths : sequence of path-like
+        Two-column reference files (:func:`load_measured_reference`); empty: the shipped
+        references of ``element``.
+    oxidation_states : sequence of float
+        One oxidation state per file.
+
+    Returns
+    -------
+    list
+        Reference objects (``.spectrum``, ``.name``, ``.oxidation_state``).
+
+    Raises
+    ------
+    ValueError
+        A different number of files and oxidation states, and every error of
+        :func:`load_measured_reference`.
+    """
+    paths, states = list(paths), list(oxidation_states)
+    if not paths:
+        return default_references(element)
+    if len(states) != len(paths):
+        raise ValueError(f"give one oxidation state per reference file: {len(paths)} files, {len(states)} "
+                         "states (reference_oxidation_states, in the order of reference_paths)")
+    return [load_measured_reference(p, oxidation_state=s, element=element)
+            for p, s in zip(paths, states, strict=True)]

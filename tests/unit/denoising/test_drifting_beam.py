@@ -10,8 +10,13 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from xanes_lib.alignment import move_mask
-from xanes_lib.denoising.beam import divide_beam_background, drifting_sample_view, estimate_background
+from xanes_lib.alignment import apply_alignment, move_mask
+from xanes_lib.denoising.beam import (
+    align_with_beam_background,
+    divide_beam_background,
+    drifting_sample_view,
+    estimate_background,
+)
 from xanes_lib.evaluation import truth_in_frame
 from xanes_lib.physics import reference_model
 from xanes_lib.simulation import SimulationConfig, simulate_stack
@@ -82,3 +87,15 @@ def test_a_field_full_of_drifting_sample_says_why():
     dense = stack.transmission * np.where(np.arange(64) < 62, 0.5, 1.0)[None, :, None]  # no empty rows
     with pytest.raises(ValueError, match="free of sample in every image"):
         drifting_sample_view(dense.astype(np.float32), truth.drift_px - truth.drift_px[0])
+
+
+def test_align_with_beam_background_divides_only_a_drifting_stack(drifting):
+    stack, _, shifts = drifting
+    t, e, refs = stack.transmission, stack.energies_eV, default_references("Ni")
+    aligned, note = align_with_beam_background(t, e, refs, shifts)
+    corrected, expected_note = divide_beam_background(t, e, refs, shifts_px=shifts)
+    np.testing.assert_array_equal(aligned.transmission, apply_alignment(corrected, shifts).transmission)
+    assert note == expected_note
+    still, note = align_with_beam_background(t, e, refs, np.zeros_like(shifts))
+    np.testing.assert_array_equal(still.transmission, t)
+    assert note == "not divided before alignment (no drift)"

@@ -21,6 +21,7 @@ from xanes_lib.spectra import (
     jitter_reference,
     load_measured_reference,
     load_reference_library,
+    load_references,
     main,
     model_edge_energy,
     model_white_line_energy,
@@ -403,3 +404,13 @@ def test_tabulated_reference_has_an_edge_energy_and_serves_the_residual_map(shar
     with pytest.raises(ValueError, match="never rises through 0.5"):
         type(flat)(name="flat", element="Ni", edge="K", oxidation_state=None, energies_eV=flat.energies_eV,
                    values=np.full(flat.energies_eV.size, 0.2)).edge_energy()
+
+
+def test_load_references_files_or_shipped(tmp_path, spectrum):
+    e, v = spectrum
+    files = [_write(tmp_path / "a.txt", e, v), _write(tmp_path / "b.txt", e + 2.0, v)]
+    refs = load_references("Ni", files, [2, 3])
+    assert [r.name for r in refs] == ["a", "b"] and [r.oxidation_state for r in refs] == [2.0, 3.0]
+    assert [r.name for r in load_references("Ni")] == [r.name for r in default_references("Ni")]
+    with pytest.raises(ValueError, match="one oxidation state per reference file: 2 files, 1 states"):
+        load_references("Ni", files, [2])
