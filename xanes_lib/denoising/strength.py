@@ -323,16 +323,19 @@ def _local_mean(values, weight, window_px: float):
 
 
 def _candidates(c, network, sigmas_px, noise_std, model, covariance=None):
-    """Yield ``(name, sigma_px, uses_network, make_output, sensitivity_of)`` for each candidate.
+    """Yield ``(name, sigma_px, uses_network, make_output, sensitivity_of, variance_of)`` per candidate.
 
     ``make_output()`` builds the (P, Y, X) coefficient maps; ``sensitivity_of(proj, v)`` gives
-    the per-pixel sensitivity term of SURE from the projection ``proj`` and variance ``v``.
+    the per-pixel sensitivity term of SURE from the projection ``proj`` and variance ``v``;
+    ``variance_of(proj, v)`` the variance of the candidate's projected output from the noise
+    alone (``w0 v`` for a Gaussian; for the network one sample of it, the probe's squared
+    response, to be averaged over a window).
     """
     for s in sigmas_px:
         w0 = gaussian_centre_weight(s)
         yield (f"gaussian {s:.1f} px" if s > 0 else "no smoothing", float(s), False,
                lambda s=s: ndimage.gaussian_filter(c, (0, s, s), mode="nearest") if s > 0 else c,
-               lambda proj, v, w0=w0: w0 * v)
+               lambda proj, v, w0=w0: w0 * v, lambda proj, v, w0=w0: w0 * v)
     if network is None:
         return
     out, delta, response = (np.asarray(x, np.float32) for x in network)
@@ -342,7 +345,8 @@ def _candidates(c, network, sigmas_px, noise_std, model, covariance=None):
             return ndimage.gaussian_filter(x, (0, s, s), mode="nearest") if s > 0 else x
         yield (f"network + gaussian {s:.1f} px" if s > 0 else "network", float(s), True,
                lambda smooth=smooth: smooth(out),
-               lambda proj, v, smooth=smooth: proj(delta) * proj(smooth(response)) / eps2)
+               lambda proj, v, smooth=smooth: proj(delta) * proj(smooth(response)) / eps2,
+               lambda proj, v, smooth=smooth: proj(smooth(response)) ** 2 / eps2)
 
 
 def select_strength(coefficients, noise_std, model: LinearAbsorbanceModel, oxidation_states, *,
@@ -401,7 +405,7 @@ def select_strength(coefficients, noise_std, model: LinearAbsorbanceModel, oxida
     observed = pilot + proj(c)  # the plain fit's (linearised) oxidation state
     cands = list(_candidates(c, network, sigmas_px, noise_std, model, covariance))
     risks, pooled = [], np.full(len(cands), np.nan)
-    for i, (_, _, _, make, sensitivity_of) in enumerate(cands):
+    for i, (_, _, _, make, sensitivity_of, _) in enumerate(cands):
         # The fit keeps the state within the references' range: the clipped estimate's
         # sensitivity to its own pixel is zero where it is clipped.
         state = pilot + proj(make())
@@ -431,8 +435,9 @@ def select_strength(coefficients, noise_std, model: LinearAbsorbanceModel, oxida
         at = choice == i
         best[:, at] = cands[i][3]()[:, at]
         local, weight = _local_mean(risks[i], m, error_window_px)
-        # Floor: what the candidate's own noise leaves (the local estimate can dip below zero).
-        floor = gaussian_centre_weight(cands[i][1]) * _local_mean(v, m, error_window_px)[0]
+        # Floor: the variance that the candidate's own output keeps from the noise (the local
+        # estimate can dip below zero); for the network not the raw fit's ``v``.
+        floor = _local_mean(np.where(scored, cands[i][5](proj, v), 0.0), m, error_window_px)[0]
         state_rmse[at] = np.where(weight > 1e-3, np.sqrt(np.maximum(local, floor)), np.nan)[at]
     result = StrengthChoice(tuple(n for n, *_ in cands), np.array([s for _, s, *_ in cands]),
                             np.array([u for _, _, u, *_ in cands]), pooled, difference_se, choice, state_rmse,

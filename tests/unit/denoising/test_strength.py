@@ -97,6 +97,15 @@ def test_network_probe_gives_the_risk_of_a_known_linear_denoiser(coefficient_fie
     by_name = dict(zip(choice.candidates, choice.pooled_risk, strict=True))
     assert by_name["network"] == pytest.approx(by_name["gaussian 2.0 px"], rel=0.05)
     assert choice.uses_network.tolist() == [False, True, True, True]
+    # Chosen, it reports the error of the Gaussian it is (its own noise measured by the probe),
+    # not one floored at the noise of the unsmoothed fit.
+    _, as_network = strength.select_strength(f["c"], f["noise"], model, OX, sigmas_px=(),
+                                             network=(net(f["c"]), delta, net(f["c"] + delta) - net(f["c"])))
+    _, as_gaussian = strength.select_strength(f["c"], f["noise"], model, OX, sigmas_px=(2.0,))
+    assert as_network.chosen == "network" and as_gaussian.chosen == "gaussian 2.0 px"
+    inside = f["mask"] & np.isfinite(as_gaussian.state_rmse)
+    ratio = as_network.state_rmse[inside] / as_gaussian.state_rmse[inside]
+    assert np.median(ratio) == pytest.approx(1.0, abs=0.1)
 
 
 def test_per_pixel_choice_and_error_map(coefficient_field):
