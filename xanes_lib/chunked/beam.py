@@ -12,6 +12,12 @@ array, each calling the same function as the in-memory path:
    maps runs in memory;
 4. the stack is divided by its background ``exp(-profiles @ maps)`` block by block, lazily.
 
+A drifting stack given as measured (``shifts_px``) gets its background in the detector frame,
+as :func:`xanes_lib.denoising.estimate_background` with ``shifts_px`` does: the stack is also
+aligned lazily (linear interpolation) and smoothed to Zarr; its mean level finds the sample,
+moved back onto the detector (:func:`~xanes_lib.denoising.beam.detector_empty_pixels`); the
+sample pixels' coefficients come from the aligned spectra, moved by the median drift.
+
 :func:`divide_beam_background_chunked` is the chunked twin of
 :func:`xanes_lib.denoising.divide_beam_background`; :func:`xanes_lib.chunked.denoise_chunked`
 runs the same stages on the stack with its invalid pixels filled in.
@@ -28,6 +34,7 @@ import dask
 import dask.array as da
 import numpy as np
 
+from ..alignment import checked_shifts
 from ..denoising.beam import (
     BackgroundEstimate,
     beam_background,
@@ -35,11 +42,13 @@ from ..denoising.beam import (
     beam_note,
     beam_pixel_maps,
     beam_profiles,
+    detector_empty_pixels,
     empty_gram,
     empty_pixels,
     shifted_model,
     smoothed_absorbance,
     smoothing_halo,
+    to_detector,
 )
 from ..validate import check_energies, check_stack, find_nonfinite, nonfinite_message
 from ._blocks import assemble, chunk_regions, in_pieces, map_regions, to_zarr
@@ -51,7 +60,7 @@ _SMOOTH_PX = 3.0
 
 
 def divide_beam_background_chunked(transmission, energies_eV, references, *, shift_eV: float = 0.0,
-                                   workdir) -> tuple[da.Array, str]:
+                                   shifts_px=None, workdir) -> tuple[da.Array, str]:
     """Return a dask stack divided by its low-rank beam background, and a note of what was done.
 
     The chunked twin of :func:`xanes_lib.denoising.divide_beam_background`, with the same
@@ -70,6 +79,10 @@ def divide_beam_background_chunked(transmission, energies_eV, references, *, shi
         Reference spectra (``.spectrum(energies)``), calibrated by ``shift_eV``.
     shift_eV : float
         Energy shift applied to the references.
+    shifts_px : array_like or xanes_lib.alignment.Alignment, optional
+        (E, 2) drift of a stack given as measured, to be aligned afterwards (as
+        :func:`xanes_lib.denoising.divide_beam_background`): the background is estimated in
+        the detector frame. None or all zero: the stack does not drift.
     workdir : str or path-like
         Existing folder for the temporary Zarr stores (a new sub-folder per call, about twice
         the size of the stack in float32 while the background is estimated). The lazy result
@@ -98,9 +111,10 @@ def divide_beam_background_chunked(transmission, energies_eV, references, *, shi
         # A regular grid (Zarr stores regular chunks): the largest chunk of each axis.
         x = x.rechunk({0: -1, 1: max(x.chunks[1]), 2: max(x.chunks[2])})
         grid = (chunk_regions(x.chunks[1]), chunk_regions(x.chunks[2]))
-        beam = _estimate_beam(lambda fn, halo, dtype: map_regions(fn, [x], grid, halo, e.size, dtype), grid,
-                              model, work / "estimate", contextlib.nullcontext,
-                              check=(_first_nonfinite(x, grid), _refuse_nonfinite))
+        drift = None if shifts_px is None else checked_shifts(shifts_px, e.size, x.shape[1:])
+        beam = _estimate_beam(_windows_of(x, grid, e.size), grid, model, work / "estimate",
+                              contextlib.nullcontext, check=(_first_nonfinite(x, grid), _refuse_nonfinite),
+                              drift=_drifting(x, grid, drift))
     except ValueError as exc:  # no empty field to learn it from
         shutil.rmtree(work, ignore_errors=True)
         return transmission, beam_note(reason=exc)
@@ -116,7 +130,22 @@ def divide_beam_background_chunked(transmission, energies_eV, references, *, shi
     return (corrected if corrected.chunks == chunks else corrected.rechunk(chunks)), note
 
 
-def _estimate_beam(windows, grid, model, work: Path, bar, *, check=None) -> BackgroundEstimate:
+def _windows_of(x: da.Array, grid, n_energies: int):
+    """``windows(fn, halo, dtype)`` of :func:`_estimate_beam` on the stack ``x``."""
+    return lambda fn, halo, dtype: map_regions(fn, [x], grid, halo, n_energies, dtype)
+
+
+def _drifting(x: da.Array, grid, drift):
+    """``drift`` argument of :func:`_estimate_beam`: None without drift, else the aligned stack's windows."""
+    if drift is None or not drift.any():
+        return None
+    from .pipeline import align_lazy  # the pipeline imports this module
+
+    aligned, common = align_lazy(x, drift, order=1)  # linear, as drifting_sample_view
+    return _windows_of(aligned, grid, x.shape[0]), common, drift
+
+
+def _estimate_beam(windows, grid, model, work: Path, bar, *, check=None, drift=None) -> BackgroundEstimate:
     """``estimate_background`` of a stack, block by block (its stages; default options).
 
     Parameters
@@ -135,6 +164,9 @@ def _estimate_beam(windows, grid, model, work: Path, bar, *, check=None) -> Back
     check : tuple, optional
         ``(lazy, fn)``: ``lazy`` is computed with the first pass over the stack, then ``fn(value)``
         is called (it raises to stop).
+    drift : tuple, optional
+        ``(aligned_windows, common_mask, shifts_px)`` of a drifting stack given as measured
+        (:func:`_drifting`): the background is estimated in the detector frame.
 
     Returns
     -------
@@ -148,18 +180,15 @@ def _estimate_beam(windows, grid, model, work: Path, bar, *, check=None) -> Back
         As :func:`xanes_lib.denoising.beam.empty_pixels` (no empty field), or from ``check``.
     """
     work.mkdir(parents=True, exist_ok=True)
-    smoothed = windows(_smoothed_block, smoothing_halo(_SMOOTH_PX), np.float64)
-    path = str(work / "smoothed.zarr")
     lazy, inspect = check if check is not None else (None, None)
-    with bar():
-        level = smoothed.map_blocks(np.mean, axis=0, drop_axis=0, dtype=np.float64)
-        store = smoothed.to_zarr(path, compute=False, compressors=None)  # a scratch store: no compression
-        _, pieces, value = dask.compute(store, in_pieces(level), lazy)
-    level = assemble(level, pieces)
+    smoothed, level, value = _smoothed_to_zarr(windows, work / "smoothed.zarr", bar, lazy)
     if inspect is not None:
         inspect(value)
-    empty = empty_pixels(level)
-    smoothed = da.from_zarr(path)
+    if drift is None:
+        empty, unknown = empty_pixels(level), None
+    else:
+        aligned = _smoothed_to_zarr(drift[0], work / "aligned_smoothed.zarr", bar)[:2]
+        empty, unknown, offset = detector_empty_pixels(aligned[1], drift[1], drift[2])
     blocks = smoothed.to_delayed()[0]
     grams = [dask.delayed(empty_gram)(blocks[i, j], empty[y0:y1, x0:x1])
              for i, (y0, y1) in enumerate(grid[0]) for j, (x0, x1) in enumerate(grid[1])]
@@ -177,8 +206,29 @@ def _estimate_beam(windows, grid, model, work: Path, bar, *, check=None) -> Back
     with bar():
         (pieces,) = dask.compute(in_pieces(pixel))
     pixel = assemble(pixel, pieces)
-    maps, w = beam_maps(pixel, empty, prof)
+    if drift is not None:  # sample pixels: their coefficients from the aligned spectra, moved back
+        none_empty = to_zarr(work / "none.zarr", np.zeros_like(empty))  # every pixel as sample
+        inside = map_regions(_pixel_block, [aligned[0], none_empty], grid, 0, prof.rank + 1, np.float64,
+                             profiles=prof)
+        with bar():
+            (pieces,) = dask.compute(in_pieces(inside))
+        pixel = np.where(empty, pixel, to_detector(assemble(inside, pieces), offset))
+    maps, w = beam_maps(pixel, empty, prof, unknown=unknown)
     return BackgroundEstimate(None, prof.profiles, maps, prof.rank, prof.above - prof.rank, empty, w)
+
+
+def _smoothed_to_zarr(windows, path: Path, bar, lazy=None):
+    """Smoothed absorbance of a stack's ``windows`` to Zarr, in one pass over the stack.
+
+    Returns it (lazy, read from Zarr), its (Y, X) mean level and the value of ``lazy``
+    (computed in the same pass; None without it).
+    """
+    smoothed = windows(_smoothed_block, smoothing_halo(_SMOOTH_PX), np.float64)
+    with bar():
+        level = smoothed.map_blocks(np.mean, axis=0, drop_axis=0, dtype=np.float64)
+        store = smoothed.to_zarr(str(path), compute=False, compressors=None)  # scratch: no compression
+        _, pieces, value = dask.compute(store, in_pieces(level), lazy)
+    return da.from_zarr(str(path)), assemble(level, pieces), value
 
 
 def _smoothed_block(t, *, keep, origin=None):

@@ -411,7 +411,9 @@ def map_stack(source, output_path, *, references=None, element: str | None = Non
         Without a denoiser, fit the stack divided by its low-rank beam background
         (:func:`xanes_lib.chunked.divide_beam_background_chunked`), as notebook 04 does; the
         mask and edge energies come from the stack as measured. The note is recorded in the
-        results file (``beam_background``).
+        results file (``beam_background``). A drifting stack (``alignment`` with shifts) is
+        divided by its background in the detector frame before it is aligned, with or without
+        a denoiser, as in notebooks 04 and 05 (``beam_background_before_alignment``).
     chunks : tuple of int, optional
         Chunks to open a path with (every energy per chunk).
     workdir : str, optional
@@ -454,14 +456,15 @@ def map_stack(source, output_path, *, references=None, element: str | None = Non
             for z in slices:
                 t = stack.transmission[:, z] if volume else stack.transmission
                 slice_dir = os.path.join(work, f"slice{z}" if volume else "stack")
-                fit, sample, summary, beam_note = _map_one(t, stack.energies_eV, refs, mode=mode,
+                fit, sample, summary, beam_note, drift_note = _map_one(t, stack.energies_eV, refs, mode=mode,
                                                 energy_window_eV=energy_window_eV, shift_eV=shift_eV,
                                                 mask_threshold=mask_threshold, alignment=alignment,
                                                 denoiser=denoiser, denoise_options=denoise_options,
                                                 workdir=slice_dir, progress=progress, beam=beam,
                                                 timings=info.pass_seconds)
                 extras = {**(extra_attrs or {}), "mask_method": sample.method,
-                          "mask_threshold": sample.threshold, "beam_background": beam_note}
+                          "mask_threshold": sample.threshold, "beam_background": beam_note,
+                          "beam_background_before_alignment": drift_note}
                 maps, attrs_z = results_content(
                     fit, references=refs, method=f"linear combination fit ({mode}), chunked (dask)",
                     checkpoint=checkpoint, extra_attrs=extras)
@@ -491,14 +494,27 @@ def _map_one(t, energies_eV, refs, *, mode, energy_window_eV, shift_eV, mask_thr
              denoise_options, workdir, progress, beam, timings):
     """One 2-D slice: align, denoise or divide by the beam background, map.
 
-    Returns the fit, the mask, the denoiser's summary and the note on the beam background.
+    A drifting stack is first divided by its beam background in the detector frame
+    (:func:`divide_beam_background_chunked` with the shifts), then aligned.
+
+    Returns the fit, the mask, the denoiser's summary, the note on the beam background and the
+    note on what was done with it before alignment.
     """
     field_mask = None
     clock = _Clock(timings)
-    if alignment is not None:
-        t, field_mask = align_lazy(t, alignment)
-    result, fitted = None, None
     os.makedirs(workdir, exist_ok=True)
+    drift_note = "not divided before alignment (no alignment)" if alignment is None else \
+        "not divided before alignment (beam=False)" if not beam else "not divided before alignment (no drift)"
+    if alignment is not None:
+        shifts = checked_shifts(alignment, t.shape[0], t.shape[1:])
+        if beam and shifts.any():
+            # The beam background stays with the detector while the sample drifts over it:
+            # divided out in the detector frame before aligning, as notebooks 04 and 05 do.
+            t, drift_note = divide_beam_background_chunked(t, energies_eV, refs, shift_eV=shift_eV,
+                                                           shifts_px=shifts, workdir=workdir)
+            clock.lap("beam background")
+        t, field_mask = align_lazy(t, shifts)
+    result, fitted = None, None
     if denoiser is None and beam:
         fitted, note = divide_beam_background_chunked(t, energies_eV, refs, shift_eV=shift_eV,
                                                       workdir=workdir)
@@ -521,4 +537,4 @@ def _map_one(t, energies_eV, refs, *, mode, energy_window_eV, shift_eV, mask_thr
     if result is not None and result.strength is not None:
         fit = replace(fit, oxidation_state_std=result.oxidation_state_std(fit.oxidation_state_std))
         summary = result.strength.summary()
-    return fit, sample, summary, note
+    return fit, sample, summary, note, drift_note

@@ -26,35 +26,35 @@ import importlib
 #: Public name -> submodule that defines it.
 _EXPORTS = {
     "BackgroundEstimate": "beam", "BeamProfiles": "beam", "DriftingSampleView": "beam",
-    "drifting_sample_view": "beam", "smoothed_absorbance": "beam", "smoothing_halo": "beam",
-    "empty_pixels": "beam", "empty_gram": "beam", "beam_profiles": "beam", "beam_pixel_maps": "beam",
-    "beam_maps": "beam", "beam_background": "beam", "estimate_background": "beam",
-    "divide_beam_background": "beam", "align_with_beam_background": "beam",
-    "beam_corrected_energy_shift": "beam", "calibrate_energy_shift_with_beam": "beam", "shifted_model":
-    "beam", "beam_note": "beam", "DEFAULT_SIGMAS_PX": "strength", "NETWORK_SIGMAS_PX": "strength",
-    "StrengthChoice": "strength", "residual_noise_std": "strength", "coefficient_covariance":
-    "strength", "state_weights": "strength", "gaussian_centre_weight": "strength", "select_strength":
-    "strength", "self_tuned_gaussian": "strength", "PaperHParams": "config", "LatentHParams": "config",
-    "HPARAMS_CLASSES": "config", "VARIANTS": "config", "NetworkConfig": "config", "LOSS_TERMS":
-    "config", "LossWeights": "config", "TrainConfig": "config", "AdaptConfig": "config",
-    "PIPELINE_HPARAMS": "networks", "DenseBlock": "networks", "RRDB": "networks", "PaperBackgroundNet":
-    "networks", "PixelNorm": "networks", "gaussian_blur": "networks", "LatentUNet": "networks",
-    "build_network": "networks", "count_parameters": "networks", "background_identity": "losses",
-    "coefficient_loss": "losses", "fractions": "losses", "fraction_loss": "losses", "self_consistency":
-    "losses", "total_variation": "losses", "stack_loss": "losses", "total_loss": "losses", "Denoiser":
-    "denoiser", "build_denoiser": "denoiser", "pick_device": "denoiser", "coefficient_scale":
-    "inference", "ForwardOutput": "inference", "latent_inputs": "inference", "forward": "inference",
-    "DenoiseResult": "inference", "denoise_stack": "inference", "full_float32": "inference",
-    "CHECKPOINT_FORMAT": "checkpoints", "CHECKPOINT_VERSION": "checkpoints", "V1_LATENT_HPARAMS":
-    "checkpoints", "SHIPPED_NAMES": "checkpoints", "CheckpointError": "checkpoints", "migrate_meta":
-    "checkpoints", "save_checkpoint": "checkpoints", "load_checkpoint": "checkpoints",
-    "strip_for_release": "checkpoints", "shipped_checkpoint": "checkpoints", "TrainingStack":
-    "training", "load_training_stacks": "training", "sample_energies": "training", "sample_batch":
-    "training", "validation_set": "training", "evaluate": "training", "TrainResult": "training",
-    "training_meta": "training", "train": "training", "RECIPES": "recipes", "RECIPE_STEPS": "recipes",
-    "recipe": "recipes", "AdaptResult": "adaptation", "holdout_energies": "adaptation", "data_mask":
-    "adaptation", "self_validation_score": "adaptation", "adapt": "adaptation", "stack_fingerprint":
-    "adaptation", "save_adapted": "adaptation",
+    "drifting_sample_view": "beam", "detector_empty_pixels": "beam", "to_detector": "beam",
+    "smoothed_absorbance": "beam", "smoothing_halo": "beam", "empty_pixels": "beam", "empty_gram":
+    "beam", "beam_profiles": "beam", "beam_pixel_maps": "beam", "beam_maps": "beam", "beam_background":
+    "beam", "estimate_background": "beam", "divide_beam_background": "beam",
+    "align_with_beam_background": "beam", "beam_corrected_energy_shift": "beam",
+    "calibrate_energy_shift_with_beam": "beam", "shifted_model": "beam", "beam_note": "beam",
+    "DEFAULT_SIGMAS_PX": "strength", "NETWORK_SIGMAS_PX": "strength", "StrengthChoice": "strength",
+    "residual_noise_std": "strength", "coefficient_covariance": "strength", "state_weights": "strength",
+    "gaussian_centre_weight": "strength", "select_strength": "strength", "self_tuned_gaussian":
+    "strength", "PaperHParams": "config", "LatentHParams": "config", "HPARAMS_CLASSES": "config",
+    "VARIANTS": "config", "NetworkConfig": "config", "LOSS_TERMS": "config", "LossWeights": "config",
+    "TrainConfig": "config", "AdaptConfig": "config", "PIPELINE_HPARAMS": "networks", "DenseBlock":
+    "networks", "RRDB": "networks", "PaperBackgroundNet": "networks", "PixelNorm": "networks",
+    "gaussian_blur": "networks", "LatentUNet": "networks", "build_network": "networks",
+    "count_parameters": "networks", "background_identity": "losses", "coefficient_loss": "losses",
+    "fractions": "losses", "fraction_loss": "losses", "self_consistency": "losses", "total_variation":
+    "losses", "stack_loss": "losses", "total_loss": "losses", "Denoiser": "denoiser", "build_denoiser":
+    "denoiser", "pick_device": "denoiser", "coefficient_scale": "inference", "ForwardOutput":
+    "inference", "latent_inputs": "inference", "forward": "inference", "DenoiseResult": "inference",
+    "denoise_stack": "inference", "full_float32": "inference", "CHECKPOINT_FORMAT": "checkpoints",
+    "CHECKPOINT_VERSION": "checkpoints", "V1_LATENT_HPARAMS": "checkpoints", "SHIPPED_NAMES":
+    "checkpoints", "CheckpointError": "checkpoints", "migrate_meta": "checkpoints", "save_checkpoint":
+    "checkpoints", "load_checkpoint": "checkpoints", "strip_for_release": "checkpoints",
+    "shipped_checkpoint": "checkpoints", "TrainingStack": "training", "load_training_stacks":
+    "training", "sample_energies": "training", "sample_batch": "training", "validation_set": "training",
+    "evaluate": "training", "TrainResult": "training", "training_meta": "training", "train": "training",
+    "RECIPES": "recipes", "RECIPE_STEPS": "recipes", "recipe": "recipes", "AdaptResult": "adaptation",
+    "holdout_energies": "adaptation", "data_mask": "adaptation", "self_validation_score": "adaptation",
+    "adapt": "adaptation", "stack_fingerprint": "adaptation", "save_adapted": "adaptation",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -40,6 +40,7 @@ from ..validate import check_energies, check_stack
 
 __all__ = [
     "BackgroundEstimate", "BeamProfiles", "DriftingSampleView", "drifting_sample_view",
+    "detector_empty_pixels", "to_detector",
     "smoothed_absorbance", "smoothing_halo", "empty_pixels",
     "empty_gram", "beam_profiles", "beam_pixel_maps", "beam_maps", "beam_background", "estimate_background",
     "divide_beam_background", "align_with_beam_background", "beam_corrected_energy_shift",
@@ -295,7 +296,12 @@ class DriftingSampleView:
         worse on simulated drifts of up to 8 px: more unknowns per pixel.)
         """
         maps = beam_pixel_maps(self.aligned, np.zeros(self.empty.shape, bool), profiles)
-        return ndimage.shift(maps, (0.0, *self.offset_px), order=1, mode="nearest")
+        return to_detector(maps, self.offset_px)
+
+
+def to_detector(maps, offset_px) -> np.ndarray:
+    """Move (R, Y, X) maps of the sample's frame onto the detector by the median drift ``offset_px``."""
+    return ndimage.shift(maps, (0.0, *offset_px), order=1, mode="nearest")
 
 
 def drifting_sample_view(transmission, shifts_px, *, smooth_px: float = 3.0,
@@ -326,8 +332,46 @@ def drifting_sample_view(transmission, shifts_px, *, smooth_px: float = 3.0,
     """
     aligned = apply_alignment(transmission, shifts_px, order=1)
     a_al = smoothed_absorbance(aligned.transmission, smooth_px)
-    level = a_al.mean(0)
-    field = ndimage.binary_erosion(aligned.common_mask, iterations=2)
+    empty, unknown, offset = detector_empty_pixels(a_al.mean(0), aligned.common_mask, shifts_px,
+                                                   margin_px=margin_px)
+    return DriftingSampleView(empty, unknown, a_al, offset)
+
+
+def detector_empty_pixels(level, common_mask, shifts_px, *, margin_px: int = 4):
+    """Empty detector pixels of a drifting stack, from the mean absorbance of the aligned stack.
+
+    The sample is found on the aligned ``level`` (threshold over the field that every image
+    covers) and moved back onto the detector by each image's (rounded) drift: a detector pixel
+    is empty when no image shows sample there. Works on (Y, X) maps only, so the chunked
+    pipeline uses it too.
+
+    Parameters
+    ----------
+    level : numpy.ndarray
+        (Y, X) mean smoothed absorbance of the aligned stack.
+    common_mask : numpy.ndarray
+        (Y, X) bool: pixels every aligned image covers.
+    shifts_px : numpy.ndarray
+        (E, 2) drift of each image.
+    margin_px : int
+        Empty pixels lie at least this far from any image's sample.
+
+    Returns
+    -------
+    empty : numpy.ndarray
+        (Y, X) bool, detector frame.
+    unknown : numpy.ndarray
+        (Y, X) bool: pixels that are sample in some images and not in others (the band the
+        particle edges sweep), or near it; their maps are filled in from their neighbours.
+    offset_px : numpy.ndarray
+        (2,) median drift.
+
+    Raises
+    ------
+    ValueError
+        Fewer than 1 % of the pixels empty in every image.
+    """
+    field = ndimage.binary_erosion(common_mask, iterations=2)
     # Outside the field every image covers, the aligned images repeat the field's edge: no
     # evidence that a pixel there is empty, so it counts as sample.
     sample = (level > _empty_threshold(level[field] if field.any() else level)) | ~field
@@ -340,10 +384,8 @@ def drifting_sample_view(transmission, shifts_px, *, smooth_px: float = 3.0,
     if empty.sum() < 0.01 * empty.size:
         raise ValueError(f"only {int(empty.sum())} of {empty.size} pixels are free of sample in every "
                          "image; the background profiles need an empty area (>= 1 % of the field).")
-    offset = np.median(shifts_px, axis=0)
     inner = always & ~ndimage.binary_dilation(ever & ~always, iterations=2)
-    unknown = ~empty & ~inner
-    return DriftingSampleView(empty, unknown, a_al, offset)
+    return empty, ~empty & ~inner, np.median(shifts_px, axis=0)
 
 
 def beam_background(profiles, maps) -> np.ndarray:
