@@ -9,7 +9,9 @@ at its best parameter chosen with the truth; the same after our low-rank beam ba
 (``lowrank+<method>``); the Gaussian width chosen without the truth (``self_tuned`` and
 ``lowrank+self_tuned``, :func:`xanes_lib.denoising.strength.self_tuned_gaussian`); the paper
 variant (tiled and resized to 256); our network alone (``ours_network``) and our pipeline
-with the strength chosen per stack (``ours``). Scores: oxidation-state RMSE and bias inside
+with the strength chosen per stack (``ours``), and the same after adapting the network to the
+stack without its truth (``ours_adapted``: notebook 03's ``denoising.adapt`` with its defaults;
+``--skip-adapt`` leaves it out). Scores: oxidation-state RMSE and bias inside
 the mask, RMSE within 3 px of boundaries, 2-sigma coverage, the unseen-phase ROC AUC of the
 fit residual where the stack has a foreign phase, background error. The foreign family is
 fitted with the energy-shift calibration of notebook 04 (its references are perturbed). It
@@ -19,7 +21,7 @@ also times the inference of a 60 x 1024 x 1024 stack. Writes JSON to
 Usage::
 
     python benchmarks/bench_denoise.py [--data-dir data/derived] [--skip-timing]
-                                       [--skip-in-family] [--paper-tiled]
+                                       [--skip-in-family] [--skip-adapt] [--paper-tiled]
 """
 
 from __future__ import annotations
@@ -51,8 +53,18 @@ def _round(d):
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in d.items()}
 
 
-def score_stack(st, gt, models: dict, *, fit_shift: bool = False) -> dict:
-    """All pipelines on one stack."""
+def score_adapted(denoiser, st, gt, *, fit_shift: bool = False) -> dict:
+    """Ours after adaptation to the stack (notebook 03's ``adapt``, defaults), then as ``ours``."""
+    adapted = denoising.adapt(denoiser, st.transmission, st.energies_eV, element=st.element, progress=False)
+    sc = evaluation.run_network(adapted.denoiser, st, gt, select=True, fit_shift=fit_shift)
+    sc["params"].update(kept_round=adapted.best_epoch, rounds=len(adapted.history) - 1,
+                        stop_reason=adapted.stop_reason)
+    sc["seconds"] = round(adapted.seconds + sc["seconds"], 1)
+    return sc
+
+
+def score_stack(st, gt, models: dict, *, fit_shift: bool = False, adapt=None) -> dict:
+    """All pipelines on one stack (``adapt``: the denoiser to adapt to it, or None)."""
     out = evaluation.run_classical(st, gt, fit_shift=fit_shift)
     hybrid = evaluation.run_hybrid(st, gt, fit_shift=fit_shift)
     out.update(hybrid)
@@ -60,12 +72,16 @@ def score_stack(st, gt, models: dict, *, fit_shift: bool = False) -> dict:
     out["lowrank+self_tuned"] = evaluation.run_self_tuned(st, gt, lowrank=True, fit_shift=fit_shift)
     for name, (ck, resize, select) in models.items():
         out[name] = evaluation.run_network(ck, st, gt, resize_to=resize, select=select, fit_shift=fit_shift)
+    ours_names = ("ours", "ours_network")
+    if adapt is not None:
+        out["ours_adapted"] = score_adapted(adapt, st, gt, fit_shift=fit_shift)
+        ours_names += ("ours_adapted",)
     summary = {}
     for label, names in {**BASELINES, "hybrid": list(hybrid)}.items():
         best = min(names, key=lambda k: out[k]["rmse"])
         best_b = min(names, key=lambda k: out[k]["rmse_boundary"])
         summary[f"best_{label}"], summary[f"best_{label}_boundary"] = best, best_b
-        for ours in ("ours", "ours_network"):
+        for ours in ours_names:
             summary[f"{ours}_over_best_{label}_rmse"] = out[ours]["rmse"] / out[best]["rmse"]
             summary[f"{ours}_over_best_{label}_boundary_rmse"] = (out[ours]["rmse_boundary"]
                                                                   / out[best_b]["rmse_boundary"])
@@ -81,9 +97,11 @@ def _print_stack(name: str, s: dict, seconds: float) -> None:
               f"coverage {v['coverage_2sigma']:.2f}{auc}  {v.get('params') or ''}")
     for label in (*BASELINES, "hybrid"):
         sm = s["summary"]
+        adapted = sm.get(f"ours_adapted_over_best_{label}_rmse")
         print(f"  ours / best {label} ({sm[f'best_{label}']}): {sm[f'ours_over_best_{label}_rmse']:.2f}, "
               f"near boundaries {sm[f'ours_over_best_{label}_boundary_rmse']:.2f} "
-              f"(network alone {sm[f'ours_network_over_best_{label}_rmse']:.2f})")
+              f"(network alone {sm[f'ours_network_over_best_{label}_rmse']:.2f}"
+              + ("" if adapted is None else f", after adaptation {adapted:.2f}") + ")")
 
 
 def time_inference(models: dict, path: Path, size: int = 1024, n_energies: int = 60) -> dict:
@@ -114,6 +132,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_denoise.json"))
     ap.add_argument("--skip-timing", action="store_true")
     ap.add_argument("--skip-in-family", action="store_true")
+    ap.add_argument("--skip-adapt", action="store_true", help="do not score ours after adaptation")
     ap.add_argument("--paper-tiled", action="store_true", help="also score the paper variant tiled")
     args = ap.parse_args(argv)
     paper, ours = denoising.load_checkpoint(args.paper), denoising.load_checkpoint(args.ours)
@@ -127,6 +146,7 @@ def main(argv=None) -> int:
               "checkpoints": {k: {"variant": ck.variant, "steps": ck.meta["step"], "seed": ck.meta["seed"]}
                               for k, (ck, _, _) in models.items()},
               "in_family": {}, "foreign_family": {}}
+    adapt = None if args.skip_adapt else ours
     data = Path(args.data_dir)
     for name, fname in ({} if args.skip_in_family else TESTS).items():
         path = data / fname
@@ -134,13 +154,14 @@ def main(argv=None) -> int:
             print(f"missing {path}: run notebook 01 first", file=sys.stderr)
             return 1
         t0 = time.perf_counter()
-        scores = score_stack(io.read_stack(path), io.read_ground_truth(path), models)
+        scores = score_stack(io.read_stack(path), io.read_ground_truth(path), models, adapt=adapt)
         report["in_family"][name] = {"file": fname, **scores}
         _print_stack(f"in-family {name}", report["in_family"][name], time.perf_counter() - t0)
     for name, kwargs in simulation.FOREIGN_FAMILIES.items():
         t0 = time.perf_counter()
         st, gt = simulation.simulate_foreign_family(name)
-        report["foreign_family"][name] = {"settings": kwargs, **score_stack(st, gt, models, fit_shift=True)}
+        report["foreign_family"][name] = {"settings": kwargs,
+                                          **score_stack(st, gt, models, fit_shift=True, adapt=adapt)}
         _print_stack(f"foreign {name}", report["foreign_family"][name], time.perf_counter() - t0)
     if not args.skip_timing:
         timing_models = {"ours_network": models["ours_network"], "ours": models["ours"]}
