@@ -30,6 +30,7 @@ from .registration import (
 from .shifts import (
     FOURIER_PAD_PX,
     GROUP,
+    LANCZOS_RADIUS,
     ORDERS,
     AlignedStack,
     Alignment,
@@ -46,6 +47,7 @@ from .shifts import (
 __all__ = [
     "METHODS", "FEATURES", "MAX_BINNED_SIZE", "POST_EDGE_OFFSET_EV", "RELATIVE_CONFIDENCE",
     "DRIFT_TOLERANCE_PX", "register_stack", "choose_reference", "drift_test", "GROUP", "ORDERS",
+    "LANCZOS_RADIUS",
     "Alignment", "AlignedStack", "interpolation_variance", "apply_alignment", "checked_shifts",
     "shift_image", "common_field", "FOURIER_PAD_PX", "fourier_shift_axis", "repeat_field_edges",
     "move_mask",

@@ -24,16 +24,18 @@ from ..io._hdf5 import atomic_h5, encode_attrs, read_attrs, write_array, write_a
 from ..validate import check_stack
 
 __all__ = [
-    "GROUP", "ORDERS", "FOURIER_PAD_PX", "Alignment", "AlignedStack", "interpolation_variance",
-    "apply_alignment", "checked_shifts", "fourier_shift_axis", "shift_image", "common_field",
-    "repeat_field_edges", "move_mask",
+    "GROUP", "ORDERS", "LANCZOS_RADIUS", "FOURIER_PAD_PX", "Alignment", "AlignedStack",
+    "interpolation_variance", "apply_alignment", "checked_shifts", "fourier_shift_axis", "shift_image",
+    "common_field", "repeat_field_edges", "move_mask",
 ]
 
 #: Name of the HDF5 group holding an alignment.
 GROUP = "alignment"
-#: Interpolation orders of :func:`apply_alignment`: "fourier" (phase ramp, the default), 0
-#: nearest, 1 linear, 2-5 splines.
-ORDERS = ("fourier", 0, 1, 2, 3, 4, 5)
+#: Interpolation orders of :func:`apply_alignment`: "fourier" (phase ramp, the default),
+#: "lanczos" (windowed sinc, local), 0 nearest, 1 linear, 2-5 splines.
+ORDERS = ("fourier", "lanczos", 0, 1, 2, 3, 4, 5)
+#: Radius (pixels) of the Lanczos kernel of order "lanczos": 2 x radius taps per axis.
+LANCZOS_RADIUS = 6
 #: Mirror padding (pixels) added beyond ``ceil(|shift|)`` on each side of a line before its
 #: Fourier shift, so that the line does not wrap around onto its other end.
 FOURIER_PAD_PX = 16
@@ -216,6 +218,8 @@ def _kernel_energy(fraction: float, order) -> float:
         return 1.0
     if order == 1:
         return (1.0 - fraction) ** 2 + fraction ** 2
+    if order == "lanczos":
+        return float(np.sum(_lanczos_weights(fraction) ** 2))
     delta = np.zeros(65)
     delta[32] = 1.0
     if order == "fourier":
@@ -275,6 +279,42 @@ def _linear_shift(image: np.ndarray, shift) -> np.ndarray:
             lo *= (1.0 - f)
             lo += f * hi
         out = lo
+    return out
+
+
+def _lanczos_weights(fraction: float, radius: int = LANCZOS_RADIUS) -> np.ndarray:
+    """Weights of the pixels ``base - radius + 1 ... base + radius`` for a sample at ``base + fraction``.
+
+    ``sinc(x) sinc(x / radius)`` at the distances ``x`` of the taps, normalised to sum 1 (a
+    constant image stays constant).
+    """
+    x = np.arange(-radius + 1, radius + 1) - fraction
+    w = np.sinc(x) * np.sinc(x / radius)
+    return w / w.sum()
+
+
+def _lanczos_shift(image: np.ndarray, shift) -> np.ndarray:
+    """``out(y, x) = image(y + dy, x + dx)`` by separable windowed-sinc interpolation, edges repeated.
+
+    Local like linear interpolation (each output pixel reads ``LANCZOS_RADIUS`` pixels on
+    either side of its sample position), but it keeps most of the noise's high frequencies:
+    the variance of white noise falls to 0.89 of itself per axis at a half-pixel shift
+    (linear: 0.5), 0.94 on average over fractions.
+    """
+    out = image
+    for axis, d in enumerate(shift):
+        n = image.shape[axis]
+        base = math.floor(d)
+        f = d - base
+        if f == 0:
+            out = np.take(out, np.clip(np.arange(n) + base, 0, n - 1), axis=axis)
+            continue
+        w = _lanczos_weights(f)
+        taps = np.arange(-LANCZOS_RADIUS + 1, LANCZOS_RADIUS + 1)
+        acc = np.zeros_like(out, dtype=np.result_type(out.dtype, np.float32))
+        for k, wk in zip(taps, w, strict=True):
+            acc += wk * np.take(out, np.clip(np.arange(n) + base + k, 0, n - 1), axis=axis)
+        out = acc.astype(image.dtype, copy=False)
     return out
 
 
@@ -363,10 +403,10 @@ def shift_image(image: np.ndarray, shift, order="fourier") -> np.ndarray:
     """Return one image moved by ``-shift`` (dy, dx) onto the reference grid, edges repeated.
 
     The per-image step of :func:`apply_alignment`. For orders 0 and 1 the value at a pixel
-    depends only on the input pixels within ``|shift| + 1`` of it, so a tile with that halo
-    (edge pixels repeated at the image border) gives the same values as the whole image. The
-    Fourier shift moves the columns, then the rows (:func:`fourier_shift_axis`); each pass
-    needs whole lines.
+    depends only on the input pixels within ``|shift| + 1`` of it, for "lanczos" within
+    ``|shift| + LANCZOS_RADIUS``, so a tile with that halo (edge pixels repeated at the image
+    border) gives the same values as the whole image. The Fourier shift moves the columns,
+    then the rows (:func:`fourier_shift_axis`); each pass needs whole lines.
     """
     d = (float(shift[0]), float(shift[1]))
     if d == (0.0, 0.0):
@@ -377,6 +417,8 @@ def shift_image(image: np.ndarray, shift, order="fourier") -> np.ndarray:
         return _linear_shift(image, tuple(float(np.round(v)) for v in d))
     if order == 1:
         return _linear_shift(image, d)
+    if order == "lanczos":
+        return _lanczos_shift(image, d)
     return ndimage.shift(image, (-d[0], -d[1]), order=order, mode="nearest")
 
 
@@ -450,11 +492,12 @@ def apply_alignment(transmission, alignment, *, order="fourier") -> AlignedStack
         The stack the alignment was estimated on (not modified).
     alignment : Alignment or array_like of shape (E, 2)
         The shifts (dy, dx), see :class:`Alignment`.
-    order : {"fourier", 0, 1, 2, 3, 4, 5}
+    order : {"fourier", "lanczos", 0, 1, 2, 3, 4, 5}
         Interpolation: "fourier" (default; :func:`fourier_shift_axis`, white noise stays white
-        with its variance), 1 linear (local, but it averages neighbours: less and spatially
-        correlated noise), 0 nearest pixel (no change to the noise, up to half a pixel of
-        error), 2-5 splines (:func:`scipy.ndimage.shift`).
+        with its variance), "lanczos" (windowed sinc of radius :data:`LANCZOS_RADIUS`: local,
+        noise variance 0.89-1 of itself per axis), 1 linear (local, but it averages
+        neighbours: less and spatially correlated noise), 0 nearest pixel (no change to the
+        noise, up to half a pixel of error), 2-5 splines (:func:`scipy.ndimage.shift`).
 
     Returns
     -------
@@ -493,8 +536,8 @@ def apply_alignment(transmission, alignment, *, order="fourier") -> AlignedStack
     if not np.issubdtype(stack.dtype, np.floating):
         stack = stack.astype(np.float64)
     if order not in ORDERS or isinstance(order, bool):
-        raise ValueError(f"order must be one of {ORDERS} (Fourier, 0 nearest, 1 linear, 2-5 splines); got "
-                         f"{order!r}.")
+        raise ValueError(f"order must be one of {ORDERS} (Fourier, Lanczos, 0 nearest, 1 linear, "
+                         f"2-5 splines); got {order!r}.")
     n_e, ny, nx = stack.shape
     shifts = checked_shifts(alignment, n_e, (ny, nx))
     out = np.empty_like(stack)

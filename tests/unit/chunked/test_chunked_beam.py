@@ -107,7 +107,8 @@ def test_chunked_drifting_stack_equals_in_memory(tmp_path):
     """A drifting stack given as measured: the background in the detector frame (issue 16),
     block by block as in memory."""
     cfg = simulation.SimulationConfig(element="Ni", dose=1000.0, blur_px=1.0, background_amplitude=0.03,
-                                      drift_px=1.5).replace(phantom_shape=(96, 104), phantom_pixel_size_nm=150.0)
+                                      drift_px=1.5).replace(phantom_shape=(96, 104),
+                                                            phantom_pixel_size_nm=150.0)
     stack, truth = simulation.simulate_stack(cfg, seed=0)
     t, e, refs = stack.transmission, np.asarray(stack.energies_eV), default_references("Ni")
     shifts = truth.drift_px - truth.drift_px[0]
@@ -119,5 +120,6 @@ def test_chunked_drifting_stack_equals_in_memory(tmp_path):
     np.testing.assert_allclose(out.compute(), ref, rtol=0, atol=TOL)
     assert np.abs(still - ref).max() > 100 * TOL
     # no drift: the call without shifts
-    zero, _ = divide_beam_background_chunked(_lazy(t), e, refs, shifts_px=np.zeros_like(shifts), workdir=tmp_path)
+    zero, _ = divide_beam_background_chunked(_lazy(t), e, refs, shifts_px=np.zeros_like(shifts),
+                                             workdir=tmp_path)
     np.testing.assert_allclose(zero.compute(), still, rtol=0, atol=TOL)

@@ -96,7 +96,7 @@ def test_chunked_maps_equal_in_memory(stack_file, tmp_path, suffix):
     assert not list(tmp_path.glob(".xanes-chunked-*")), "the work directory was left behind"
 
 
-@pytest.mark.parametrize("order", ["fourier", 1])
+@pytest.mark.parametrize("order", ["fourier", "lanczos", 1])
 def test_aligned_chunked_equals_in_memory(stack_file, tmp_path, order):
     path, stack = stack_file
     n = stack.energies_eV.size
@@ -108,11 +108,11 @@ def test_aligned_chunked_equals_in_memory(stack_file, tmp_path, order):
     ref = alignment.apply_alignment(stack.transmission, shifts, order=order)
     np.testing.assert_array_equal(aligned.compute(), ref.transmission)
     np.testing.assert_array_equal(common, ref.common_mask)
-    if order == 1:  # map_stack aligns by linear interpolation (memory-safe)
+    if order == "lanczos":  # map_stack aligns by a windowed sinc (local, memory-safe)
         out = tmp_path / "aligned.h5"
         chunked.map_stack(lazy, out, alignment=shifts)
         res = io.read_results(out)
-        _assert_same(res, _in_memory(stack, shifts, order=1))
+        _assert_same(res, _in_memory(stack, shifts, order="lanczos"))
         assert res.attrs["beam_background_before_alignment"].startswith("beam background divided out")
 
 
