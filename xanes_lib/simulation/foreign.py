@@ -35,13 +35,28 @@ Assumptions that differ from the in-family simulator:
 - beam: a Gaussian beam envelope (in flat and sample alike) and a background B made of
   Legendre surfaces with drifting coefficients, wide Gaussians whose centres drift with
   energy and a per-energy tilt; flat = average of a few (default 4) Poisson frames; no dark,
-  no read noise, no blur, no drift.
+  no read noise;
+- optional stage drift (``drift_px``, off by default): a smooth *thermal* drift in scan time
+  (an exponential settling, a linear creep and a slow oscillation, each along its own random
+  direction) plus independent per-image jitter of 2-6 % of its size, scaled so that the longest
+  displacement from image 0 is ``drift_px`` (in-family: a Gaussian random walk scaled by its RMS);
+  it moves the sample, i.e. the noise-free absorbance, by an exact band-limited (Fourier)
+  shift on a frame padded with empty field (absorbance 0), so empty field enters at the edges
+  and nothing wraps round (in-family: a cubic spline); image 0 is not moved, so the truth maps
+  are in the frame of image 0 (``drift_origin_px`` = 0);
+- optional detector blur (``blur_px``, off by default): a Gaussian PSF applied to the
+  transmission, i.e. to the intensity under an illumination that is uniform on the PSF's scale
+  (the beam envelope and B vary over tens of pixels), with empty field (transmission 1) outside
+  the frame; the beam background B and the photon noise come after drift and blur.
 
 The ground truth follows the contract of :class:`xanes_lib.io.GroundTruth` exactly as
 :func:`.simulate_stack` fills it (``foreign_mask`` for the phase outside the references, NaN
 oxidation state there and outside the sample), so evaluation code works on both families.
 Independent ``numpy`` generators spawned from ``seed`` drive geometry, chemistry, references,
-energies, beam, noise and the foreign particle, so one option does not reshuffle the others.
+energies, beam, noise, the foreign particle and the drift, so one option does not reshuffle the
+others: a drifting stack has the same phantom, references, energies and background B as the
+still stack of the same seed, and with ``drift_px=0`` and ``blur_px=0`` (the defaults) the
+stacks are those of the generator before drift and blur existed.
 """
 
 from __future__ import annotations
@@ -95,6 +110,8 @@ FOREIGN_FAMILIES = {
 }
 
 _FOREIGN_MIN_PIXELS = 150  # sample pixels a particle needs to be drawn as the foreign one
+_DRIFT_MAX_PX = 64.0  # largest drift_px accepted (px)
+_BLUR_MAX_PX = 8.0  # largest PSF sigma accepted (px)
 
 
 @dataclass(frozen=True)
@@ -139,6 +156,12 @@ class ForeignConfig(Config):
         Solid-equivalent thickness (um) from which a pixel is sample (ground-truth mask), >= 0.
     save_flat : bool
         Keep the averaged flat (E, Y, X) in ``Stack.flat`` (written as ``img_bkg``).
+    drift_px : float
+        Stage drift: the longest displacement (px, Euclidean) of any image from image 0, in
+        [0, 64] and at most a quarter of the shorter image side; 0 (default): no drift. The
+        path is a smooth thermal drift plus per-image jitter (module docstring).
+    blur_px : float
+        Sigma (px) of the Gaussian detector PSF, in [0, 8]; 0 (default): no blur.
     """
 
     kind: str = "mixed"
@@ -164,6 +187,8 @@ class ForeignConfig(Config):
     foreign_phase: bool | None = None
     mask_min_thickness_um: float = 0.2
     save_flat: bool = False
+    drift_px: float = 0.0
+    blur_px: float = 0.0
 
     def _check(self) -> None:
         self._require(self.kind in FOREIGN_KINDS, "kind", f"one of {FOREIGN_KINDS}")
@@ -192,6 +217,12 @@ class ForeignConfig(Config):
         for name in ("perturb_references", "foreign_phase"):
             self._require(getattr(self, name) in (None, True, False), name, "True, False or None")
         self._require(isinstance(self.save_flat, bool), "save_flat", "True or False")
+        self._finite("drift_px", 0.0, _DRIFT_MAX_PX)
+        side = min(self.shape)
+        self._require(self.drift_px <= side / 4, "drift_px",
+                      f"at most a quarter of the shorter image side ({side / 4:g} px for shape "
+                      f"{self.shape}); lower drift_px or enlarge shape")
+        self._finite("blur_px", 0.0, _BLUR_MAX_PX)
 
 
 def _int_in(v, lo: int, hi: int) -> bool:
@@ -532,6 +563,104 @@ def _beam(shape, n_energies: int, amplitude: float, rng) -> tuple[np.ndarray, np
     return 1.0 + amplitude * field / np.sqrt(np.mean(field ** 2)), profile
 
 
+def _unit_vector(rng) -> np.ndarray:
+    """Draw a random direction (dy, dx) of length 1."""
+    angle = rng.uniform(0.0, 2.0 * math.pi)
+    return np.array([math.sin(angle), math.cos(angle)])
+
+
+def _thermal_drift(n_images: int, max_px: float, rng) -> tuple[np.ndarray, dict]:
+    """Stage drift of a scan: smooth thermal drift plus per-image jitter.
+
+    In scan time ``t = e / (n_images - 1)`` the smooth part is an exponential settling
+    ``(1 - exp(-t / tau)) / (1 - exp(-1 / tau))`` (tau 0.1-1 of the scan), a linear creep
+    (0-0.6 of it) and an oscillation ``sin(2 pi t / period + phase) - sin(phase)`` (0.05-0.3 of
+    it, period 0.2-1 of the scan), each along its own random direction. The smooth path is
+    scaled to a longest displacement of 1, independent Gaussian jitter (sd 0.02-0.06) is added
+    to every image but the first, and the sum is scaled so that its longest displacement is
+    ``max_px``.
+
+    Parameters
+    ----------
+    n_images : int
+        Images in the scan (>= 2).
+    max_px : float
+        Longest displacement (px, Euclidean) of any image from image 0, > 0.
+    rng : numpy.random.Generator
+        Source of every draw.
+
+    Returns
+    -------
+    path : numpy.ndarray
+        (n_images, 2) displacement (dy, dx) of every image from image 0; ``path[0] == (0, 0)``.
+    draws : dict
+        The drawn parameters (JSON-able), for the ground truth's ``params``.
+    """
+    t = np.linspace(0.0, 1.0, n_images)[:, None]
+    tau = math.exp(rng.uniform(math.log(0.1), math.log(1.0)))
+    creep, wave_amp = rng.uniform(0.0, 0.6), rng.uniform(0.05, 0.3)
+    period, phase = rng.uniform(0.2, 1.0), rng.uniform(0.0, 2.0 * math.pi)
+    directions = [_unit_vector(rng) for _ in range(3)]
+    settle = (1.0 - np.exp(-t / tau)) / (1.0 - math.exp(-1.0 / tau))
+    wave = np.sin(2.0 * math.pi * t / period + phase) - math.sin(phase)
+    smooth = settle * directions[0] + creep * t * directions[1] + wave_amp * wave * directions[2]
+    smooth /= max(float(np.linalg.norm(smooth, axis=1).max()), 1e-12)
+    jitter_sd = rng.uniform(0.02, 0.06)
+    jitter = rng.normal(0.0, jitter_sd, smooth.shape)
+    jitter[0] = 0.0
+    path = smooth + jitter
+    path *= max_px / max(float(np.linalg.norm(path, axis=1).max()), 1e-12)
+    path[0] = 0.0
+    draws = {"model": "thermal: settling + creep + oscillation + jitter", "settling_tau": tau,
+             "creep": creep, "oscillation": wave_amp, "oscillation_period": period,
+             "oscillation_phase_rad": phase, "directions": [d.tolist() for d in directions],
+             "jitter_sd": jitter_sd, "max_px": float(max_px)}
+    return path, draws
+
+
+def _moved_and_blurred(absorb: np.ndarray, path: np.ndarray | None, blur_px: float) -> np.ndarray:
+    """Transmission of the absorbance moved by ``path`` (Fourier shift), then blurred by the PSF.
+
+    The images are padded with empty field (absorbance 0) to odd sizes larger than the largest
+    shift plus 4 PSF sigmas, moved by ``scipy.ndimage.fourier_shift`` (exact for a band-limited
+    image; no wrap-round into the frame), turned into transmission, blurred by a Gaussian of
+    sigma ``blur_px`` (transmission 1 outside) and cropped back. Images with a zero shift are
+    not transformed; without drift and blur this is ``exp(-absorb)``. The shifted absorbance is
+    not clipped: the pixelated phantom is not band-limited, and its sharp particle edges ring
+    (absorbance down to about -0.05 beside them, a transmission slightly above 1).
+
+    Parameters
+    ----------
+    absorb : numpy.ndarray
+        (E, Y, X) noise-free absorbance of the sample in the frame of image 0.
+    path : numpy.ndarray or None
+        (E, 2) displacement (dy, dx) of every image: a feature at (y, x) moves to
+        (y + dy, x + dx). None: no drift.
+    blur_px : float
+        PSF sigma (px); 0: no blur.
+
+    Returns
+    -------
+    numpy.ndarray
+        (E, Y, X) transmission as the detector sees it before the beam and the noise.
+    """
+    if path is None and blur_px == 0:
+        return np.exp(-absorb)
+    reach = 0 if path is None else math.ceil(float(np.abs(path).max()))
+    pad = reach + math.ceil(4.0 * blur_px) + 2
+    n_y, n_x = absorb.shape[1:]
+    widths = [(0, 0)] + [(pad, pad + (n + 2 * pad + 1) % 2) for n in (n_y, n_x)]  # odd: no Nyquist term
+    padded = np.pad(absorb, widths)
+    if path is not None:
+        for image, shift in zip(padded, path, strict=True):
+            if np.any(shift != 0):
+                image[...] = np.fft.ifft2(ndimage.fourier_shift(np.fft.fft2(image), shift)).real
+    trans = np.exp(-padded)
+    if blur_px > 0:
+        trans = ndimage.gaussian_filter(trans, (0.0, blur_px, blur_px), mode="constant", cval=1.0)
+    return trans[:, pad:pad + n_y, pad:pad + n_x]
+
+
 def _choose_foreign(labels, mask, rng) -> int:
     """Label of the foreign particle: at random among those with enough sample pixels, else the largest."""
     ids, counts = np.unique(labels[mask & (labels >= 0)], return_counts=True)
@@ -566,7 +695,7 @@ def simulate_foreign_stack(kind: str, *, element: str = "Ni", dose: float = 1000
         Image size (rows, columns).
     **overrides
         Further fields of :class:`ForeignConfig` (``background``, ``composition``,
-        ``pixel_size_nm``, ``foreign_phase``, ``save_flat``, ...).
+        ``pixel_size_nm``, ``foreign_phase``, ``save_flat``, ``drift_px``, ``blur_px``, ...).
 
     Returns
     -------
@@ -574,10 +703,14 @@ def simulate_foreign_stack(kind: str, *, element: str = "Ni", dose: float = 1000
         ``(sample counts) / (averaged flat counts)``, energies, element, pixel size; the flat
         in ``stack.flat`` when ``save_flat``.
     truth : xanes_lib.io.GroundTruth
-        Noise- and background-free transmission, background B, fractions of the references,
-        oxidation state (NaN outside the mask and in the foreign phase), mask, areal density
-        of the edge element (ug/cm^2), ``foreign_mask`` (None without a foreign phase) and
-        every parameter and draw in ``params``.
+        Noise- and background-free transmission (drifted and blurred like the images),
+        background B (it stays with the detector), fractions of the references, oxidation
+        state (NaN outside the mask and in the foreign phase), mask, areal density of the edge
+        element (ug/cm^2), ``foreign_mask`` (None without a foreign phase), every parameter
+        and draw in ``params`` (the drift's in ``params["drift"]``). The maps are in the frame
+        of image 0. With ``drift_px`` > 0: ``drift_px`` (E, 2), the displacement (dy, dx) of
+        image e from image 0 (a feature at (y, x) in image 0 is at (y + dy, x + dx) in image
+        e), and ``drift_origin_px`` = (0, 0); both None without drift.
 
     Raises
     ------
@@ -601,8 +734,9 @@ def simulate_foreign_stack(kind: str, *, element: str = "Ni", dose: float = 1000
         raise ValueError(f"unknown kind {kind!r}; choose one of {FOREIGN_KINDS}.")
     shape = tuple(shape) if isinstance(shape, list | tuple) else shape
     cfg = ForeignConfig(kind=kind, element=element, dose=dose, shape=shape, **overrides)
-    g_geo, g_chem, g_ref, g_grid, g_beam, g_noise, g_foreign = (
-        np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(7))
+    # the 8th generator (drift) came last: the first 7 give the stacks they gave before it existed
+    g_geo, g_chem, g_ref, g_grid, g_beam, g_noise, g_foreign, g_drift = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(8))
 
     lo_px, hi_px = cfg.pixel_size_range_nm
     px_nm = cfg.pixel_size_nm if cfg.pixel_size_nm is not None \
@@ -633,7 +767,11 @@ def simulate_foreign_stack(kind: str, *, element: str = "Ni", dose: float = 1000
     basis = np.stack([jump * s for s in spectra] + [below, matrix])
     coeffs = np.concatenate([m_el * fractions] + ([(m_el * region)[None]] if foreign else [])
                             + [m_el[None], mass[None]])
-    trans = np.exp(-np.tensordot(basis, coeffs, axes=(0, 0)))  # Beer-Lambert, (E, Y, X)
+    absorb = np.tensordot(basis, coeffs, axes=(0, 0))  # Beer-Lambert, (E, Y, X), frame of image 0
+    path, drift_draws = (None, None)
+    if cfg.drift_px > 0:
+        path, drift_draws = _thermal_drift(energies.size, cfg.drift_px, g_drift)
+    trans = _moved_and_blurred(absorb, path, cfg.blur_px)
 
     bkg, profile = _beam(cfg.shape, energies.size, cfg.background, g_beam)
     n = cfg.flat_frames
@@ -655,7 +793,7 @@ def simulate_foreign_stack(kind: str, *, element: str = "Ni", dose: float = 1000
                   reference_oxidation_states=states, n_particles=len(records), particles=records,
                   foreign_phase=bool(use_foreign),
                   foreign_spectrum=None if foreign is None else foreign.describe(),
-                  foreign_labels=[] if foreign is None else [chosen])
+                  foreign_labels=[] if foreign is None else [chosen], drift=drift_draws)
     stack = Stack(transmission=measured.astype(np.float32), energies_eV=energies, element=cfg.element,
                   edge=cfg.edge, pixel_size_nm=px_nm,
                   flat=flat.astype(np.float32) if cfg.save_flat else None,
@@ -665,7 +803,8 @@ def simulate_foreign_stack(kind: str, *, element: str = "Ni", dose: float = 1000
                         fractions=fractions.astype(np.float32), references=[r.name for r in refs],
                         oxidation_state=state.astype(np.float32), mask=mask,
                         areal_density=(m_el * 1e6).astype(np.float32), areal_density_unit="ug/cm^2",
-                        params=params, foreign_mask=(region & mask) if foreign is not None else None)
+                        params=params, foreign_mask=(region & mask) if foreign is not None else None,
+                        drift_px=path, drift_origin_px=None if path is None else np.zeros(2))
     return stack, truth
 
 

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import xraydb
+from scipy import ndimage
 
 from xanes_lib import io
 from xanes_lib.simulation import (
@@ -245,6 +246,117 @@ def test_builds_a_stack_with_measured_references(shared_ni_dir):
         simulate_foreign_stack("mixed", shape=(32, 32), references=[unknown_state, refs[1]])
 
 
+# Few small particles away from the edges: nothing enters or leaves the field as it drifts, so
+# a phase correlation of two images of the same content measures their displacement exactly.
+ISOLATED = {"shape": (80, 80), "max_particles": 3, "coverage": 0.05, "radius_frac": 0.08, "pore_share": 0.0}
+
+
+def _arrays(stack, truth):
+    return [stack.transmission, stack.energies_eV, truth.transmission, truth.background, truth.fractions,
+            truth.oxidation_state, truth.mask, truth.areal_density]
+
+
+def test_without_drift_and_blur_the_stack_is_unchanged():
+    for kind, seed in (("mixed", 0), ("foreign_phase", 2)):
+        default = simulate_foreign_stack(kind, seed=seed, shape=(64, 64), save_flat=True)
+        explicit = simulate_foreign_stack(kind, seed=seed, shape=(64, 64), save_flat=True, drift_px=0.0,
+                                          blur_px=0.0)
+        for a, b in zip(_arrays(*default), _arrays(*explicit), strict=True):
+            np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(default[0].flat, explicit[0].flat)
+        assert default[1].drift_px is None and default[1].drift_origin_px is None
+        assert default[1].params["drift"] is None
+        assert default[1].params["drift_px"] == 0.0 and default[1].params["blur_px"] == 0.0
+
+
+def test_drift_keeps_phantom_references_and_background():
+    kw = {"seed": 21, "shape": (64, 64), "blur_px": 1.0}
+    s0, still = simulate_foreign_stack("mixed", **kw)
+    s1, drifting = simulate_foreign_stack("mixed", drift_px=3.0, **kw)
+    np.testing.assert_array_equal(s0.energies_eV, s1.energies_eV)
+    for name in ("background", "fractions", "oxidation_state", "mask", "areal_density"):
+        np.testing.assert_array_equal(getattr(still, name), getattr(drifting, name))
+    assert still.params["reference_spectra"] == drifting.params["reference_spectra"]
+    np.testing.assert_array_equal(still.transmission[0], drifting.transmission[0])  # image 0 does not move
+    assert not np.array_equal(still.transmission[1:], drifting.transmission[1:])
+    np.testing.assert_array_equal(drifting.drift_origin_px, [0.0, 0.0])
+
+
+@pytest.mark.parametrize("blur", [0.0, 1.5])
+def test_recorded_drift_is_the_displacement_of_the_images(blur):
+    from skimage.registration import phase_cross_correlation
+    kw = {"seed": 13, "blur_px": blur, **ISOLATED}
+    _, still = simulate_foreign_stack("mixed", **kw)
+    _, drifting = simulate_foreign_stack("mixed", drift_px=5.0, **kw)
+    a_still, a_drift = _absorbance(still), _absorbance(drifting)
+    edge = np.ones(ISOLATED["shape"], bool)
+    edge[8:-8, 8:-8] = False
+    assert np.abs(a_still[:, edge]).max() < 0.01  # the premise: no sample near the edges
+    drift = drifting.drift_px
+    assert drift.shape == (a_still.shape[0], 2) and np.all(drift[0] == 0)
+    # skimage returns the shift that moves image e back onto the reference: minus the displacement
+    measured = np.stack([-phase_cross_correlation(a, b, upsample_factor=100, normalization=None)[0]
+                         for a, b in zip(a_still, a_drift, strict=True)])
+    np.testing.assert_allclose(measured, drift, atol=0.05)
+    # image 0 against image e of the drifting stack itself, below the edge (same contrast)
+    energies = np.asarray(drifting.params["energies_eV"])
+    pre = np.flatnonzero(energies < energies[0] + 40)
+    for e in pre[1:]:
+        shift = -phase_cross_correlation(a_drift[0], a_drift[e], upsample_factor=100, normalization=None)[0]
+        np.testing.assert_allclose(shift, drift[e], atol=0.05)
+    # and the sign, independently: the centre of mass of each image follows (y + dy, x + dx)
+    yy, xx = np.indices(ISOLATED["shape"])
+
+    def centre(a):
+        return np.stack([np.sum(a * yy, axis=(1, 2)), np.sum(a * xx, axis=(1, 2))], axis=1) / a.sum(
+            axis=(1, 2))[:, None]
+
+    np.testing.assert_allclose(centre(a_drift) - centre(a_still), drift, atol=0.05)
+
+
+def test_largest_displacement_is_drift_px_and_the_path_is_thermal():
+    for seed, size in ((1, 0.7), (2, 5.0), (3, 12.0)):
+        _, truth = simulate_foreign_stack("mixed", seed=seed, shape=(64, 64), drift_px=size)
+        length = np.linalg.norm(truth.drift_px, axis=1)
+        assert length.max() == pytest.approx(size, rel=1e-12)
+        steps = np.linalg.norm(np.diff(truth.drift_px, axis=0), axis=1)
+        assert np.median(steps) < 0.25 * size  # smooth with jitter, not a jump per image
+        assert truth.params["drift"]["max_px"] == size and 0.02 <= truth.params["drift"]["jitter_sd"] <= 0.06
+
+
+def test_blur_smooths_the_transmission_and_keeps_the_mean_model():
+    kw = {"seed": 22, "shape": (64, 64), "dose": 20000.0}
+    _, sharp = simulate_foreign_stack("mixed", **kw)
+    stack, blurred = simulate_foreign_stack("mixed", blur_px=1.5, **kw)
+    inner = (slice(None), slice(8, -8), slice(8, -8))
+    expected = ndimage.gaussian_filter(sharp.transmission.astype(np.float64), (0, 1.5, 1.5))
+    np.testing.assert_allclose(blurred.transmission[inner], expected[inner], atol=1e-5)
+    assert blurred.drift_px is None
+    ratio = stack.transmission / (blurred.transmission.astype(np.float64) * blurred.background)
+    assert abs(ratio.mean() - 1.0) < 2e-3
+
+
+def test_drift_is_reproducible_with_the_seed():
+    a = simulate_foreign_stack("sharp", seed=9, shape=SMALL, drift_px=4.0, blur_px=1.0)
+    b = simulate_foreign_stack("sharp", seed=9, shape=SMALL, drift_px=4.0, blur_px=1.0)
+    c = simulate_foreign_stack("sharp", seed=10, shape=SMALL, drift_px=4.0, blur_px=1.0)
+    np.testing.assert_array_equal(a[1].drift_px, b[1].drift_px)
+    np.testing.assert_array_equal(a[0].transmission, b[0].transmission)
+    assert a[1].params == b[1].params
+    n = min(len(a[1].drift_px), len(c[1].drift_px))
+    assert not np.allclose(a[1].drift_px[:n], c[1].drift_px[:n])
+
+
+def test_drifting_truth_reads_back(tmp_path):
+    stack, truth = simulate_foreign_stack("mixed", seed=23, shape=SMALL, drift_px=2.5, blur_px=1.0)
+    path = tmp_path / "drifting.h5"
+    io.write_stack(path, stack, ground_truth=truth)
+    gt = io.read_ground_truth(path)
+    np.testing.assert_array_equal(gt.drift_px, truth.drift_px)
+    np.testing.assert_array_equal(gt.drift_origin_px, [0.0, 0.0])
+    assert gt.params["drift"]["settling_tau"] == truth.params["drift"]["settling_tau"]
+
+
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"kind": "spheres"}, r"unknown kind 'spheres'.*mixed"),
     ({"dose": 0.0}, r"dose must be a finite number in \(0, 1e\+09\]; got 0.0"),
@@ -258,6 +370,12 @@ def test_builds_a_stack_with_measured_references(shared_ni_dir):
     ({"flat_frames": 0}, r"flat_frames must be an integer in \[1, 100\]"),
     ({"pixel_size_nm": -3.0}, r"pixel_size_nm must be a finite number in \[5, 1000\]"),
     ({"blur": 1.0}, r"unknown setting\(s\) \['blur'\]"),
+    ({"drift_px": -1.0}, r"ForeignConfig.drift_px must be a finite number in \[0, 64\]; got -1.0"),
+    ({"drift_px": float("nan")}, r"drift_px must be a finite number in \[0, 64\]; got nan"),
+    ({"drift_px": "2"}, r"drift_px must be a finite number .* got '2'"),
+    ({"drift_px": 9.0}, r"drift_px must be at most a quarter of the shorter image side \(8 px .*got 9.0"),
+    ({"blur_px": -0.5}, r"ForeignConfig.blur_px must be a finite number in \[0, 8\]; got -0.5"),
+    ({"blur_px": 20.0}, r"blur_px .* got 20.0"),
 ])
 def test_bad_inputs_are_refused(kwargs, match):
     args = {"kind": "mixed", "shape": (32, 32), **kwargs}
