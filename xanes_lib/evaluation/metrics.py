@@ -206,4 +206,8 @@ def truth_in_frame(truth, reference_index: int = 0) -> tuple[np.ndarray, np.ndar
         mask, foreign = move(mask.astype(np.uint8), 0) > 0, move(foreign.astype(np.uint8), 0) > 0
     with np.errstate(invalid="ignore", divide="ignore"):
         state = np.where(den > 0, num / den, np.nan)
+    if np.any(offset != 0) and valid.any():
+        # A moved pixel mixes its neighbours' states with positive weights, so its state lies
+        # within theirs; the spline's ringing at sharp density steps (small ``den``) does not.
+        state = np.clip(state, truth.oxidation_state[valid].min(), truth.oxidation_state[valid].max())
     return state, mask, foreign

@@ -51,3 +51,25 @@ def test_network_score_uses_the_denoisers_own_uncertainty(foreign_phase_stack):
     gauss = evaluation.classical_denoise(st.transmission, "gaussian", sigma=2.0)
     fit = evaluation.oxidation_state_fit(gauss, st.energies_eV, "Ni", mask=gt.mask)
     assert scores["unexplained_auc"] >= evaluation.unexplained_auc(fit, gt)
+
+
+def test_truth_moved_into_an_image_frame_stays_within_the_states():
+    """Moving the truth by a sub-pixel drift mixes neighbouring pixels: the state stays within
+    the range of the states (the spline's ringing beside a sharp density step would not)."""
+    from types import SimpleNamespace
+
+    from xanes_lib.evaluation import truth_in_frame
+
+    rho = np.zeros((32, 32))
+    rho[8:24, 8:24] = 100.0
+    rho[8:24, 16:24] = 1.0                            # a thin part beside a thick one
+    state = np.where(rho > 0, 2.0, np.nan)
+    state[8:24, 16:24] = 3.0
+    truth = SimpleNamespace(areal_density=rho, oxidation_state=state, mask=rho > 0, foreign_mask=None,
+                            drift_px=np.array([[0.0, 0.0], [0.4, 0.45]]), drift_origin_px=None)
+    moved, mask, _ = truth_in_frame(truth, 1)
+    inside = np.isfinite(moved)
+    assert inside.sum() > 200 and mask.sum() == (rho > 0).sum()
+    assert moved[inside].min() >= 2.0 and moved[inside].max() <= 3.0
+    same, _, _ = truth_in_frame(truth, 0)             # no drift in image 0: the maps as they are
+    np.testing.assert_array_equal(np.isnan(same), np.isnan(state))
