@@ -207,8 +207,7 @@ def _estimate_beam(windows, grid, model, work: Path, bar, *, check=None, drift=N
         (pieces,) = dask.compute(in_pieces(pixel))
     pixel = assemble(pixel, pieces)
     if drift is not None:  # sample pixels: their coefficients from the aligned spectra, moved back
-        none_empty = to_zarr(work / "none.zarr", np.zeros_like(empty))  # every pixel as sample
-        inside = map_regions(_pixel_block, [aligned[0], none_empty], grid, 0, prof.rank + 1, np.float64,
+        inside = map_regions(_sample_pixel_block, [aligned[0]], grid, 0, prof.rank + 1, np.float64,
                              profiles=prof)
         with bar():
             (pieces,) = dask.compute(in_pieces(inside))
@@ -239,6 +238,11 @@ def _smoothed_block(t, *, keep, origin=None):
 def _pixel_block(a, empty, *, keep, origin, profiles):
     """Per-pixel beam coefficients of one block."""
     return beam_pixel_maps(a, empty, profiles)
+
+
+def _sample_pixel_block(a, *, keep, origin, profiles):
+    """Per-pixel beam coefficients of one block, every pixel taken as sample (the aligned spectra)."""
+    return beam_pixel_maps(a, np.zeros(a.shape[1:], bool), profiles)
 
 
 def _divide_block(t, *maps, keep, profiles, origin=None):
