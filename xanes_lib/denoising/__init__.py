@@ -53,7 +53,8 @@ _EXPORTS = {
     "training", "sample_energies": "training", "sample_batch": "training", "validation_set": "training",
     "evaluate": "training", "TrainResult": "training", "training_meta": "training", "train": "training",
     "RECIPES": "recipes", "RECIPE_STEPS": "recipes", "recipe": "recipes", "AdaptResult": "adaptation",
-    "holdout_energies": "adaptation", "data_mask": "adaptation", "self_validation_score": "adaptation",
+    "holdout_energies": "adaptation", "data_mask": "adaptation", "state_directions": "adaptation",
+    "self_validation_score": "adaptation",
     "adapt": "adaptation", "stack_fingerprint": "adaptation", "save_adapted": "adaptation",
 }
 

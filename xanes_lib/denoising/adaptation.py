@@ -8,8 +8,8 @@ alternates, round after round (the method of ``docs/METHOD.md``):
    smoothed, the coefficient maps of the corrected stack are fitted, and the sample mask is
    found from their edge step;
 2. **self-validation** — a fixed set of energies is held out from everything else; the
-   coefficients obtained *without* them predict their corrected absorbance inside the sample
-   (:func:`self_validation_score`);
+   network's coefficients obtained *without* them are compared with those fitted to the
+   held-out images alone, along the oxidation state (:func:`self_validation_score`);
 3. **update** — a few hundred Adam steps on crops and sub-stacks of the measurement.
 
 The update loss of the ``latent`` variant is a *cross-energy self-consistency*: the sub-stack
@@ -23,10 +23,14 @@ keeps the published loss: self-consistency of the corrected stack with its own f
 small fidelity to the raw absorbance and the total variation of the background.
 
 The background of the latent variant is fixed within a round (the smoothed estimate of the
-last re-fit) and re-estimated at every re-fit, as in the method. Adaptation stops when the
-self-validation score has not improved for ``patience`` rounds (the best round's weights are
-restored), when the coefficient maps stop changing, at ``max_epochs`` rounds, or at the
-time budget. Whatever the network cannot explain with the references stays in the output
+last re-fit) and re-estimated at every re-fit, as in the method. A round replaces the best so
+far only when its score is lower by more than ``min_improvement_se`` standard errors of the
+difference (the rounds are compared pixel by pixel on the same held-out images, so most of
+the held-out noise cancels). Adaptation stops when no round has done so for ``patience``
+rounds (the best round's weights are restored), when the coefficient maps stop changing, at
+``max_epochs`` rounds, or at the time budget. Re-fits and scores use the network alone
+(``select=False``): the strength selection is applied where the adapted model is used.
+Whatever the network cannot explain with the references stays in the output
 (see :func:`xanes_lib.denoising.inference.forward`), so that a phase missing from the references remains
 visible in the fit residual (:mod:`xanes_lib.mapping.phases`).
 """
@@ -40,6 +44,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from .. import __version__
 from ..mapping import sample_mask
@@ -50,14 +55,20 @@ from .beam import BackgroundEstimate, estimate_background
 from .checkpoints import save_checkpoint
 from .config import AdaptConfig
 from .denoiser import Denoiser, pick_device
-from .inference import DenoiseResult, denoise_stack, forward, latent_inputs
+from .inference import DenoiseResult, _stack_model, denoise_stack, forward, latent_inputs
 from .losses import self_consistency, total_variation
+from .strength import _block_se
 from .training import sample_energies
 
 __all__ = [
-    "AdaptResult", "holdout_energies", "data_mask", "self_validation_score", "adapt", "stack_fingerprint",
-    "save_adapted",
+    "AdaptResult", "holdout_energies", "data_mask", "state_directions", "self_validation_score", "adapt",
+    "stack_fingerprint", "save_adapted",
 ]
+
+#: Width (pixels) of the Gaussian pilot about which the score's oxidation state is linearised.
+SCORE_PILOT_PX = 2.0
+#: Scored pixels have a pilot edge step of at least this share of its 99th percentile.
+SCORE_MIN_RELATIVE_STEP = 0.05
 
 
 @dataclass
@@ -76,8 +87,9 @@ class AdaptResult:
         Epoch whose weights were kept (0: the model as given).
     stop_reason : str
     result : DenoiseResult
-        The whole stack denoised by the kept network; its ``background`` includes the
-        low-rank background, and ``corrected``/``denoised`` are relative to the raw stack.
+        The whole stack denoised by the kept network with the strength selection (as
+        :meth:`Denoiser.denoise` gives it); its ``background`` includes the low-rank
+        background, and ``corrected``/``denoised`` are relative to the raw stack.
     beam : BackgroundEstimate or None
         The low-rank background removed first (None when switched off).
     mask : numpy.ndarray
@@ -136,30 +148,110 @@ def data_mask(coefficients, n_refs: int) -> np.ndarray:
     return sample_mask(np.asarray(coefficients[:n_refs]).sum(0)).mask
 
 
-def self_validation_score(denoiser: Denoiser, transmission, energies_eV, holdout, background, mask, *,
-                          element=None, references=None, device=None) -> float:
-    """Disagreement with held-out energies, inside the sample (needs no ground truth).
+def state_directions(coefficients, mask, oxidation_states, *,
+                     pilot_sigma_px: float = SCORE_PILOT_PX) -> np.ndarray:
+    """Linearised oxidation state of each sample pixel, fixed for all rounds of an adaptation.
 
-    The network denoises the stack *without* the held-out energies. The held-out images,
-    corrected by the background of the last re-fit, are fitted on their own by the same
-    physics model: their reference coefficient maps are noisy but unbiased, and their photon
-    noise is independent of everything the network saw. The score is the mean squared
-    difference of the reference coefficient maps inside ``mask``, divided by the mean squared
-    edge step there. Its expectation is the squared error of the network's maps plus a
-    constant (the noise of the held-out fit), so it rises and falls with the true error.
-    Smooth errors shared by all energies, which look like a background, are not seen by it.
+    The state of a mix, ``s = sum_k s_k c_k / sum_k c_k``, changes by ``L . dc`` for a small
+    change ``dc`` of the reference coefficients, with ``L_k = (s_k - s) / step`` taken about a
+    pilot (the coefficient maps smoothed by a Gaussian of ``pilot_sigma_px``). Fixing ``L``
+    (and so the pixels and their weights) once makes the scores of all rounds comparable.
+
+    Parameters
+    ----------
+    coefficients : array_like
+        (P, Y, X) coefficient maps, references first (e.g. the first re-fit's).
+    mask : array_like of bool
+        (Y, X) sample pixels.
+    oxidation_states : array_like
+        (K,) oxidation state of each reference.
+    pilot_sigma_px : float
+
+    Returns
+    -------
+    numpy.ndarray
+        (K, Y, X) ``L``; zero outside ``mask`` and where the pilot's edge step is below
+        ``SCORE_MIN_RELATIVE_STEP`` of its 99th percentile (no state to speak of).
     """
+    ox = np.asarray(oxidation_states, dtype=np.float64)
+    pilot = ndimage.gaussian_filter(np.asarray(coefficients[:ox.size], np.float64),
+                                    (0, pilot_sigma_px, pilot_sigma_px), mode="nearest")
+    step = pilot.sum(0)
+    m = np.asarray(mask, bool)
+    floor = SCORE_MIN_RELATIVE_STEP * np.percentile(step[m], 99.0) if m.any() else np.inf
+    scored = m & (step > max(floor, 0.0))
+    safe = np.where(scored, step, 1.0)
+    state = np.clip((ox[:, None, None] * pilot).sum(0) / safe, ox.min(), ox.max())
+    return np.where(scored, (ox[:, None, None] - state) / safe, 0.0)
+
+
+def _state_errors(denoiser: Denoiser, transmission, energies_eV, holdout, background, directions, *,
+                  element=None, references=None, device=None) -> np.ndarray:
+    """(Y, X) squared held-out discrepancy of the network's oxidation state (0 where not scored)."""
     keep = np.setdiff1d(np.arange(len(energies_eV)), holdout)
     res = denoise_stack(denoiser, transmission[keep], energies_eV[keep], element=element,
-                        references=references, lowrank=False, device=device, progress=False)
+                        references=references, lowrank=False, device=device, progress=False, select=False)
     model_h = reference_model(energies_eV[holdout], element, references)
     k = n_references(model_h)
+    scored = np.any(directions != 0, axis=0)
     a_h = absorbance(np.asarray(transmission[holdout], np.float64)) + np.log(np.asarray(background[holdout],
                                                                                         np.float64))
-    c_h = model_h.fit(a_h[:, mask])[:k]
-    c = res.coefficients[:k][:, mask].astype(np.float64)
-    step2 = np.mean(c.sum(0) ** 2)
-    return float(np.mean((c - c_h) ** 2) / max(step2, 1e-12))
+    c_h = model_h.fit(a_h[:, scored])[:k]
+    c = res.coefficients[:k][:, scored].astype(np.float64)
+    out = np.zeros(scored.shape)
+    out[scored] = np.einsum("kn,kn->n", directions[:, scored], c - c_h) ** 2
+    return out
+
+
+def self_validation_score(denoiser: Denoiser, transmission, energies_eV, holdout, background, mask, *,
+                          element=None, references=None, device=None, directions=None) -> float:
+    """Disagreement in oxidation state with held-out energies, inside the sample (no ground truth).
+
+    The network denoises the stack *without* the held-out energies (the network alone, no
+    strength selection). The held-out images, corrected by ``background``, are fitted on
+    their own by the same physics model: their reference coefficients are noisy but
+    unbiased, and their photon noise is independent of everything the network saw. The score
+    is the mean over the scored pixels of ``(L . (c - c_h))^2``: the squared difference of
+    the two linearised oxidation states (:func:`state_directions`). Its expectation is the
+    network's mean squared state error plus a constant (the held-out fit's noise), so it
+    rises and falls with the true error. It is taken along the state because that is what
+    the maps report: a score over all coefficients is dominated by the edge step and was
+    measured to fall while the network's state error rose (in-family Co, 1000 photons).
+    Smooth errors shared by all energies, which look like a background, are not seen by it.
+
+    Parameters
+    ----------
+    denoiser : Denoiser
+    transmission : numpy.ndarray
+        (E, Y, X) the measurement (beam background already divided out, if any).
+    energies_eV : numpy.ndarray
+    holdout : numpy.ndarray
+        Indices of the held-out energies (:func:`holdout_energies`).
+    background : numpy.ndarray
+        (E, Y, X) background that corrects the held-out images.
+    mask : numpy.ndarray
+        (Y, X) sample pixels.
+    element, references, device
+        As in :func:`adapt`.
+    directions : numpy.ndarray, optional
+        (K, Y, X) :func:`state_directions`, fixed across rounds; None: from this network's
+        output (a score on its own, not comparable between networks).
+
+    Returns
+    -------
+    float
+    """
+    e = np.asarray(energies_eV, dtype=np.float64)
+    if directions is None:
+        keep = np.setdiff1d(np.arange(e.size), holdout)
+        own = denoise_stack(denoiser, transmission[keep], e[keep], element=element, references=references,
+                            lowrank=False, device=device, progress=False, select=False)
+        refs, _ = _stack_model(len(keep), e[keep], element, references)
+        directions = state_directions(own.coefficients, mask, [r.oxidation_state for r in refs])
+    err = _state_errors(denoiser, transmission, e, holdout, background, directions, element=element,
+                        references=references, device=device)
+    scored = np.any(directions != 0, axis=0)
+    return float(err[scored].mean()) if scored.any() else float("nan")
 
 
 def _crop_sample(rng, n_y: int, n_x: int, crop: int):
@@ -259,7 +351,8 @@ def adapt(denoiser: Denoiser, transmission, energies_eV, *, element: str | None 
         Show a progress bar.
     callback : callable, optional
         ``callback(epoch, result)`` after each re-fit with the :class:`DenoiseResult` of the
-        current network (e.g. to score a simulated stack in a notebook).
+        current network alone (no strength selection; e.g. to score a simulated stack in a
+        notebook).
 
     Returns
     -------
@@ -289,14 +382,21 @@ def adapt(denoiser: Denoiser, transmission, energies_eV, *, element: str | None 
     opt = torch.optim.Adam(net.parameters(), lr=config.lr)
     n_y, n_x = t_np.shape[1:]
 
+    states = [r.oxidation_state for r in _stack_model(e.size, e, element, references)[0]]
+    basis = {}
+
     def refit():
         # The low-rank background is this function's business (config.lowrank_background).
         res = denoise_stack(adapted, t_np, e, element=element, references=references, lowrank=False,
-                            device=device, progress=False)
+                            device=device, progress=False, select=False)
         mask = data_mask(res.coefficients, k)
-        score = self_validation_score(adapted, t_np, e, holdout, res.background, mask, element=element,
-                                      references=references, device=device)
-        return res, mask, score
+        if not basis:  # the first re-fit fixes the scored pixels and their state directions
+            basis["directions"] = state_directions(res.coefficients, mask, states)
+            basis["scored"] = np.any(basis["directions"] != 0, axis=0)
+        err = _state_errors(adapted, t_np, e, holdout, res.background, basis["directions"], element=element,
+                            references=references, device=device)
+        score = float(err[basis["scored"]].mean()) if basis["scored"].any() else float("nan")
+        return res, mask, score, err
 
     def as_raw(res: DenoiseResult) -> DenoiseResult:
         # Results relative to the raw stack: the low-rank background is part of B.
@@ -304,13 +404,13 @@ def adapt(denoiser: Denoiser, transmission, energies_eV, *, element: str | None 
             return res
         return dataclasses.replace(res, background=(res.background * lowrank.background).astype(np.float32))
 
-    res, mask, score = refit()
+    res, mask, score, err = refit()
     history = [dict(epoch=0, steps=0, train_loss=float("nan"), score=score, coefficient_change=float("nan"),
                     background_change=float("nan"), mask_pixels=int(mask.sum()),
                     seconds=time.perf_counter() - t_start)]
     if callback is not None:
         callback(0, as_raw(res))
-    best = dict(epoch=0, score=score, state=_copy_state(net), res=res, mask=mask)
+    best = dict(epoch=0, score=score, state=_copy_state(net), res=res, mask=mask, err=err)
     stop_reason, since_best, steps = f"max_epochs ({config.max_epochs}) reached", 0, 0
     bar = progress_bar(total=config.max_epochs, disable=not progress, desc=f"adapt {adapted.variant}",
                        unit="round")
@@ -336,7 +436,7 @@ def adapt(denoiser: Denoiser, transmission, energies_eV, *, element: str | None 
         if epoch % config.refit_every and epoch != config.max_epochs:
             continue
         old_c, old_b = res.coefficients[:k], res.background
-        res, mask, score = refit()
+        res, mask, score, err = refit()
         change = _relative_change(res.coefficients[:k], old_c, mask)
         history.append(dict(epoch=epoch, steps=steps, train_loss=float(np.mean(losses)), score=score,
                             coefficient_change=change,
@@ -345,8 +445,8 @@ def adapt(denoiser: Denoiser, transmission, energies_eV, *, element: str | None 
         bar.set_postfix(score=f"{score:.4g}", change=f"{change:.3g}")
         if callback is not None:
             callback(epoch, as_raw(res))
-        if score < best["score"] * (1 - config.min_improvement):
-            best = dict(epoch=epoch, score=score, state=_copy_state(net), res=res, mask=mask)
+        if _improves(err, best["err"], basis["scored"], config.min_improvement_se):
+            best = dict(epoch=epoch, score=score, state=_copy_state(net), res=res, mask=mask, err=err)
             since_best = 0
         else:
             since_best += 1
@@ -357,8 +457,24 @@ def adapt(denoiser: Denoiser, transmission, energies_eV, *, element: str | None 
     bar.close()
     net.load_state_dict(best["state"])
     net.eval()
-    return AdaptResult(adapted, history, best["epoch"], stop_reason, as_raw(best["res"]), lowrank,
+    # The result as the adapted model will be used: the kept network with the strength selection.
+    final = denoise_stack(adapted, t_np, e, element=element, references=references, lowrank=False,
+                          device=device, progress=False)
+    return AdaptResult(adapted, history, best["epoch"], stop_reason, as_raw(final), lowrank,
                        best["mask"], holdout, config, time.perf_counter() - t_start)
+
+
+def _improves(err, best_err, scored, margin_se: float) -> bool:
+    """Whether ``err`` is lower than ``best_err`` by more than ``margin_se`` standard errors.
+
+    Both are maps of the same held-out images' discrepancy, so the difference is compared
+    pixel by pixel; its standard error comes from block means (the network's errors are
+    correlated over a few pixels).
+    """
+    if not scored.any():
+        return False
+    diff = np.where(scored, err - best_err, 0.0)
+    return bool(diff[scored].mean() < -margin_se * _block_se(diff, scored))
 
 
 def _copy_state(net) -> dict:

@@ -270,9 +270,12 @@ class AdaptConfig(Config):
     holdout_fraction : float
         Share of the energies held out for the self-validation score (never used for updates).
     patience : int
-        Re-fits without an improvement of the score by ``min_improvement`` before stopping.
-    min_improvement : float
-        Relative improvement of the score that counts.
+        Re-fits without an improvement of the score by ``min_improvement_se`` before stopping.
+    min_improvement_se : float
+        A round replaces the best one only when its self-validation score is lower by more
+        than this many standard errors of the pixel-by-pixel difference. Two, because up to
+        ``max_epochs`` rounds are compared: at one, a round whose network was worse (true
+        RMSE 0.206 -> 0.238, Co 1000 photons, strong bands and rings) passed at z = -1.47.
     min_change : float
         Stop when the relative RMS change of the reference coefficient maps inside the sample
         between two re-fits is below this (0 switches the criterion off).
@@ -298,7 +301,7 @@ class AdaptConfig(Config):
     tv: float = 0.01
     holdout_fraction: float = 0.25
     patience: int = 3
-    min_improvement: float = 0.002
+    min_improvement_se: float = 2.0
     min_change: float = 0.0
     time_budget_s: float = 540.0
     lowrank_background: bool = True
@@ -311,7 +314,7 @@ class AdaptConfig(Config):
         self._finite("time_budget_s", 0.0, open_lo=True)
         self._finite("holdout_fraction", 0.0, 0.5, open_lo=True, open_hi=True)
         self._finite("target_fraction", 0.0, 1.0, open_lo=True, open_hi=True)
-        for name in ("fidelity", "consistency", "tv", "min_improvement", "min_change"):
+        for name in ("fidelity", "consistency", "tv", "min_improvement_se", "min_change"):
             self._finite(name, 0.0)
         self._int_range("n_energies")
         self._require(isinstance(self.lowrank_background, bool), "lowrank_background", "True or False")
