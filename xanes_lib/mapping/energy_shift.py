@@ -287,8 +287,15 @@ def calibrate_energy_shift(stack_or_absorbance, energies_eV, references, *, mask
     out: each round fits the shift to the mean spectrum of the pixels kept
     (:func:`fit_energy_shift`), fits every pixel of ``mask`` with that shift
     (:func:`fit_references`) and keeps the pixels whose residual RMS is at most the median
-    plus ``n_mad`` robust standard deviations (:func:`xanes_lib.mapping.flag_unexplained`),
-    until the kept pixels no longer change (at most ``max_iterations`` rounds).
+    plus ``n_mad`` robust standard deviations (:func:`xanes_lib.mapping.flag_unexplained`)
+    and that the noise-normalised, spatially pooled test of
+    :func:`xanes_lib.mapping.unexplained_pixels` does not flag, until the kept pixels no longer
+    change (at most ``max_iterations`` rounds). The residual RMS alone is noise-dominated at
+    low doses: on a foreign stack at 1000 photons with one particle in a phase outside the
+    references it kept the particle and the shift came out +0.49 eV (applied; 0.00 without
+    the particle), every state biased by about -0.14. Where the pooled test cannot run (too
+    few energies about the edge, references given as arrays, too few pixels), only the
+    residual RMS excludes.
 
     The shift is applied only when it is significant: a finite standard error,
     ``|shift| > z * std``, ``|shift| >= min_shift_eV`` and not at a bound of
@@ -368,6 +375,8 @@ def calibrate_energy_shift(stack_or_absorbance, energies_eV, references, *, mask
                              energy_window_eV=energy_window_eV, shift_eV=shift.shift_eV,
                              oxidation_states=oxidation_states, input_kind=kind)
         flags, thr = flag_unexplained(pix.residual_rms, pix.mask, n_mad=n_mad)
+        flags |= _pooled_flags(data, transmission, e_all, references, pix.mask, shift.shift_eV,
+                               energy_window_eV)
         new = pix.mask & ~flags
         if np.array_equal(new, used) or not new.any():
             break
@@ -383,6 +392,20 @@ def calibrate_energy_shift(stack_or_absorbance, energies_eV, references, *, mask
         shift_eV=float(s), std_eV=float(sd), significant=significant, applied=bool(applied), reason=reason,
         z=float(z), n_pixels=int(used.sum()), n_excluded=int(m.sum() - used.sum()), n_iterations=n_iter,
         residual_threshold=float(thr), used=used, fit=shift)
+
+
+def _pooled_flags(data, transmission: bool, energies_eV, references, mask, shift_eV: float,
+                  energy_window_eV) -> np.ndarray:
+    """Pixels of ``mask`` flagged by :func:`xanes_lib.mapping.unexplained_pixels` (none if it cannot run)."""
+    from .phases import unexplained_pixels
+
+    stack = np.asarray(data, dtype=np.float64)
+    t = stack if transmission else np.exp(-stack)
+    try:
+        return unexplained_pixels(t, energies_eV, references, mask=mask, shift_eV=shift_eV,
+                                  energy_window_eV=energy_window_eV).flags
+    except ValueError:   # its documented limits (energies about the edge, arrays, pixels)
+        return np.zeros(mask.shape, bool)
 
 
 def _decide(shift: EnergyShiftFit, z: float, force: bool, bounds,
