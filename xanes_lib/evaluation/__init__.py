@@ -1,7 +1,8 @@
 """Scoring against ground truth (simulated files only): classical pipelines and metrics.
 
 - :mod:`.classical`  classical denoisers (Gaussian, TV, non-local means, PCA) + fit, the
-  self-tuned baseline, pipelines scored (incl. the unseen-phase AUC)
+  self-tuned baseline, pipelines scored (incl. the unseen-phase AUC, its noise-free
+  ceiling and the AUC of notebook 04's test of unexplained pixels)
 - :mod:`.metrics`    oxidation-state accuracy, boundary masks, background error, ROC AUC
 """
 
@@ -16,6 +17,8 @@ from .classical import (
     run_self_tuned,
     score_pipeline,
     unexplained_auc,
+    unexplained_auc_ceiling,
+    unexplained_flag_scores,
 )
 from .metrics import (
     background_error,
@@ -29,6 +32,7 @@ from .metrics import (
 __all__ = [
     "CLASSICAL_GRID", "noise_sigma", "classical_denoise", "oxidation_state_fit", "score_pipeline",
     "run_classical", "run_hybrid", "run_self_tuned", "run_network", "unexplained_auc",
+    "unexplained_auc_ceiling", "unexplained_flag_scores",
     "oxidation_state_metrics", "boundary_mask", "background_error", "roc_auc", "matched_negatives",
     "truth_in_frame",
 ]

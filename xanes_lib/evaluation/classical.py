@@ -3,6 +3,10 @@
 Every pipeline turns a measured stack into a transmission stack (and, when it estimates one,
 a background); :func:`oxidation_state_fit` then runs the same valence fit as notebook 04
 on it, and :func:`score_pipeline` compares with the ground truth (simulated files only).
+Where a stack holds a phase outside the references, :func:`unexplained_auc` scores how well
+a fit's residual reveals it, :func:`unexplained_auc_ceiling` the same for the noise-free truth
+(the best any pipeline can do with these references) and :func:`unexplained_flag_scores` the
+test that notebook 04 flags the phase with.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import numpy as np
 from scipy import ndimage
 
 from .. import mapping
-from ..denoising.beam import estimate_background
+from ..denoising.beam import calibrate_energy_shift_with_beam, divide_beam_background, estimate_background
 from ..denoising.strength import self_tuned_gaussian
 from ..physics import absorbance, reference_model
 from ..progress import progress_bar
@@ -24,6 +28,7 @@ from .metrics import background_error, boundary_mask, matched_negatives, oxidati
 __all__ = [
     "CLASSICAL_GRID", "noise_sigma", "classical_denoise", "oxidation_state_fit", "score_pipeline",
     "run_classical", "run_hybrid", "run_self_tuned", "run_network", "unexplained_auc",
+    "unexplained_auc_ceiling", "unexplained_flag_scores",
 ]
 
 #: Classical pipelines and the parameter values tried for each (the best is kept with the truth).
@@ -106,6 +111,32 @@ def oxidation_state_fit(transmission, energies_eV, element: str, *, mask, refere
     return mapping.fit_references(a, energies_eV, refs, mask=mask, mode=mode, shift_eV=shift)
 
 
+def _foreign(truth) -> np.ndarray:
+    """(Y, X) bool sample pixels of the truth's phase outside the references (all False without one)."""
+    foreign = getattr(truth, "foreign_mask", None)
+    return np.zeros(truth.mask.shape, bool) if foreign is None else foreign & truth.mask
+
+
+def _foreign_sets(score, truth):
+    """Positive and negative pixels of the unseen-phase AUC of ``score``, or None without a phase.
+
+    Positives: the truth's ``foreign_mask`` pixels in its mask where ``score`` is finite;
+    negatives: the other sample pixels whose areal density lies in the positives' range.
+    """
+    foreign = _foreign(truth)
+    pos = foreign & np.isfinite(score)
+    if not pos.any():
+        return None
+    neg = matched_negatives(truth.areal_density, pos, truth.mask & ~foreign)
+    return (pos, neg) if neg.any() else None
+
+
+def _foreign_auc(score, truth) -> float:
+    """ROC AUC of a (Y, X) ``score`` separating the foreign phase from matched sample pixels."""
+    sets = _foreign_sets(score, truth)
+    return float("nan") if sets is None else roc_auc(score, *sets)
+
+
 def unexplained_auc(res: mapping.ReferenceFit, truth) -> float:
     """How well the fit residual reveals a phase outside the references (ROC AUC; NaN without one).
 
@@ -113,14 +144,77 @@ def unexplained_auc(res: mapping.ReferenceFit, truth) -> float:
     same range of edge-element areal density (a residual that grows with thickness alone
     cannot score).
     """
-    foreign = getattr(truth, "foreign_mask", None)
-    if foreign is None or not np.any(foreign & truth.mask):
+    return _foreign_auc(res.residual_rms, truth)
+
+
+def unexplained_auc_ceiling(stack, truth, *, fit_shift: bool = False) -> float:
+    """Return the unseen-phase AUC of the noise-free stack: the most a pipeline's residual can reach.
+
+    :func:`unexplained_auc` of the valence fit (:func:`oxidation_state_fit`, the shipped
+    references of the stack's element and the same ``fit_shift`` as the pipelines) of the
+    truth's noise- and beam-free transmission. Below 1 where the phase is not apart from the
+    references once they are fitted (e.g. references perturbed as much as the phase differs).
+
+    Parameters
+    ----------
+    stack : xanes_lib.io.Stack
+        The simulated stack (its energies and element).
+    truth : xanes_lib.io.GroundTruth
+        Its ground truth.
+    fit_shift : bool
+        Calibrate the references' energy shift on the truth's mask first.
+
+    Returns
+    -------
+    float
+        ROC AUC in [0, 1]; NaN where the truth has no foreign phase.
+    """
+    if not _foreign(truth).any():
         return float("nan")
-    pos = foreign & truth.mask & np.isfinite(res.residual_rms)
-    neg = matched_negatives(truth.areal_density, pos, truth.mask & ~truth.foreign_mask)
-    if not pos.any() or not neg.any():
-        return float("nan")
-    return roc_auc(res.residual_rms, pos, neg)
+    res = oxidation_state_fit(truth.transmission, stack.energies_eV, stack.element, mask=truth.mask,
+                              fit_shift=fit_shift)
+    return unexplained_auc(res, truth)
+
+
+def unexplained_flag_scores(stack, truth, *, smooth_px: float = 2.5,
+                            false_flag_rate: float = mapping.FALSE_FLAG_RATE) -> dict:
+    """Score the test that notebook 04 flags unexplained pixels with, on the raw stack.
+
+    As notebook 04 with its defaults (shipped references, significance mask, energy shift
+    calibrated with the beam background, stack divided by its beam background, then
+    :func:`xanes_lib.mapping.unexplained_pixels`), except the alignment: the stack is taken
+    as it is (a drifting one is flagged at particle edges). Never denoised.
+
+    Parameters
+    ----------
+    stack : xanes_lib.io.Stack
+        The simulated stack as measured.
+    truth : xanes_lib.io.GroundTruth
+        Its ground truth.
+    smooth_px, false_flag_rate : float
+        Passed to :func:`xanes_lib.mapping.unexplained_pixels` (notebook 04's values).
+
+    Returns
+    -------
+    dict
+        ``flag_auc``: ROC AUC of the test's ``statistic`` with the positives and negatives of
+        :func:`unexplained_auc`; ``flagged_foreign`` and ``flagged_others``: the share of the
+        tested pixels of the foreign phase, and of the other sample pixels, that are flagged;
+        ``shift_eV``: the references' energy shift applied. NaN scores without a foreign phase.
+    """
+    refs = default_references(stack.element)
+    e, t = stack.energies_eV, stack.transmission
+    sample = mapping.significant_mask(absorbance(np.asarray(t, dtype=np.float64)), e, refs).mask
+    shift = calibrate_energy_shift_with_beam(t, e, refs, mask=sample)[0].applied_shift_eV
+    witness = divide_beam_background(t, e, refs, shift_eV=shift)[0]
+    test = mapping.unexplained_pixels(witness, e, refs, mask=sample, shift_eV=shift, smooth_px=smooth_px,
+                                      false_flag_rate=false_flag_rate)
+    out = {"flag_auc": _foreign_auc(test.statistic, truth), "shift_eV": float(shift)}
+    foreign = _foreign(truth)
+    for name, sel in (("flagged_foreign", foreign), ("flagged_others", truth.mask & ~foreign)):
+        sel = sel & test.mask
+        out[name] = float(test.flags[sel].mean()) if foreign.any() and sel.any() else float("nan")
+    return out
 
 
 def score_pipeline(res: mapping.ReferenceFit, truth, *, background=None, boundary_width: int = 3) -> dict:

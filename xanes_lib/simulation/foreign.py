@@ -107,6 +107,8 @@ FOREIGN_FAMILIES = {
     "Ni_1000_bg2": {"kind": "gradient", "element": "Ni", "dose": 1000.0, "background": 0.02, "seed": 7105},
     "Co_1000": {"kind": "mixed", "element": "Co", "composition": "NMC811", "dose": 1000.0,
                 "background": 0.01, "seed": 7106},
+    "Ni_1000_foreign_phase": {"kind": "foreign_phase", "element": "Ni", "dose": 1000.0, "background": 0.01,
+                              "seed": 7107},
 }
 
 _FOREIGN_MIN_PIXELS = 150  # sample pixels a particle needs to be drawn as the foreign one

@@ -217,7 +217,8 @@ def test_shipped_references_are_perturbed_and_recorded():
 
 def test_families_are_complete_and_seeded():
     expected = {"Ni_5000_bg1": ("Ni", 5000), "Ni_300_bg2": ("Ni", 300), "Ni_300_foreign_phase": ("Ni", 300),
-                "Ni_300_sharp": ("Ni", 300), "Ni_1000_bg2": ("Ni", 1000), "Co_1000": ("Co", 1000)}
+                "Ni_300_sharp": ("Ni", 300), "Ni_1000_bg2": ("Ni", 1000), "Co_1000": ("Co", 1000),
+                "Ni_1000_foreign_phase": ("Ni", 1000)}
     assert set(FOREIGN_FAMILIES) == set(expected)
     assert len({f["seed"] for f in FOREIGN_FAMILIES.values()}) == len(FOREIGN_FAMILIES)
     for name, (element, dose) in expected.items():
@@ -225,7 +226,7 @@ def test_families_are_complete_and_seeded():
         assert stack.element == element and truth.params["dose"] == dose
         assert truth.params["seed"] == FOREIGN_FAMILIES[name]["seed"] == stack.attrs["seed"]
         assert truth.params["foreign_family"] == name
-        assert (truth.foreign_mask is not None) == (name == "Ni_300_foreign_phase")
+        assert (truth.foreign_mask is not None) == name.endswith("_foreign_phase")
     assert FOREIGN_FAMILIES["Ni_300_bg2"]["background"] == 0.02
 
 
