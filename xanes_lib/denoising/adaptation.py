@@ -410,7 +410,7 @@ def adapt(denoiser: Denoiser, transmission, energies_eV, *, element: str | None 
                     seconds=time.perf_counter() - t_start)]
     if callback is not None:
         callback(0, as_raw(res))
-    best = dict(epoch=0, score=score, state=_copy_state(net), res=res, mask=mask, err=err)
+    best = dict(epoch=0, score=score, state=_copy_state(net), mask=mask, err=err)
     stop_reason, since_best, steps = f"max_epochs ({config.max_epochs}) reached", 0, 0
     bar = progress_bar(total=config.max_epochs, disable=not progress, desc=f"adapt {adapted.variant}",
                        unit="round")
@@ -446,7 +446,7 @@ def adapt(denoiser: Denoiser, transmission, energies_eV, *, element: str | None 
         if callback is not None:
             callback(epoch, as_raw(res))
         if _improves(err, best["err"], basis["scored"], config.min_improvement_se):
-            best = dict(epoch=epoch, score=score, state=_copy_state(net), res=res, mask=mask, err=err)
+            best = dict(epoch=epoch, score=score, state=_copy_state(net), mask=mask, err=err)
             since_best = 0
         else:
             since_best += 1

@@ -10,6 +10,7 @@ from .classical import (
     CLASSICAL_GRID,
     classical_denoise,
     noise_sigma,
+    notebook_shift_eV,
     oxidation_state_fit,
     run_classical,
     run_hybrid,
@@ -32,7 +33,7 @@ from .metrics import (
 __all__ = [
     "CLASSICAL_GRID", "noise_sigma", "classical_denoise", "oxidation_state_fit", "score_pipeline",
     "run_classical", "run_hybrid", "run_self_tuned", "run_network", "unexplained_auc",
-    "unexplained_auc_ceiling", "unexplained_flag_scores",
+    "unexplained_auc_ceiling", "unexplained_flag_scores", "notebook_shift_eV",
     "oxidation_state_metrics", "boundary_mask", "background_error", "roc_auc", "matched_negatives",
     "truth_in_frame",
 ]

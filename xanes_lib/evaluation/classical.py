@@ -28,7 +28,7 @@ from .metrics import background_error, boundary_mask, matched_negatives, oxidati
 __all__ = [
     "CLASSICAL_GRID", "noise_sigma", "classical_denoise", "oxidation_state_fit", "score_pipeline",
     "run_classical", "run_hybrid", "run_self_tuned", "run_network", "unexplained_auc",
-    "unexplained_auc_ceiling", "unexplained_flag_scores",
+    "unexplained_auc_ceiling", "unexplained_flag_scores", "notebook_shift_eV",
 ]
 
 #: Classical pipelines and the parameter values tried for each (the best is kept with the truth).
@@ -95,20 +95,39 @@ def classical_denoise(transmission, method: str, **params) -> np.ndarray:
 
 
 def oxidation_state_fit(transmission, energies_eV, element: str, *, mask, references=None,
-                        mode: str = "nonneg_sum_to_one", fit_shift: bool = False) -> mapping.ReferenceFit:
+                        mode: str = "nonneg_sum_to_one",
+                        fit_shift: bool | float = False) -> mapping.ReferenceFit:
     """Run the valence fit of notebook 04 on a (processed) stack, on the given pixels.
 
-    With ``fit_shift`` the reference energy shift is first calibrated on ``mask`` with
-    :func:`xanes_lib.mapping.calibrate_energy_shift` (applied only when significant). It is
-    off by default: simulated stacks are calibrated, and for Co (0.9 eV between Co3+ and
-    Co4+) a shift is nearly degenerate with the oxidation state (on a noise-free Co stack it
-    biases the state by -0.2).
+    With ``fit_shift`` True the reference energy shift is first calibrated on ``mask`` of this
+    stack with :func:`xanes_lib.mapping.calibrate_energy_shift` (applied only when
+    significant); a number is the shift (eV) to apply, e.g. the one notebook 04 calibrates on
+    the raw stack (:func:`notebook_shift_eV`), so that every pipeline of a stack is fitted
+    alike. It is off by default: simulated stacks are calibrated, and for Co (0.9 eV between
+    Co3+ and Co4+) a shift is nearly degenerate with the oxidation state (on a noise-free Co
+    stack it biases the state by -0.2).
     """
     refs = references if references is not None else default_references(element)
     a = absorbance(np.asarray(transmission, dtype=np.float64))
-    shift = (mapping.calibrate_energy_shift(a, energies_eV, refs, mask=mask).applied_shift_eV if fit_shift
-             else 0.0)
+    if isinstance(fit_shift, bool):
+        shift = (mapping.calibrate_energy_shift(a, energies_eV, refs, mask=mask).applied_shift_eV if fit_shift
+                 else 0.0)
+    else:
+        shift = float(fit_shift)
     return mapping.fit_references(a, energies_eV, refs, mask=mask, mode=mode, shift_eV=shift)
+
+
+def notebook_shift_eV(stack) -> float:
+    """Return the references' energy shift (eV) notebook 04 applies to a stack (0 if not significant).
+
+    Calibrated with its defaults on the raw stack: the shipped references, the significance
+    mask and :func:`xanes_lib.denoising.calibrate_energy_shift_with_beam` (the stack divided by
+    its beam background; pixels the references do not explain left out). Not aligned.
+    """
+    refs = default_references(stack.element)
+    e, t = stack.energies_eV, stack.transmission
+    sample = mapping.significant_mask(absorbance(np.asarray(t, dtype=np.float64)), e, refs).mask
+    return float(calibrate_energy_shift_with_beam(t, e, refs, mask=sample)[0].applied_shift_eV)
 
 
 def _foreign(truth) -> np.ndarray:
@@ -147,7 +166,7 @@ def unexplained_auc(res: mapping.ReferenceFit, truth) -> float:
     return _foreign_auc(res.residual_rms, truth)
 
 
-def unexplained_auc_ceiling(stack, truth, *, fit_shift: bool = False) -> float:
+def unexplained_auc_ceiling(stack, truth, *, fit_shift: bool | float = False) -> float:
     """Return the unseen-phase AUC of the noise-free stack: the most a pipeline's residual can reach.
 
     :func:`unexplained_auc` of the valence fit (:func:`oxidation_state_fit`, the shipped
@@ -161,8 +180,9 @@ def unexplained_auc_ceiling(stack, truth, *, fit_shift: bool = False) -> float:
         The simulated stack (its energies and element).
     truth : xanes_lib.io.GroundTruth
         Its ground truth.
-    fit_shift : bool
-        Calibrate the references' energy shift on the truth's mask first.
+    fit_shift : bool or float
+        Calibrate the references' energy shift on the truth's mask first, or the shift (eV)
+        to apply (as for the pipelines, :func:`oxidation_state_fit`).
 
     Returns
     -------
@@ -205,7 +225,7 @@ def unexplained_flag_scores(stack, truth, *, smooth_px: float = 2.5,
     refs = default_references(stack.element)
     e, t = stack.energies_eV, stack.transmission
     sample = mapping.significant_mask(absorbance(np.asarray(t, dtype=np.float64)), e, refs).mask
-    shift = calibrate_energy_shift_with_beam(t, e, refs, mask=sample)[0].applied_shift_eV
+    shift = notebook_shift_eV(stack)
     witness = divide_beam_background(t, e, refs, shift_eV=shift)[0]
     test = mapping.unexplained_pixels(witness, e, refs, mask=sample, shift_eV=shift, smooth_px=smooth_px,
                                       false_flag_rate=false_flag_rate)
@@ -242,7 +262,7 @@ def score_pipeline(res: mapping.ReferenceFit, truth, *, background=None, boundar
 
 
 def run_classical(stack, truth, *, grid=None, progress: bool = True, background=None,
-                  label: str = "classical", fit_shift: bool = False) -> dict:
+                  label: str = "classical", fit_shift: bool | float = False) -> dict:
     """Score every classical pipeline (and the raw stack) on one simulated stack.
 
     For each method the parameter value with the lowest oxidation-state RMSE against the
@@ -253,7 +273,7 @@ def run_classical(stack, truth, *, grid=None, progress: bool = True, background=
     divided out first and scored as the pipelines' background estimate (hybrid pipelines:
     our background correction, classical denoising). ``progress`` shows a bar over the
     (method, parameter) pairs, labelled ``label``. ``fit_shift``: calibrate the references'
-    energy shift in every fit (:func:`oxidation_state_fit`).
+    energy shift in every fit, or the shift to apply (:func:`oxidation_state_fit`).
     """
     grid = CLASSICAL_GRID if grid is None else grid
     e, el = stack.energies_eV, stack.element
@@ -281,7 +301,7 @@ def run_classical(stack, truth, *, grid=None, progress: bool = True, background=
     return results
 
 
-def run_hybrid(stack, truth, *, grid=None, progress: bool = True, fit_shift: bool = False) -> dict:
+def run_hybrid(stack, truth, *, grid=None, progress: bool = True, fit_shift: bool | float = False) -> dict:
     """:func:`run_classical` after our low-rank beam background (:mod:`xanes_lib.denoising.beam`).
 
     Returns the scores under ``lowrank+<name>``: how much of a network pipeline's gain is
@@ -294,7 +314,7 @@ def run_hybrid(stack, truth, *, grid=None, progress: bool = True, fit_shift: boo
     return {f"lowrank+{k}": v for k, v in scores.items()}
 
 
-def run_self_tuned(stack, truth, *, lowrank: bool = False, fit_shift: bool = False) -> dict:
+def run_self_tuned(stack, truth, *, lowrank: bool = False, fit_shift: bool | float = False) -> dict:
     """Score the classical pipeline tuned without the truth: one Gaussian width chosen by SURE.
 
     :func:`xanes_lib.denoising.strength.self_tuned_gaussian`, after our low-rank beam
@@ -314,7 +334,7 @@ def run_self_tuned(stack, truth, *, lowrank: bool = False, fit_shift: bool = Fal
 
 
 def run_network(denoiser, stack, truth, *, resize_to=None, device=None, select: bool = True,
-                fit_shift: bool = False) -> dict:
+                fit_shift: bool | float = False) -> dict:
     """Denoise a simulated stack with a denoiser and score the valence fit and the background.
 
     The valence fit uses the denoised stack (background and noise removed); the background

@@ -5,7 +5,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from xanes_lib import evaluation, simulation
+from xanes_lib import evaluation, mapping, simulation
+from xanes_lib.spectra import default_references
 
 
 @pytest.fixture(scope="module")
@@ -38,3 +39,15 @@ def test_flag_scores_are_finite_shares(foreign_phase_stack):
     assert all(np.isfinite(v) for v in scores.values())
     assert 0.5 < scores["flag_auc"] <= 1.0
     assert 0.0 <= scores["flagged_others"] < scores["flagged_foreign"] <= 1.0
+
+
+def test_a_given_shift_is_applied_as_is():
+    st, gt = simulation.simulate_foreign_family("Ni_1000_foreign_phase", shape=(48, 48))
+    refs = default_references("Ni")
+    a = -np.log(st.transmission.astype(np.float64))
+    given = evaluation.oxidation_state_fit(st.transmission, st.energies_eV, "Ni", mask=gt.mask, fit_shift=0.4)
+    direct = mapping.fit_references(a, st.energies_eV, refs, mask=gt.mask, shift_eV=0.4)
+    assert np.allclose(given.oxidation_state, direct.oxidation_state, equal_nan=True)
+    none = evaluation.oxidation_state_fit(st.transmission, st.energies_eV, "Ni", mask=gt.mask)
+    assert not np.allclose(none.oxidation_state[gt.mask], given.oxidation_state[gt.mask])
+    assert -5.0 <= evaluation.notebook_shift_eV(st) <= 5.0
