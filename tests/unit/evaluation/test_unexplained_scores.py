@@ -46,7 +46,8 @@ def test_a_given_shift_is_applied_as_is():
     refs = default_references("Ni")
     a = -np.log(st.transmission.astype(np.float64))
     given = evaluation.oxidation_state_fit(st.transmission, st.energies_eV, "Ni", mask=gt.mask, fit_shift=0.4)
-    direct = mapping.fit_references(a, st.energies_eV, refs, mask=gt.mask, shift_eV=0.4)
+    direct = mapping.fit_references(a, st.energies_eV, refs, mask=gt.mask, shift_eV=0.4,
+                                    mode="nonneg_sum_to_one")
     assert np.allclose(given.oxidation_state, direct.oxidation_state, equal_nan=True)
     none = evaluation.oxidation_state_fit(st.transmission, st.energies_eV, "Ni", mask=gt.mask)
     assert not np.allclose(none.oxidation_state[gt.mask], given.oxidation_state[gt.mask])
