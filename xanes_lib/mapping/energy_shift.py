@@ -367,6 +367,7 @@ def calibrate_energy_shift(stack_or_absorbance, energies_eV, references, *, mask
     if not m.any():
         raise ValueError("the mask holds no pixel with a finite spectrum; nothing to calibrate on.")
     used, thr, n_iter = m, float("nan"), 0
+    witness = np.asarray(data) if transmission else np.exp(-np.asarray(data))   # for the pooled test
     for n_iter in range(1, int(max_iterations) + 1):
         shift = fit_energy_shift(e_all, _mean_absorbance(data, used, transmission), references,
                                  shift_bounds_eV=shift_bounds_eV, background=background,
@@ -375,8 +376,7 @@ def calibrate_energy_shift(stack_or_absorbance, energies_eV, references, *, mask
                              energy_window_eV=energy_window_eV, shift_eV=shift.shift_eV,
                              oxidation_states=oxidation_states, input_kind=kind)
         flags, thr = flag_unexplained(pix.residual_rms, pix.mask, n_mad=n_mad)
-        flags |= _pooled_flags(data, transmission, e_all, references, pix.mask, shift.shift_eV,
-                               energy_window_eV)
+        flags |= _pooled_flags(witness, e_all, references, pix.mask, shift.shift_eV, energy_window_eV)
         new = pix.mask & ~flags
         if np.array_equal(new, used) or not new.any():
             break
@@ -394,15 +394,13 @@ def calibrate_energy_shift(stack_or_absorbance, energies_eV, references, *, mask
         residual_threshold=float(thr), used=used, fit=shift)
 
 
-def _pooled_flags(data, transmission: bool, energies_eV, references, mask, shift_eV: float,
+def _pooled_flags(transmission, energies_eV, references, mask, shift_eV: float,
                   energy_window_eV) -> np.ndarray:
     """Pixels of ``mask`` flagged by :func:`xanes_lib.mapping.unexplained_pixels` (none if it cannot run)."""
     from .phases import unexplained_pixels
 
-    stack = np.asarray(data, dtype=np.float64)
-    t = stack if transmission else np.exp(-stack)
     try:
-        return unexplained_pixels(t, energies_eV, references, mask=mask, shift_eV=shift_eV,
+        return unexplained_pixels(transmission, energies_eV, references, mask=mask, shift_eV=shift_eV,
                                   energy_window_eV=energy_window_eV).flags
     except ValueError:   # its documented limits (energies about the edge, arrays, pixels)
         return np.zeros(mask.shape, bool)
