@@ -124,10 +124,15 @@ def notebook_shift_eV(stack) -> float:
     mask and :func:`xanes_lib.denoising.calibrate_energy_shift_with_beam` (the stack divided by
     its beam background; pixels the references do not explain left out). Not aligned.
     """
+    return _notebook_calibration(stack)[1]
+
+
+def _notebook_calibration(stack) -> tuple[np.ndarray, float]:
+    """Notebook 04's significance mask of the raw stack and the shift it applies."""
     refs = default_references(stack.element)
     e, t = stack.energies_eV, stack.transmission
     sample = mapping.significant_mask(absorbance(np.asarray(t, dtype=np.float64)), e, refs).mask
-    return float(calibrate_energy_shift_with_beam(t, e, refs, mask=sample)[0].applied_shift_eV)
+    return sample, float(calibrate_energy_shift_with_beam(t, e, refs, mask=sample)[0].applied_shift_eV)
 
 
 def _foreign(truth) -> np.ndarray:
@@ -224,8 +229,7 @@ def unexplained_flag_scores(stack, truth, *, smooth_px: float = 2.5,
     """
     refs = default_references(stack.element)
     e, t = stack.energies_eV, stack.transmission
-    sample = mapping.significant_mask(absorbance(np.asarray(t, dtype=np.float64)), e, refs).mask
-    shift = notebook_shift_eV(stack)
+    sample, shift = _notebook_calibration(stack)
     witness = divide_beam_background(t, e, refs, shift_eV=shift)[0]
     test = mapping.unexplained_pixels(witness, e, refs, mask=sample, shift_eV=shift, smooth_px=smooth_px,
                                       false_flag_rate=false_flag_rate)
