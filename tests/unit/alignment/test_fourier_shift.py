@@ -139,3 +139,33 @@ def test_lanczos_shift_is_local_keeps_most_noise_and_moves_a_smooth_image():
     image[64, 64 + 1 + LANCZOS_RADIUS + 1] += 100.0
     image[64 + 1 + LANCZOS_RADIUS, 64] += 100.0
     assert shift_image(image, (0.4, -0.6), "lanczos")[64, 64] == base
+
+
+def _gathered(image: np.ndarray, shift, taps) -> np.ndarray:
+    """The definition of a separable shift: ``sum_k w_k image[clip(i + floor(d) + k)]`` per axis."""
+    out = image.astype(np.float64)
+    for axis, d in enumerate(shift):
+        n, base = image.shape[axis], int(np.floor(d))
+        offsets, weights = taps(d - base)
+        out = sum(w * np.take(out, np.clip(np.arange(n) + base + k, 0, n - 1), axis=axis)
+                  for k, w in zip(offsets, weights, strict=True))
+    return out
+
+
+@pytest.mark.parametrize("shift", [(0.3, -0.7), (-5.5, 4.25), (12.6, -0.01), (2.0, -3.4)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_local_shifts_equal_their_definition_at_the_edges_too(shift, dtype):
+    from xanes_lib.alignment.shifts import _lanczos_taps, _linear_taps, shift_image
+    image = np.random.default_rng(3).random((40, 33)).astype(dtype)
+    for order, taps in ((1, _linear_taps), ("lanczos", _lanczos_taps)):
+        out = shift_image(image, shift, order)
+        assert out.dtype == dtype
+        atol = 1e-5 if dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(out, _gathered(image, shift, taps), atol=atol)
+
+
+def test_a_float32_fourier_shift_matches_the_float64_one():
+    image = np.random.default_rng(5).random((64, 48))
+    single = fourier_shift_axis(image.astype(np.float32), 2.37, axis=1)
+    assert single.dtype == np.float32
+    np.testing.assert_allclose(single, fourier_shift_axis(image, 2.37, axis=1), atol=2e-5)
