@@ -64,8 +64,8 @@ TESTS = {"Ni_NMC811_dose300": "test_Ni_NMC811_dose300_000.h5",
 #: drift (notebook 04 aligns before its test, the pipelines here do not). Their seeds follow
 #: notebook 01's scheme, a split of their own: ``split_seeds(0, "foreign_phase", n)`` in this order
 #: (0: its default master seed). ``split_seeds`` keys a split by the first 4 bytes of its name, so
-#: ``"fore"`` differs from notebook 01's ``"trai"``, ``"val"``, ``"new"`` and ``"test"`` (which all of
-#: its held-out splits share); checked: no training or validation seed of 64 + 8 stacks.
+#: ``"fore"`` differs from notebook 01's ``"trai"``, ``"val"``, ``"new"`` and ``"test"`` (from which its
+#: held-out stacks take one seed each); checked: no training or validation seed of 64 + 8 stacks.
 IN_FAMILY_FOREIGN = {"Ni_NMC811_dose300_foreign": 300.0, "Ni_NMC811_dose1000_foreign": 1000.0}
 #: Baselines ours is compared with: (summary label, pipelines among which the best is taken).
 BASELINES = {"classical": list(evaluation.CLASSICAL_GRID) + ["raw"], "self_tuned": ["self_tuned"],

@@ -26,6 +26,11 @@ __all__ = [
 def split_seeds(seed: int, split: str, n: int) -> list[int]:
     """``n`` independent seeds for the named split, derived from one master ``seed``.
 
+    The split is keyed by the first 4 bytes of its UTF-8 name (kept so that published data
+    sets stay reproducible): names that share them, such as ``"test_a"`` and ``"test_b"``,
+    share their seeds. Draw the seeds of related sets from one split, by index (as notebook 01
+    does for its held-out stacks).
+
     Examples
     --------
     >>> split_seeds(0, "train", 2) == split_seeds(0, "train", 2) != split_seeds(0, "val", 2)
