@@ -13,7 +13,7 @@ import numpy as np
 __all__ = [
     "KEV_MAX", "EV_MIN", "EV_PER_KEV", "check_energies", "detect_energy_unit", "energies_to_ev",
     "check_stack", "nonfinite_message", "find_nonfinite", "RAW_COUNTS_MEDIAN", "DETECTOR_CEILINGS",
-    "SATURATED_SHARE",
+    "SATURATED_SHARE", "EDGE_TOLERANCE_EV",
     "sampled_median", "find_bad_frames", "check_transmission_frames",
 ]
 
@@ -24,6 +24,9 @@ KEV_MAX = 200.0
 EV_MIN = 1000.0
 #: Unit conversion factor: eV per keV.
 EV_PER_KEV = 1000.0
+#: An element's (or reference's) edge may lie this far (eV) outside a scan's energies
+#: (calibration offsets, a scan that starts just above the edge).
+EDGE_TOLERANCE_EV = 50.0
 
 
 def _where(source: str) -> str:

@@ -21,6 +21,7 @@ from .registration import (
     FEATURES,
     MAX_BINNED_SIZE,
     METHODS,
+    NULL_CONFIDENCE_FACTOR,
     POST_EDGE_OFFSET_EV,
     RELATIVE_CONFIDENCE,
     choose_reference,
@@ -46,7 +47,8 @@ from .shifts import (
 
 __all__ = [
     "METHODS", "FEATURES", "MAX_BINNED_SIZE", "POST_EDGE_OFFSET_EV", "RELATIVE_CONFIDENCE",
-    "DRIFT_TOLERANCE_PX", "register_stack", "choose_reference", "drift_test", "GROUP", "ORDERS",
+    "NULL_CONFIDENCE_FACTOR", "DRIFT_TOLERANCE_PX", "register_stack", "choose_reference", "drift_test",
+    "GROUP", "ORDERS",
     "LANCZOS_RADIUS",
     "Alignment", "AlignedStack", "interpolation_variance", "apply_alignment", "checked_shifts",
     "shift_image", "common_field", "FOURIER_PAD_PX", "fourier_shift_axis", "repeat_field_edges",

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 
 import numpy as np
 from scipy import ndimage, special
@@ -47,7 +48,7 @@ from .shifts import Alignment
 
 __all__ = [
     "METHODS", "FEATURES", "MAX_BINNED_SIZE", "POST_EDGE_OFFSET_EV", "RELATIVE_CONFIDENCE",
-    "DRIFT_TOLERANCE_PX", "register_stack", "choose_reference", "drift_test",
+    "NULL_CONFIDENCE_FACTOR", "DRIFT_TOLERANCE_PX", "register_stack", "choose_reference", "drift_test",
 ]
 
 #: Registration schedules of :func:`register_stack`.
@@ -60,6 +61,10 @@ POST_EDGE_OFFSET_EV = 30.0
 DRIFT_TOLERANCE_PX = 0.05
 #: Automatic flagging threshold: this share of the median confidence.
 RELATIVE_CONFIDENCE = 0.5
+#: A stack whose median confidence is below this many times the null confidence (what an image
+#: sharing no features with the reference reaches) has no features to register.
+NULL_CONFIDENCE_FACTOR = 1.3
+_NULL_IMAGES = 8                   # images correlated with the reference's surrogate for the null
 
 
 def choose_reference(mean_absorbance, energies_eV) -> int:
@@ -170,10 +175,17 @@ class _Features:
         if region is not None:
             soft = ndimage.gaussian_filter(bin_image(region[box].astype(np.float32), bin_factor), 2.0)
             window = window * soft
-        self.spectra = np.empty((stack.shape[0], self.shape[0], self.shape[1] // 2 + 1), np.complex64)
-        self.mean_absorbance = np.empty(stack.shape[0])
-        for e in range(stack.shape[0]):
+        n_e = stack.shape[0]
+        self.spectra = np.empty((n_e, self.shape[0], self.shape[1] // 2 + 1), np.complex64)
+        self.mean_absorbance = np.empty(n_e)
+        self.constant = {}                 # image -> its one value: no features
+        self.at_bound = np.zeros(n_e, bool)  # the last registration's peak lay on the search limit
+        for e in range(n_e):
             image = first if e == 0 else bin_image(stack[e][box], bin_factor)
+            lo, hi = float(np.min(image)), float(np.max(image))
+            if lo == hi:
+                self.constant[e] = lo
+                continue
             self.mean_absorbance[e] = -np.log(max(float(image.mean(dtype=np.float64)), 1e-3))
             self.spectra[e] = feature_spectrum(image, sigma=sigma, kind=kind, window=window)
 
@@ -181,8 +193,25 @@ class _Features:
         """Displacement of image ``e`` relative to ``template`` (binned px), its NCC and standard error."""
         shift, height = correlation_peak(self.spectra[e] * np.conj(template), self.shape,
                                          upsample=upsample, max_shift=max_shift)
+        limit = np.floor(max_shift)
+        self.at_bound[e] = bool(np.any((np.abs(np.round(shift)) >= limit) & (limit > 0)))
         std = shift_std(self.spectra[e], template, shift, self.shape) if with_std else None
         return shift, height / max(template_norm, 1e-12), std
+
+    def null_confidence(self, ref, *, max_shift) -> float:
+        """Confidence that an image sharing no features with the reference reaches by chance.
+
+        The highest correlation peak of a few images with a surrogate of the reference: its
+        spectrum with random phases (fixed seed), which keeps its power spectrum (feature
+        sizes, smoothness) and places no feature where the reference has one.
+        """
+        n_e = self.spectra.shape[0]
+        spread = np.unique(np.linspace(0, n_e - 1, _NULL_IMAGES + 1).round().astype(int))
+        others = [e for e in spread if e != ref][:_NULL_IMAGES]
+        phases = np.random.default_rng(0).random(self.spectra[ref].shape)
+        surrogate = self.spectra[ref] * np.exp(2j * np.pi * phases).astype(np.complex64)
+        return max(correlation_peak(self.spectra[e] * np.conj(surrogate), self.shape, upsample=1,
+                                    max_shift=max_shift)[1] for e in others)
 
 
 def _interpolate_flagged(shifts: np.ndarray, flagged: np.ndarray) -> np.ndarray:
@@ -198,6 +227,14 @@ def _threshold(confidence: np.ndarray, min_confidence) -> float:
     if min_confidence is not None:
         return float(min_confidence)
     return RELATIVE_CONFIDENCE * float(np.median(confidence))
+
+
+def _flags(conf, min_confidence, at_bound, ref) -> tuple[np.ndarray, float]:
+    """Flag images below the confidence threshold, or whose peak lay on the search limit."""
+    threshold = _threshold(conf, min_confidence)
+    flagged = (conf < threshold) | at_bound
+    flagged[ref] = False
+    return flagged, threshold
 
 
 def _anchored(feats, ref, opts):
@@ -229,7 +266,10 @@ def _template(feats, ref, shifts, flagged, opts, iterations):
             total += aligned[e]
         new = np.empty_like(shifts)
         for e in range(n_e):
-            others = max(float(weights.sum() - weights[e]), 1.0)
+            if weights.sum() - weights[e] <= 0:   # every other image flagged: nothing to register to
+                new[e], conf[e] = shifts[e], 0.0
+                continue
+            others = float(weights.sum() - weights[e])
             template = (total - weights[e] * aligned[e]) / np.float32(others)
             norm = math.sqrt(norm2(template, feats.shape))
             new[e], conf[e], _ = feats.register(e, template, template_norm=norm, with_std=False, **opts)
@@ -241,8 +281,9 @@ def _template(feats, ref, shifts, flagged, opts, iterations):
         if change * feats.factor < 0.005:
             break
     for e in range(n_e):  # errors against the last templates (within the last update of the final ones)
-        template = (total - weights[e] * aligned[e]) / np.float32(max(float(weights.sum() - weights[e]), 1.0))
-        std[e] = shift_std(feats.spectra[e], template, shifts[e], feats.shape)
+        others = float(weights.sum() - weights[e])
+        template = (total - weights[e] * aligned[e]) / np.float32(max(others, 1.0))
+        std[e] = shift_std(feats.spectra[e], template, shifts[e], feats.shape) if others > 0 else np.nan
     return shifts, conf, std, info
 
 
@@ -310,18 +351,23 @@ def drift_test(shifts_px, own_std_px, *, use=None, tolerance_px: float = 0.0) ->
     return {"chi2": chi2, "dof": dof, "p_value": float(special.chdtrc(dof, chi2))}
 
 
-def _schedule(feats, ref, method, opts, *, min_confidence, iterations, walkoff_window, tolerance_px):
-    """Run a schedule; shifts and errors relative to the reference image (binned px)."""
+def _schedule(feats, ref, method, opts, *, min_confidence, null_floor, iterations, walkoff_window,
+              tolerance_px):
+    """Run a schedule; shifts and errors relative to the reference image (binned px).
+
+    A stack whose median confidence against the reference is below ``null_floor`` has no
+    features: every image is flagged (``info["no_features"]``) and the schedule stops there.
+    """
     shifts, conf, std = _anchored(feats, ref, opts)
-    threshold = _threshold(conf, min_confidence)
-    flagged = conf < threshold
-    flagged[ref] = False
+    flagged, threshold = _flags(conf, min_confidence, feats.at_bound, ref)
     own, test_shifts, info = std / math.sqrt(2.0), shifts, {}
-    if method == "template":
-        test_shifts, conf, own, info = _template(feats, ref, shifts, flagged, opts, iterations)
-        threshold = _threshold(conf, min_confidence)
-        flagged = conf < threshold
+    no_features = bool(np.median(np.delete(conf, ref)) < null_floor)
+    if no_features:
+        flagged[:] = True
         flagged[ref] = False
+    elif method == "template":
+        test_shifts, conf, own, info = _template(feats, ref, shifts, flagged, opts, iterations)
+        flagged, threshold = _flags(conf, min_confidence, feats.at_bound, ref)
         shifts = test_shifts - test_shifts[ref]
         std = np.sqrt(own ** 2 + own[ref] ** 2)
     elif method == "chained":
@@ -330,8 +376,41 @@ def _schedule(feats, ref, method, opts, *, min_confidence, iterations, walkoff_w
     if method != "template":
         use[ref] = False               # its "shift" is the origin itself, not an estimate
     info["drift_test"] = drift_test(test_shifts, own, use=use, tolerance_px=tolerance_px / feats.factor)
+    info["no_features"] = no_features
     conf[ref], std[ref] = 1.0, 0.0
     return shifts, conf, std, flagged, threshold, info
+
+
+def _refuse_constant(constant: dict, energies, masked: bool) -> None:
+    """Refuse a stack with constant images: they hold no features to register."""
+    if not constant:
+        return
+    listed = ", ".join(f"{e} ({energies[e]:.2f} eV, every pixel {v:g})"
+                       for e, v in list(constant.items())[:10])
+    more = f" and {len(constant) - 10} more" if len(constant) > 10 else ""
+    where = " inside the mask's bounding box" if masked else ""
+    raise ValueError(f"{len(constant)} of {len(energies)} images are constant{where}, with no features to "
+                     f"register: image(s) {listed}{more}. Leave them out (e.g. read_stack(..., "
+                     "bad_frames='drop'), or np.delete(transmission, indices, axis=0) with their energies); "
+                     "a stack without any features (an empty field) cannot be registered.")
+
+
+def _warn_unregistered(no_features: bool, bound, conf, ref: int, null: float, limit_px: float) -> None:
+    """Warn about images whose shift could not be measured (flagged; shifts interpolated or zero)."""
+    if no_features:
+        c = np.delete(conf, ref)
+        warnings.warn(f"register_stack: the stack has no features to register (an empty field, or noise): "
+                      f"the median confidence of its images against the reference is {np.median(c):.2f}, "
+                      f"below {NULL_CONFIDENCE_FACTOR:g} x {null:.2f}, what an image sharing no features "
+                      "with it reaches. Every image is flagged and no shift is applied. Register a region "
+                      "with particles (mask=...) or a stack with less noise.", stacklevel=3)
+        return
+    idx = np.flatnonzero(bound)
+    named = ", ".join(map(str, idx[:10])) + (f" and {idx.size - 10} more" if idx.size > 10 else "")
+    warnings.warn(f"register_stack: {idx.size} image(s) found their correlation peak at the search limit of "
+                  f"{limit_px:.3g} px (image(s) {named}): their shift is unknown, so they are flagged and "
+                  "their shifts interpolated from their neighbours. Check them (a blank or very noisy "
+                  "image), or pass a larger max_shift_px if the drift is larger.", stacklevel=3)
 
 
 def register_stack(transmission, energies_eV, *, reference_index: int | None = None, mask=None,
@@ -374,8 +453,9 @@ def register_stack(transmission, energies_eV, *, reference_index: int | None = N
         Largest displacement searched (input pixels); None: a quarter of the field.
     min_confidence : float or None
         Images whose confidence is below it are flagged; None: half the median confidence.
-        Flagged images take shifts interpolated (in image index) between their unflagged
-        neighbours, and do not enter the template or the chain.
+        Images whose correlation peak lies on the search limit (``max_shift_px``) are flagged
+        too, with a warning. Flagged images take shifts interpolated (in image index) between
+        their unflagged neighbours, and do not enter the template or the chain.
     iterations : int
         Most template passes (``method="template"``); stops once no shift moves by 0.005 px.
     walkoff_window : float
@@ -401,13 +481,23 @@ def register_stack(transmission, energies_eV, *, reference_index: int | None = N
         ``shift_std_px`` (E, 2): standard error of each shift relative to the reference,
         from the peak curvature and the residual's spectrum; ``reference_index``;
         ``method``; ``info`` with every choice made (bin factor, smoothing, threshold,
-        iterations, walk-off, the drift test, time).
+        iterations, walk-off, the drift test, ``null_confidence``, ``no_features``, time).
 
     Raises
     ------
     ValueError
-        For a stack that is not (E, Y, X) finite numbers, energies that do not match, or an
-        option out of range; the message names the value.
+        For a stack that is not (E, Y, X) finite numbers, energies that do not match, an
+        option out of range, or constant images (no features); the message names the value.
+
+    Warns
+    -----
+    UserWarning
+        When the stack has no features (an empty field, noise): the median confidence
+        against the reference is below :data:`NULL_CONFIDENCE_FACTOR` times the null
+        confidence (``info["null_confidence"]``: what the reference with its Fourier phases
+        randomised, a scene with the same texture and no common feature, reaches); then every
+        image is flagged, no shift is applied and ``info["no_features"]`` is True. Also when
+        images are flagged for a peak on the search limit.
 
     Examples
     --------
@@ -428,26 +518,34 @@ def register_stack(transmission, energies_eV, *, reference_index: int | None = N
     factor = int(bin_factor) if bin_factor is not None else max(1, math.ceil(max(field) / MAX_BINNED_SIZE))
     sigma = 1.0 if sigma_px is None else float(sigma_px)
     feats = _Features(stack, region, bin_factor=factor, sigma=sigma, kind=features)
+    _refuse_constant(feats.constant, energies, region is not None)
     limit = (max_shift_px / factor if max_shift_px is not None else min(feats.shape) / 4.0)
     opts = {"upsample": int(upsample), "max_shift": (limit, limit)}
     ref = (choose_reference(feats.mean_absorbance, energies) if reference_index is None
            else int(reference_index))
+    null = feats.null_confidence(ref, max_shift=opts["max_shift"])
+    null_floor = NULL_CONFIDENCE_FACTOR * null
 
     shifts, conf, std, flagged, threshold, extra = _schedule(
-        feats, ref, method, opts, min_confidence=min_confidence, iterations=int(iterations),
-        walkoff_window=float(walkoff_window), tolerance_px=float(drift_tolerance_px))
+        feats, ref, method, opts, min_confidence=min_confidence, null_floor=null_floor,
+        iterations=int(iterations), walkoff_window=float(walkoff_window),
+        tolerance_px=float(drift_tolerance_px))
     info = {"bin_factor": factor, "sigma_px": sigma, "features": features, "upsample": int(upsample),
             "max_shift_px": limit * factor, "reference_rule": "given" if reference_index is not None
             else f"first image >= {POST_EDGE_OFFSET_EV:g} eV above the steepest rise of the mean absorbance",
-            **extra, "confidence_threshold": threshold}
+            **extra, "confidence_threshold": threshold, "null_confidence": float(null)}
     for key in ("last_update_px", "walkoff_px"):
         if info.get(key) is not None:
             info[key] = float(info[key])
+    bound = flagged & feats.at_bound
+    if info["no_features"] or bound.any():
+        _warn_unregistered(info["no_features"], bound, conf, ref, null, limit * factor)
     shifts = _interpolate_flagged(shifts * factor, flagged)
     shifts -= shifts[ref]
     std = std * factor
     test = info["drift_test"]
-    info["drift_detected"] = significance is None or test["p_value"] < significance
+    info["drift_detected"] = ((significance is None or test["p_value"] < significance)
+                              and not info["no_features"])
     if not info["drift_detected"]:
         info["estimated_shifts_px"] = np.round(shifts, 4).tolist()
         shifts = np.zeros_like(shifts)

@@ -23,6 +23,7 @@ import scipy.fft
 from scipy import ndimage
 
 from ..io._hdf5 import atomic_h5, encode_attrs, read_attrs, write_array, write_attrs
+from ..io.reading import _open_read
 from ..validate import check_stack
 
 __all__ = [
@@ -138,6 +139,16 @@ class Alignment:
     def save(self, path, *, overwrite: bool = True) -> None:
         """Write a new HDF5 file holding the group ``alignment/`` (atomically: whole or not at all).
 
+        Saving replaces the whole file, so an existing ``path`` is only replaced when it holds
+        nothing but an ``alignment/`` group (an earlier :meth:`save`).
+
+        Raises
+        ------
+        ValueError
+            If ``path`` exists and holds anything else (a stack, results), or is not HDF5.
+        FileExistsError
+            If ``path`` exists and ``overwrite`` is False.
+
         Examples
         --------
         >>> import tempfile, pathlib
@@ -146,6 +157,7 @@ class Alignment:
         >>> Alignment.load(path).shifts_px.shape
         (3, 2)
         """
+        _refuse_foreign_file(os.fspath(path))
         with atomic_h5(path, overwrite=overwrite) as f:
             self.write(f.create_group(GROUP))
 
@@ -157,11 +169,13 @@ class Alignment:
         ------
         ValueError
             When the group or one of its datasets is missing.
+        FileNotFoundError, OSError
+            If the file does not exist or is not HDF5 (the message names it).
         """
         if isinstance(source, h5py.Group):
             return cls._from_group(source)
         path = os.fspath(source)
-        with h5py.File(path, "r") as f:
+        with _open_read(path, kind="an alignment or results file (.h5)") as f:
             if GROUP not in f:
                 raise ValueError(f"{path} holds no '{GROUP}/' group; it was not aligned (groups there: "
                                  f"{sorted(f.keys())}).")
@@ -182,6 +196,23 @@ class Alignment:
         return cls(shifts_px=group["shifts_px"][()], confidence=group["confidence"][()],
                    reference_index=int(ref), method=str(method), flagged=flagged, shift_std_px=std,
                    info=attrs)
+
+
+def _refuse_foreign_file(path: str) -> None:
+    """Refuse to replace an existing file that holds more than an ``alignment/`` group."""
+    if not os.path.isfile(path):
+        return                    # absent (or a folder, which atomic_h5 refuses)
+    try:
+        with h5py.File(path, "r") as f:
+            held = sorted(f.keys())
+    except OSError:
+        held = None
+    if held is not None and set(held) <= {GROUP}:
+        return
+    what = "is not an HDF5 file" if held is None else f"holds {held}"
+    root, ext = os.path.splitext(path)
+    raise ValueError(f"refusing to overwrite {path}: it {what}, not only an '{GROUP}/' group, and saving "
+                     f"replaces the whole file. Pass another path, e.g. {root}_alignment{ext or '.h5'}.")
 
 
 @dataclass(frozen=True)
@@ -449,15 +480,30 @@ def move_mask(mask, shift) -> np.ndarray:
     ``out[y, x] = mask[y - dy, x - dx]``: a mask in the reference image's frame moved by
     ``shifts_px[e]`` is where it lies in image ``e`` (False where that falls outside).
 
+    Raises
+    ------
+    ValueError
+        If ``mask`` is not a boolean 2-D array or ``shift`` not two finite numbers.
+
     Examples
     --------
     >>> m = np.zeros((3, 3), bool); m[1, 1] = True
     >>> np.argwhere(move_mask(m, (1.2, -0.8))).tolist()
     [[2, 0]]
     """
-    m = np.asarray(mask, dtype=bool)
+    m = np.asarray(mask)
+    if m.ndim != 2 or m.dtype != bool:
+        raise ValueError(f"mask must be a boolean (Y, X) array; got {m.dtype} {m.shape}. Pass e.g. "
+                         "fit.mask, or compare a map with a threshold (a NaN is neither True nor False).")
+    try:
+        d = np.asarray(shift, dtype=np.float64)
+    except (TypeError, ValueError):
+        d = np.full(0, np.nan)
+    if d.shape != (2,) or not np.isfinite(d).all():
+        raise ValueError(f"shift must be two finite numbers (dy, dx) in pixels; got {shift!r}. Pass one row "
+                         "of Alignment.shifts_px.")
     out = np.zeros_like(m)
-    (ky, kx), (ny, nx) = (int(np.round(v)) for v in shift), m.shape
+    (ky, kx), (ny, nx) = (int(np.round(v)) for v in d), m.shape
     if abs(ky) < ny and abs(kx) < nx:
         out[max(ky, 0):ny + min(ky, 0), max(kx, 0):nx + min(kx, 0)] = \
             m[max(-ky, 0):ny + min(-ky, 0), max(-kx, 0):nx + min(-kx, 0)]

@@ -22,6 +22,7 @@ import torch
 from scipy import ndimage
 from torch.nn import functional as F
 
+from ..mapping import check_reference_edges
 from ..physics import LinearAbsorbanceModel, absorbance, n_references, reference_model
 from ..progress import progress_bar
 from ..spectra import default_references
@@ -283,6 +284,8 @@ def _with_halo(start: int, stop: int, halo: int, n: int) -> tuple[int, int]:
 def _stack_model(n_images: int, energies_eV, element, references):
     """Return the references and the physics model of a stack of ``n_images`` images."""
     refs = references if references is not None else default_references(element)
+    # a denoiser given the references of another element or edge fails later without saying why
+    check_reference_edges(refs, np.asarray(energies_eV, dtype=np.float64))
     model = reference_model(energies_eV, element, refs)
     if n_images != model.matrix.shape[0]:
         raise ValueError(f"transmission has {n_images} images but there are {model.matrix.shape[0]} "

@@ -11,10 +11,7 @@ from __future__ import annotations
 import h5py
 import numpy as np
 
-from ..validate import EV_PER_KEV
-
-#: A labelled element's edge may lie this far (eV) outside the scanned range (calibration).
-EDGE_TOLERANCE_EV = 50.0
+from ..validate import EDGE_TOLERANCE_EV, EV_PER_KEV
 
 
 class DamagedFileError(OSError, ValueError):
@@ -41,12 +38,14 @@ def describe_frame(index: int, energy_eV: float) -> str:
     return f"frame {index} at {energy_eV / EV_PER_KEV:.4f} keV ({energy_eV:.2f} eV)"
 
 
-def element_contradiction(element: str, edge: str, energies_eV: np.ndarray, candidates) -> str | None:
+def element_contradiction(element: str, edge: str, energies_eV: np.ndarray, candidates, *,
+                          given: bool = False, energies_name: str = "X_eng") -> str | None:
     """Why ``element`` (its ``edge``) cannot be the absorber of a scan over ``energies_eV``.
 
     None when its tabulated edge lies within the scanned range (give or take
     :data:`EDGE_TOLERANCE_EV`), or when the element or edge is not tabulated (nothing to
-    check against).
+    check against). The text continues a sentence about a file's label ("says Ni ..."), or
+    with ``given`` about an ``element=`` argument; ``energies_name`` names the energies.
     """
     from ..physics.materials import tabulated_edge_energy  # physics builds on io's consumers: import here
 
@@ -57,8 +56,9 @@ def element_contradiction(element: str, edge: str, energies_eV: np.ndarray, cand
     lo, hi = float(energies_eV[0]), float(energies_eV[-1])
     if lo - EDGE_TOLERANCE_EV <= e0 <= hi + EDGE_TOLERANCE_EV:
         return None
-    span = f"{lo / EV_PER_KEV:.4f}-{hi / EV_PER_KEV:.4f} keV ({lo:.1f}-{hi:.1f} eV)"
+    span = f"{energies_name} spans {lo / EV_PER_KEV:.4f}-{hi / EV_PER_KEV:.4f} keV ({lo:.1f}-{hi:.1f} eV)"
     said = f"{element} (its {edge} edge is at {e0 / EV_PER_KEV:.4f} keV, {e0:.1f} eV)"
+    said = f"was given element={element!r}: {said}" if given else f"says {said}"
     inside = {}
     for el in candidates:
         if el == element:
@@ -73,10 +73,11 @@ def element_contradiction(element: str, edge: str, energies_eV: np.ndarray, cand
         other = ", ".join(f"{el} {edge} edge at {e / EV_PER_KEV:.4f} keV ({e:.1f} eV)"
                           for el, e in inside.items())
         first = next(iter(inside))
-        return (f"says {said}, but X_eng spans {span}, which holds the {other} instead. If the stack is "
-                f"{first}, correct the label (h5py.File(path, 'r+').attrs['element'] = '{first}') or pass "
-                f"read_stack(path, element='{first}'); if it is {element}, X_eng is wrong (check the "
-                "energies and their unit).")
-    return (f"says {said}, but X_eng spans {span}, which does not contain that edge (nor the {edge} edge "
-            f"of any of {', '.join(candidates)}). Check X_eng and its unit, or pass the right element: "
-            "read_stack(path, element=...).")
+        fix = (f"pass element='{first}' (or element=None to infer it)" if given else
+               f"correct the label (h5py.File(path, 'r+').attrs['element'] = '{first}') or pass "
+               f"read_stack(path, element='{first}')")
+        return (f"{said}, but {span}, which holds the {other} instead. If the stack is {first}, {fix}; if "
+                f"it is {element}, {energies_name} is wrong (check the energies and their unit).")
+    return (f"{said}, but {span}, which does not contain that edge (nor the {edge} edge of any of "
+            f"{', '.join(candidates)}). Check {energies_name} and its unit, or pass the right element: "
+            + ("element=... (None infers it)." if given else "read_stack(path, element=...)."))

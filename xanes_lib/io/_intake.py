@@ -40,7 +40,7 @@ _MIN_FRAMES_LEFT = 2
 _LISTED_FRAMES = 10               # bad frames named one by one in a message
 _PIXEL_UNITS_NM = {"nm": 1.0, "um": 1e3, "µm": 1e3, "μm": 1e3, "micron": 1e3, "mm": 1e6}
 _PIXEL_SIZE_RE = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([^\s\d]+)?\s*$")
-#: A pixel size given without a unit is read as nm when it lies in this range (TXM pixels).
+#: Plausible TXM pixel sizes (nm); a number without a unit is read as nm.
 BARE_PIXEL_SIZE_NM = (1.0, 1.0e5)
 
 _LOG = logging.getLogger("xanes_lib.io")
@@ -172,9 +172,17 @@ def _bad_frames(bad, transmission, energies_eV, flat, dark, attrs, source: str, 
 
 
 def resolve_element(element, file_element, edge: str, energies_eV, attrs: dict, source: str,
-                     missing: str) -> str:
-    """Return the given element, else the file's (checked against the energies), else infer it."""
+                     missing: str, energies_name: str = "X_eng") -> str:
+    """Return the given element, else the file's, else infer it; a given or labelled one is checked.
+
+    A given or labelled element whose tabulated edge lies outside the energies
+    (:func:`element_contradiction`) is refused.
+    """
     if element is not None:
+        why = element_contradiction(element, edge, energies_eV, CANDIDATE_ELEMENTS, given=True,
+                                    energies_name=energies_name)
+        if why is not None:
+            raise ValueError(f"{source} {why}")
         return element
     if file_element is not None:
         why = element_contradiction(file_element, edge, energies_eV, CANDIDATE_ELEMENTS)
@@ -191,9 +199,10 @@ def resolve_element(element, file_element, edge: str, energies_eV, attrs: dict, 
 
 def finish_stack(transmission, energies_eV, flat, dark, *, name: str, source: str, element, file_element,
                  edge: str, attrs: dict, bad_frames: str, missing_element: str = "has no 'element' attribute",
-                 **fields) -> Stack:
+                 energies_name: str = "X_eng", **fields) -> Stack:
     """Resolve the element, handle bad frames and build the :class:`Stack` (``fields`` pass on)."""
-    element = resolve_element(element, file_element, edge, energies_eV, attrs, source, missing_element)
+    element = resolve_element(element, file_element, edge, energies_eV, attrs, source, missing_element,
+                              energies_name)
     bad = find_bad_frames(transmission)
     if bad:
         transmission, energies_eV, flat, dark = _bad_frames(bad, transmission, energies_eV, flat, dark,
@@ -208,7 +217,8 @@ def parse_pixel_size(value, where: str) -> tuple[float | None, str]:
     """Pixel size in nm (None when the file says 0: unknown) and a note of how it was read.
 
     Accepts a string with a unit (``"21.7 nm"``, ``"21.666nm"``, ``"0.0217 um"``, bytes
-    too) or a number, read as nm when it lies in :data:`BARE_PIXEL_SIZE_NM`.
+    too) or a number, read as nm. Either must lie in :data:`BARE_PIXEL_SIZE_NM` (a
+    ``"21.7 mm"`` typo is refused).
     """
     fix = "write it as a string such as '20.0 nm' (units nm, um or mm), or a number of nm."
     raw = value
@@ -243,6 +253,10 @@ def parse_pixel_size(value, where: str) -> tuple[float | None, str]:
         return number, f"{where} is {value!r} without a unit: read as {number:g} nm"
     factor = next(f for u, f in _PIXEL_UNITS_NM.items() if u.lower() == unit.lower())
     size_nm = number * factor
+    lo, hi = BARE_PIXEL_SIZE_NM
+    if not lo <= size_nm <= hi:
+        raise ValueError(f"{where} is {value!r}: {size_nm:g} nm is no TXM pixel size ({lo:g}-{hi:g} nm); "
+                         f"check the number and its unit, or {fix}")
     return size_nm, f"{where} is {value!r}: {size_nm:g} nm"
 
 

@@ -25,6 +25,7 @@ import numpy as np
 from scipy import ndimage
 
 from ._hdf5 import atomic_file, check_not_input
+from ._intake import parse_pixel_size
 
 __all__ = ["MAP_TIFF_NAMES", "PARTICLE_COLUMNS", "write_map_tiffs", "particle_labels",
            "particle_statistics", "write_particle_csv"]
@@ -67,11 +68,18 @@ def _maps(fit) -> dict[str, np.ndarray]:
 
 
 def _pixel_size(value) -> float | None:
+    """Return a number of nm as given, or text with a unit read by :func:`parse_pixel_size` ("0 nm": None)."""
     if value is None:
         return None
-    px = float(value)
+    if isinstance(value, str | bytes | np.bytes_):
+        return parse_pixel_size(value, "pixel_size_nm")[0]
+    try:
+        px = float(value)
+    except (TypeError, ValueError):
+        px = math.nan
     if not (math.isfinite(px) and px > 0):
-        raise ValueError(f"pixel_size_nm must be a finite positive number of nm or None; got {value!r}.")
+        raise ValueError(f"pixel_size_nm must be a finite positive number of nm, text such as '21.7 nm', "
+                         f"or None; got {value!r}.")
     return px
 
 
@@ -89,8 +97,9 @@ def write_map_tiffs(out_dir, fit, *, prefix: str = "", pixel_size_nm=None, input
     prefix : str
         Start of every file name, e.g. ``"sample7_"``: files are
         ``<prefix><name>.tif`` for each name of :data:`MAP_TIFF_NAMES`.
-    pixel_size_nm : float, optional
-        Pixel size, written as the resolution in um (ImageJ ``unit``); None leaves it out.
+    pixel_size_nm : float or str, optional
+        Pixel size: a number of nm or text such as ``"21.7 nm"`` or ``"0.0217 um"``; written
+        as the resolution in um (ImageJ ``unit``). None (or ``"0 nm"``) leaves it out.
     inputs : path or sequence of paths, optional
         Files that must not be overwritten (the input stack); a target that is one of them
         (or a link to it) raises ``ValueError`` before anything is written.
@@ -108,7 +117,10 @@ def write_map_tiffs(out_dir, fit, *, prefix: str = "", pixel_size_nm=None, input
         If ``fit`` lacks one of the maps.
     ValueError
         If the maps differ in shape, the mask or flags are not boolean, the pixel size is not
-        positive, the prefix holds a path separator, or a target is an input file.
+        positive (or unparsable text), the prefix holds a path separator, or a target is an
+        input file.
+    IsADirectoryError, NotADirectoryError
+        If a target is a folder, or ``out_dir`` is a file (before anything is written).
     FileExistsError
         If a target exists and ``overwrite`` is False.
 
@@ -130,7 +142,13 @@ def write_map_tiffs(out_dir, fit, *, prefix: str = "", pixel_size_nm=None, input
     px = _pixel_size(pixel_size_nm)
     folder = Path(out_dir)
     targets = {name: folder / f"{prefix}{name}.tif" for name in MAP_TIFF_NAMES}
-    for target in targets.values():
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"cannot write the maps into {folder}: it is a file, not a folder; give a "
+                                 "folder as out_dir.")
+    for target in targets.values():        # every target is checked before any is written
+        if target.is_dir():
+            raise IsADirectoryError(f"cannot write {target}: it is a folder; remove it, or choose another "
+                                    "prefix or out_dir. Nothing was written.")
         check_not_input(target, inputs)
         if not overwrite and os.path.lexists(target):
             raise FileExistsError(f"{target} exists and overwrite=False; choose another prefix or folder, "

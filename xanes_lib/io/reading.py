@@ -61,15 +61,16 @@ _ENERGY_DECIMALS_EV = 6           # keV -> eV round-off is removed by rounding t
 _INSTRUMENT_KEYS = ("scan_id", "uid", "note", "scan_time")
 
 
-def _open_read(source: str) -> h5py.File:
+def _open_read(source: str, *, kind: str = "a stack file (.h5)") -> h5py.File:
+    """Open an HDF5 file read-only; errors name the file, and ``kind`` says what it should be."""
     if not os.path.exists(source):
         raise FileNotFoundError(f"{source} does not exist; check the path (relative paths start "
                                 "from the current working directory).")
     try:
         return h5py.File(source, "r")
     except OSError as err:
-        raise OSError(f"{source} could not be opened as an HDF5 file ({err}); is it a stack file "
-                      "(.h5) and completely copied?") from err
+        raise OSError(f"{source} could not be opened as an HDF5 file ({err}); is it {kind} "
+                      "and completely copied?") from err
 
 
 def _require_dataset(f: h5py.File, key: str, source: str) -> h5py.Dataset:
@@ -238,7 +239,8 @@ def read_stack(path, *, load_flat_dark: bool = True, energy_unit: str | None = N
         Absorbing element. None takes the ``element`` attribute of the file (refused when its
         tabulated edge lies outside the scanned energies), or when it is missing (plain FXI
         exports) infers it with :func:`infer_element` and records
-        ``attrs["element_inferred"] = True``. A given element is taken as it is.
+        ``attrs["element_inferred"] = True``. A given element overrides the file's label,
+        but is refused too when its tabulated edge lies outside the scanned energies.
     allow_nonfinite : bool
         If False, NaN or inf in ``img_xanes`` raises.
     bad_frames : {"refuse", "drop", "keep"}
@@ -286,7 +288,8 @@ def read_stack(path, *, load_flat_dark: bool = True, energy_unit: str | None = N
         counts (integer dtype or a median above 5) in a file without a flat field ``img_bkg``
         (or with ``raw_counts="refuse"``), bad frames (index,
         energy in keV and eV), an ``element`` attribute whose edge lies outside the energies
-        (the element whose edge lies inside is named), energies not strictly increasing or
+        (the element whose edge lies inside is named), a given ``element`` whose edge lies
+        outside them, energies not strictly increasing or
         looking like eV, ``img_bkg``/``img_dark`` of the wrong shape, an unparsable
         ``Pixel Size``, or an element that cannot be inferred.
     DamagedFileError

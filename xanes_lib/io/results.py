@@ -48,7 +48,7 @@ from ._hdf5 import (
     write_array,
     write_attrs,
 )
-from .reading import stack_checksum
+from .reading import _open_read, stack_checksum
 
 __all__ = ["ValenceResults", "write_results", "read_results", "results_content", "RESULTS_FORMAT", "MAP_KEYS"]
 
@@ -172,6 +172,16 @@ def _unexplained(fit_result: ReferenceFit, maps: dict, shape: tuple[int, int]) -
     return flags, dict(test) if test is not None else {"method": "not described"}
 
 
+def _check_alignment(alignment, fit_result) -> None:
+    """Refuse an alignment with fewer shifts (one per image) than the fit has energies."""
+    n_images = getattr(alignment, "n_energies", None)
+    n_fitted = len(getattr(fit_result, "energies_eV", ()))
+    if n_images is not None and int(n_images) < n_fitted:
+        raise ValueError(f"the alignment holds {int(n_images)} shifts (one per image) but the fit used "
+                         f"{n_fitted} energies: it belongs to another stack. Pass the alignment of the "
+                         "stack that was fitted (register_stack of that stack), or alignment=None.")
+
+
 def write_results(path, fit_result: ReferenceFit, *, references=None, energy_window_eV=None,
                   method: str, checkpoint: str | None = None, input_path=None,
                   extra_attrs: dict | None = None, edge_energy_eV=None, alignment=None,
@@ -213,7 +223,8 @@ def write_results(path, fit_result: ReferenceFit, *, references=None, energy_win
         The registration the stack went through (an :class:`xanes_lib.alignment.Alignment`,
         or any object with ``write(group)``): written to the group ``alignment/``
         (``shifts_px``, ``confidence``, attrs ``reference_index`` and ``method``). Read it
-        back with ``xanes_lib.alignment.Alignment.load(path)``.
+        back with ``xanes_lib.alignment.Alignment.load(path)``. It must hold at least one
+        shift per fitted energy.
     overwrite : bool
         If False, an existing ``path`` raises ``FileExistsError``.
 
@@ -222,8 +233,9 @@ def write_results(path, fit_result: ReferenceFit, *, references=None, energy_win
     ValueError
         Missing edge-energy map, references or window that do not match the fit, maps of the
         wrong shape, unexplained pixels outside the mask or with a finite oxidation state or
-        fraction, reserved or unstorable ``extra_attrs``, an empty ``method``, ``path``
-        resolving to ``input_path`` (nothing is written then).
+        fraction, reserved or unstorable ``extra_attrs``, an empty ``method``, an alignment
+        with fewer shifts than the fit has energies, ``path`` resolving to ``input_path``
+        (nothing is written then).
     TypeError
         If ``fit_result`` is not a :class:`~xanes_lib.mapping.ReferenceFit`.
     FileNotFoundError
@@ -233,6 +245,7 @@ def write_results(path, fit_result: ReferenceFit, *, references=None, energy_win
     """
     target = os.fspath(path)
     check_not_input(target, [input_path])
+    _check_alignment(alignment, fit_result)
     maps, attrs = results_content(fit_result, references=references, energy_window_eV=energy_window_eV,
                                   method=method, checkpoint=checkpoint, input_path=input_path,
                                   extra_attrs=extra_attrs, edge_energy_eV=edge_energy_eV)
@@ -341,16 +354,14 @@ def read_results(path) -> ValenceResults:
 
     Raises
     ------
-    FileNotFoundError
-        If the file does not exist.
+    FileNotFoundError, OSError
+        If the file does not exist or is not HDF5 (the message names it).
     ValueError
         If it is not a results file, or a map or attribute of the contract is missing or has
         an inconsistent shape.
     """
     source = os.fspath(path)
-    if not os.path.exists(source):
-        raise FileNotFoundError(f"{source} does not exist; check the path.")
-    with h5py.File(source, "r") as f:
+    with _open_read(source, kind="a results file (.h5) written by write_results") as f:
         if to_python(f.attrs.get("format")) != RESULTS_FORMAT:
             raise ValueError(f"{source} is not a xanes_lib results file (its 'format' attribute is "
                              f"{to_python(f.attrs.get('format'))!r}, expected {RESULTS_FORMAT!r}).")

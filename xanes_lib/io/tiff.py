@@ -228,8 +228,8 @@ def read_tiff_stack(path, energies, *, element: str | None = None, edge: str = "
     energies : str, os.PathLike or array_like
         The energy list: a text file (see :func:`read_energy_list`) or one energy per image.
     element : str, optional
-        Absorbing element; None infers it from the energies (recorded as
-        ``attrs["element_inferred"] = True``).
+        Absorbing element, refused when its tabulated edge lies outside the energies; None
+        infers it from the energies (recorded as ``attrs["element_inferred"] = True``).
     edge : str
         Absorption edge.
     unit : {None, "eV", "keV"}
@@ -260,7 +260,8 @@ def read_tiff_stack(path, energies, *, element: str | None = None, edge: str = "
         If the number of energies differs from the number of images, the energies are not
         strictly increasing, the images are not one 2-D grey-level image per energy (or of
         different sizes), hold NaN/inf, raw counts without a flat field, frames that
-        measure nothing, or the element cannot be inferred.
+        measure nothing, an element whose edge lies outside the energies, or the element
+        cannot be inferred.
     FileNotFoundError, OSError
         If a path does not exist or is not a readable TIFF.
 
@@ -307,5 +308,6 @@ def read_tiff_stack(path, energies, *, element: str | None = None, edge: str = "
         pixel_size_nm, provenance["pixel_size"] = parse_pixel_size(pixel_size_nm, "pixel_size_nm")
     return finish_stack(transmission, energies_eV, flat, dark, name="images", source=source,
                         element=element, file_element=None, edge=edge, attrs={}, bad_frames=bad_frames,
-                        missing_element="was read without element=", pixel_size_nm=pixel_size_nm,
+                        missing_element="was read without element=", energies_name="the energy list",
+                        pixel_size_nm=pixel_size_nm,
                         provenance=provenance)

@@ -13,6 +13,7 @@ Energies are eV; arrays put energies first ((E, Y, X) stacks, (Y, X) maps, (K, Y
 per-reference maps).
 """
 
+from ._basis import check_reference_edges
 from .edges import edge_energy, white_line_energy
 from .energy_shift import EnergyCalibration, EnergyShiftFit, calibrate_energy_shift, fit_energy_shift
 from .lcf import FIT_MODES, MAX_NONNEG_REFERENCES, ReferenceFit, fit_references
@@ -53,5 +54,5 @@ __all__ = [
     "ReferenceFit", "fit_references", "EnergyShiftFit", "fit_energy_shift",
     "EnergyCalibration", "calibrate_energy_shift", "residual_map",
     "flag_unexplained", "FALSE_FLAG_RATE", "MIN_RELATIVE_RESIDUAL", "UnexplainedPixels", "unexplained_pixels",
-    "mark_unexplained",
+    "mark_unexplained", "check_reference_edges",
 ]

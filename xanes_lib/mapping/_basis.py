@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..validate import EDGE_TOLERANCE_EV
+
 
 def _is_spectra_array(references) -> bool:
     """Tell whether ``references`` is a (K, E) array of spectra rather than reference objects."""
@@ -58,6 +60,55 @@ def _object_basis(refs: list, e: np.ndarray, *, shift_eV: float, window) -> np.n
                              f"{e.size} values over {lo:.2f}-{hi:.2f} eV.")
         rows.append(row)
     return np.stack(rows)
+
+
+def check_reference_edges(references, e_all: np.ndarray, shift_eV: float = 0.0) -> None:
+    """Refuse reference objects whose edge (moved by ``shift_eV``) lies outside the stack's energies.
+
+    A reference of another element or edge fits nothing but the smooth tail of its own edge,
+    with nonsense coefficients; the edge may lie :data:`~xanes_lib.validate.EDGE_TOLERANCE_EV`
+    outside the scan. Arrays of spectra, and objects without an ``edge_energy()`` (or whose
+    table has no half-step edge), are not checked.
+
+    Parameters
+    ----------
+    references : sequence of reference objects or array_like
+        The references of a fit or of a denoiser's physics model.
+    e_all : numpy.ndarray
+        (E,) increasing energies of the stack (eV).
+    shift_eV : float
+        Energy shift applied to the references.
+
+    Raises
+    ------
+    ValueError
+        Naming the references whose edge is outside, and the element whose edge the energies hold.
+    """
+    if _is_spectra_array(references):
+        return
+    lo, hi = float(e_all[0]), float(e_all[-1])
+    far = []
+    for r in references:
+        try:
+            e0 = float(r.edge_energy()) + shift_eV
+        except (AttributeError, TypeError, ValueError):
+            continue
+        if not lo - EDGE_TOLERANCE_EV <= e0 <= hi + EDGE_TOLERANCE_EV:
+            far.append(f"{getattr(r, 'name', r)!r} ({getattr(r, 'element', None) or 'element unknown'}, "
+                       f"edge at {e0:.1f} eV)")
+    if not far:
+        return
+    from ..io.stacks import infer_element  # io builds on mapping: import here
+
+    try:
+        here = f"; these energies hold the {infer_element(e_all)} K edge"
+    except ValueError:
+        here = ""
+    raise ValueError(f"reference(s) {', '.join(far)} have their edge outside the stack's energies "
+                     f"{lo:.1f}-{hi:.1f} eV (by more than {EDGE_TOLERANCE_EV:g} eV){here}: they are "
+                     "references of another element or edge. Pass the references of the stack's element "
+                     "(e.g. xanes_lib.spectra.default_references(stack.element)), or check the energies "
+                     "(eV).")
 
 
 def _oxidation_states_of(refs: list) -> list[float]:

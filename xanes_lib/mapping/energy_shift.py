@@ -18,7 +18,7 @@ import numpy as np
 from ..physics import build_model
 from ..validate import check_energies
 from ._arrays import _check_window, _window_indices
-from ._basis import _reference_basis
+from ._basis import _reference_basis, check_reference_edges
 
 __all__ = [
     "EnergyShiftFit", "fit_energy_shift", "EnergyCalibration", "calibrate_energy_shift",
@@ -134,6 +134,7 @@ def fit_energy_shift(energies_eV, spectrum, references, *,
     idx = _window_indices(e_all, win, "energy_window_eV")
     e, y = e_all[idx], y_all[idx]
     refs = list(references)
+    check_reference_edges(refs, e_all, 0.0)
     bg = tuple(background)
     n_par = len(refs) + len(bg) + 1
     if e.size <= n_par:
@@ -148,7 +149,9 @@ def fit_energy_shift(energies_eV, spectrum, references, *,
 
     for s in (lo_s, hi_s):                         # coverage of the whole shift range
         design(s)
-    grid = np.arange(lo_s, hi_s + grid_step_eV / 2, grid_step_eV)
+    # rounded: arange's round-off (-1.8e-14 for 0) would start lmfit at a tiny nonzero shift,
+    # whose relative derivative step is too small to give an uncertainty
+    grid = np.round(np.arange(lo_s, hi_s + grid_step_eV / 2, grid_step_eV), 9) + 0.0
     best = None
     for s in grid:
         model, names, ox = design(float(s))
@@ -343,7 +346,8 @@ def calibrate_energy_shift(stack_or_absorbance, energies_eV, references, *, mask
         A bad mask, ``z``, ``n_mad`` or ``max_iterations``, a mask without any pixel with a
         finite spectrum, and every error of :func:`fit_energy_shift` and :func:`fit_references`.
     """
-    from .lcf import _resolve_input, fit_references
+    from ._input import _resolve_input
+    from .lcf import fit_references
     from .phases import flag_unexplained
 
     if not (math.isfinite(z) and z > 0):
@@ -374,7 +378,8 @@ def calibrate_energy_shift(stack_or_absorbance, energies_eV, references, *, mask
                                  energy_window_eV=energy_window_eV, oxidation_states=oxidation_states)
         pix = fit_references(data, e_all, references, mask=m, background=background,
                              energy_window_eV=energy_window_eV, shift_eV=shift.shift_eV,
-                             oxidation_states=oxidation_states, input_kind=kind)
+                             oxidation_states=oxidation_states,
+                             input_kind=input_kind if kind == "absorbance" else kind)  # None: checked
         flags, thr = flag_unexplained(pix.residual_rms, pix.mask, n_mad=n_mad)
         flags |= _pooled_flags(witness, e_all, references, pix.mask, shift.shift_eV, energy_window_eV)
         new = pix.mask & ~flags

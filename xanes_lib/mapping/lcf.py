@@ -26,9 +26,9 @@ from typing import NamedTuple
 import numpy as np
 
 from ..physics import LinearAbsorbanceModel, build_model
-from ..validate import check_energies, check_stack
 from ._arrays import _check_window, _window_indices, _work_dtype
-from ._basis import _reference_basis
+from ._basis import _is_spectra_array, _reference_basis, check_reference_edges
+from ._input import _refuse_transmission_as_absorbance, _resolve_input
 
 __all__ = [
     "FIT_MODES", "MAX_NONNEG_REFERENCES", "ReferenceFit", "fit_references",
@@ -421,41 +421,6 @@ class _Fitter:
         return best_c, ssr_u + best, best_pat
 
 
-def _resolve_input(stack_or_absorbance, energies_eV, input_kind):
-    from ..io import Stack
-
-    if isinstance(stack_or_absorbance, Stack):
-        if input_kind not in (None, "transmission"):
-            raise ValueError(f"a Stack holds transmission; input_kind={input_kind!r} does not apply "
-                             "(leave it None).")
-        data = stack_or_absorbance.transmission
-        e_stack = check_energies(stack_or_absorbance.energies_eV, name="Stack.energies_eV")
-        if energies_eV is None:
-            e = e_stack
-        else:
-            e = check_energies(energies_eV, name="energies_eV")
-            if e.shape != e_stack.shape or not np.allclose(e, e_stack, rtol=0, atol=1e-6):
-                raise ValueError("energies_eV differ from the Stack's own energies; pass None to use "
-                                 "stack.energies_eV, or the matching energies.")
-        kind = "transmission"
-    else:
-        if energies_eV is None:
-            raise ValueError("energies_eV is None; it may only be None for a xanes_lib.io.Stack. "
-                             "Pass the (E,) energies in eV.")
-        e = check_energies(energies_eV, name="energies_eV")
-        data = stack_or_absorbance
-        kind = "absorbance" if input_kind is None else input_kind
-        if kind not in ("absorbance", "transmission"):
-            raise ValueError(f"input_kind must be None, 'absorbance' or 'transmission'; got "
-                             f"{input_kind!r}.")
-    a = np.asarray(data)
-    if not np.issubdtype(a.dtype, np.floating):
-        raise ValueError(f"the {kind} stack must have a float dtype; got {a.dtype}. Convert it "
-                         "(raw counts need flat-field correction first).")
-    a = check_stack(a, name=kind, n_energies=e.size, allow_nonfinite=True)
-    return a, e, kind
-
-
 def fit_references(stack_or_absorbance, energies_eV, references, *, mask=None,
                    mode: str = "unconstrained", edge_step=None,
                    background: Sequence[str] = ("inverse_cube", "constant"),
@@ -513,7 +478,9 @@ def fit_references(stack_or_absorbance, energies_eV, references, *, mask=None,
     names : sequence of str, optional
         Names of the references; None takes ``ref.name`` (``ref0, ...`` for arrays).
     input_kind : {None, "absorbance", "transmission"}
-        What an array holds; None: absorbance for arrays, transmission for a Stack.
+        What an array holds; None: absorbance for arrays (refused when the array looks like
+        transmission: values in (0, 1.5] and an edge step negative in most fitted pixels),
+        transmission for a Stack.
     chunk_rows : int, optional
         Rows per task of the thread pool (the unit of the derived computations and of the
         temporary float64 coefficient arrays); None picks about 65536 pixels. The pass over
@@ -532,7 +499,8 @@ def fit_references(stack_or_absorbance, energies_eV, references, *, mask=None,
     ValueError
         Non-increasing energies, a stack that is not 3-D or whose length does not match the
         energies, an energy window holding fewer energies than fitted parameters, references
-        not covering the window, a bad mask or edge step, an unknown mode.
+        not covering the window or whose edge lies outside the energies (another element), a
+        bad mask or edge step, an unknown mode, transmission passed as absorbance.
 
     Notes
     -----
@@ -578,6 +546,8 @@ def fit_references(stack_or_absorbance, energies_eV, references, *, mask=None,
                      mask, out_dtype, chunk_rows)
     _run_blocks(fitter, ny, chunk_rows, n_threads)
     o = fitter.out
+    if input_kind is None and kind == "absorbance":
+        _refuse_transmission_as_absorbance(data, design.idx, o["fitted"], model, design.k)
     n_nonfinite, n_nonpos, n_outside = (int(v) for v in fitter.counts)
     return ReferenceFit(
         fractions=o["fractions"], fractions_std=o["fractions_std"],
@@ -617,6 +587,9 @@ def _fit_design(e_all: np.ndarray, references, *, energy_window_eV, shift_eV, na
     win = window if window is not None else (float(e_all[0]), float(e_all[-1]))
     idx = _window_indices(e_all, win, "energy_window_eV")
     e = e_all[idx]
+    if not _is_spectra_array(references):
+        references = list(references)             # iterated twice: a generator would run dry
+    check_reference_edges(references, e_all, shift)
     basis, ref_names, ox = _reference_basis(references, e, e_all, idx, shift_eV=shift,
                                             names=names, oxidation_states=oxidation_states,
                                             window=win)

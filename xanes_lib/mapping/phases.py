@@ -27,6 +27,7 @@ from ..physics import absorbance, build_model, reference_model
 from ..spectra import default_references
 from ..validate import check_energies, check_stack
 from ._basis import _is_spectra_array, _reference_basis
+from ._input import _refuse_absorbance_as_transmission
 from .lcf import ReferenceFit, fit_references
 
 __all__ = [
@@ -329,8 +330,9 @@ def unexplained_pixels(transmission, energies_eV, references, *, mask, mode: str
     ------
     ValueError
         Bad shapes or parameters, fewer than 3 test energies, a mask with no pixel to test,
-        references given as an array with a relative window, and every error of
-        :func:`fit_references`.
+        references given as an array with a relative window, absorbance passed as
+        ``transmission`` (``-ln`` of it steps down at the edge in most pixels), and every
+        error of :func:`fit_references`.
 
     Examples
     --------
@@ -357,7 +359,9 @@ def unexplained_pixels(transmission, energies_eV, references, *, mask, mode: str
     idx = np.flatnonzero(np.isin(e, fit.energies_eV))
     basis, _, _ = _reference_basis(refs, fit.energies_eV, e, idx, shift_eV=fit.shift_eV, names=None,
                                    oxidation_states=zeros, window=fit.energy_window_eV)
-    matrix = build_model(fit.energies_eV, basis, background=fit.background).matrix
+    model = build_model(fit.energies_eV, basis, background=fit.background)
+    _refuse_absorbance_as_transmission(t, idx, fit.mask, model, basis.shape[0])
+    matrix = model.matrix
     test = _test_energies(fit.energies_eV, refs, relative_window_eV, fit.shift_eV)
     tested = fit.mask
     pairs = (tested[1:] & tested[:-1]).any() or (tested[:, 1:] & tested[:, :-1]).any()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import os
 import re
 from pathlib import Path
 
@@ -21,7 +23,7 @@ _SPLIT = re.compile(r"[,\s]+")
 
 def _read_two_columns(path: Path) -> tuple[np.ndarray, np.ndarray]:
     rows = []
-    with open(path, encoding="utf-8", errors="replace") as f:
+    with open(path, encoding="utf-8-sig", errors="replace") as f:   # -sig: a byte-order mark is not data
         for lineno, raw in enumerate(f, start=1):
             line = raw.split("#", 1)[0].strip()
             if not line:
@@ -142,11 +144,11 @@ def load_references(element: str, paths=(), oxidation_states=()) -> list:
     ----------
     element : str
         Edge element of the stack (the shipped references, and the check of the files' edge).
-    paths : sequence of path-like
-        Two-column reference files (:func:`load_measured_reference`); empty: the shipped
-        references of ``element``.
-    oxidation_states : sequence of float
-        One oxidation state per file.
+    paths : path-like or sequence of path-like
+        Two-column reference files (:func:`load_measured_reference`; one path is one file);
+        empty: the shipped references of ``element``.
+    oxidation_states : float or sequence of float
+        One oxidation state (a number, e.g. 2 or 2.5) per file.
 
     Returns
     -------
@@ -156,14 +158,31 @@ def load_references(element: str, paths=(), oxidation_states=()) -> list:
     Raises
     ------
     ValueError
-        A different number of files and oxidation states, and every error of
-        :func:`load_measured_reference`.
+        A different number of files and oxidation states, an oxidation state that is not a
+        number (e.g. "2+"), and every error of :func:`load_measured_reference`.
     """
-    paths, states = list(paths), list(oxidation_states)
+    paths = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
+    states = [oxidation_states] if _is_scalar(oxidation_states) else list(oxidation_states)
     if not paths:
         return default_references(element)
     if len(states) != len(paths):
         raise ValueError(f"give one oxidation state per reference file: {len(paths)} files, {len(states)} "
                          "states (reference_oxidation_states, in the order of reference_paths)")
-    return [load_measured_reference(p, oxidation_state=s, element=element)
+    return [load_measured_reference(p, oxidation_state=_state_number(s, p), element=element)
             for p, s in zip(paths, states, strict=True)]
+
+
+def _is_scalar(value) -> bool:
+    return isinstance(value, str | bytes | int | float | np.number)
+
+
+def _state_number(value, path) -> float:
+    """Return an oxidation state as a float; text such as "2+" is refused, naming the file."""
+    try:
+        state = math.nan if isinstance(value, bool) else float(value)
+    except (TypeError, ValueError):
+        state = math.nan
+    if not math.isfinite(state):
+        raise ValueError(f"the oxidation state for {os.fspath(path)} is {value!r}; oxidation states must be "
+                         "finite numbers, e.g. 2 or 2.5 (not '2+' or 'Ni2+').")
+    return state

@@ -321,7 +321,7 @@ def test_minimal_fxi_file_reads_and_infers_element(tmp_path):
     assert stack.attrs == {"element_inferred": True}
     np.testing.assert_array_equal(stack.energies_eV, ENERGIES_EV)
     assert stack.flat is None and stack.pixel_size_nm is None
-    assert read_stack(path, element="Co").attrs == {}          # explicit element wins, no inference
+    assert read_stack(path, element="Ni").attrs == {}          # explicit element: no inference
 
 
 def test_fxi_flat_dark_and_pixel_size(tmp_path):

@@ -1,0 +1,127 @@
+"""What the mapping fits are given: a Stack or an array, absorbance or transmission.
+
+:func:`_resolve_input` checks the data and energies of :func:`~xanes_lib.mapping.fit_references`
+and :func:`~xanes_lib.mapping.calibrate_energy_shift`. Transmission read as absorbance (or the
+reverse) fits without complaint, with the sign of the edge step flipped: an absorbance
+``-ln T`` steps *up* at the edge. :func:`_refuse_transmission_as_absorbance` and
+:func:`_refuse_absorbance_as_transmission` refuse it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..validate import check_energies, check_stack
+
+#: Most fitted pixels, evenly spaced, on which :func:`_refuse_wrong_kind` fits the edge step.
+KIND_SAMPLE_PIXELS = 4096
+#: Flat-field corrected transmission lies in (0, TRANSMISSION_MAX] but for noise.
+TRANSMISSION_MAX = 1.5
+#: Share of the sampled values in (0, TRANSMISSION_MAX] for an "absorbance" to look like transmission.
+_TRANSMISSION_SHARE = 0.99
+#: Least median of an "absorbance" that looks like transmission (an absorbing holder or membrane
+#: in an empty field gives small positive absorbance).
+MIN_MEDIAN_TRANSMISSION = 0.3
+#: A negative edge step must hold in this many more pixels than half of them, in units of the
+#: binomial spread sqrt(n) / 2 of pixels with no edge (noise gives either sign).
+_STEP_SIGN_Z = 5.0
+
+
+def _resolve_input(stack_or_absorbance, energies_eV, input_kind):
+    """Return the (E, Y, X) data, the checked energies and the kind ("absorbance" or "transmission")."""
+    from ..io import Stack
+
+    if isinstance(stack_or_absorbance, Stack):
+        if input_kind not in (None, "transmission"):
+            raise ValueError(f"a Stack holds transmission; input_kind={input_kind!r} does not apply "
+                             "(leave it None).")
+        data = stack_or_absorbance.transmission
+        e_stack = check_energies(stack_or_absorbance.energies_eV, name="Stack.energies_eV")
+        if energies_eV is None:
+            e = e_stack
+        else:
+            e = check_energies(energies_eV, name="energies_eV")
+            if e.shape != e_stack.shape or not np.allclose(e, e_stack, rtol=0, atol=1e-6):
+                raise ValueError("energies_eV differ from the Stack's own energies; pass None to use "
+                                 "stack.energies_eV, or the matching energies.")
+        kind = "transmission"
+    else:
+        if energies_eV is None:
+            raise ValueError("energies_eV is None; it may only be None for a xanes_lib.io.Stack. "
+                             "Pass the (E,) energies in eV.")
+        e = check_energies(energies_eV, name="energies_eV")
+        data = stack_or_absorbance
+        kind = "absorbance" if input_kind is None else input_kind
+        if kind not in ("absorbance", "transmission"):
+            raise ValueError(f"input_kind must be None, 'absorbance' or 'transmission'; got "
+                             f"{input_kind!r}.")
+    a = np.asarray(data)
+    if not np.issubdtype(a.dtype, np.floating):
+        raise ValueError(f"the {kind} stack must have a float dtype; got {a.dtype}. Convert it "
+                         "(raw counts need flat-field correction first).")
+    a = check_stack(a, name=kind, n_energies=e.size, allow_nonfinite=True)
+    return a, e, kind
+
+
+def _sampled_steps(data: np.ndarray, idx: np.ndarray, fitted: np.ndarray, model, k: int, *,
+                   transmission: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares edge steps ``sum_k c_k`` and values (E, n) of up to KIND_SAMPLE_PIXELS fitted pixels."""
+    flat = np.flatnonzero(fitted)
+    pick = flat[np.unique(np.linspace(0, flat.size - 1, min(flat.size, KIND_SAMPLE_PIXELS)).astype(int))]
+    ys, xs = np.unravel_index(pick, fitted.shape)
+    values = np.asarray(data[idx[:, None], ys[None, :], xs[None, :]], dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = -np.log(values) if transmission else values
+    steps = (model.pinv @ a)[:k].sum(axis=0)
+    return steps[np.isfinite(steps)], values
+
+
+def _negative_step(steps: np.ndarray) -> bool:
+    """Whether the edge step is negative in significantly more than half of the pixels."""
+    n = steps.size
+    excess = (steps < 0).sum() - n / 2
+    return n > 0 and float(np.median(steps)) < 0 and excess >= _STEP_SIGN_Z * np.sqrt(n) / 2
+
+
+def _step_said(steps: np.ndarray) -> str:
+    return (f"median {np.median(steps):.3g}, negative in {np.mean(steps < 0):.0%} of {steps.size} sampled "
+            "pixels")
+
+
+def _refuse_transmission_as_absorbance(data: np.ndarray, idx: np.ndarray, fitted: np.ndarray, model,
+                                       k: int) -> None:
+    """Refuse an array read as absorbance by default that looks like transmission.
+
+    Transmission: at least 99 % of the values in (0, 1.5], a median of at least
+    :data:`MIN_MEDIAN_TRANSMISSION`, and an edge step that is negative in significantly more
+    than half of the fitted pixels (an empty field, or a sample without the element, gives
+    either sign).
+    """
+    if not fitted.any():
+        return
+    steps, values = _sampled_steps(data, idx, fitted, model, k, transmission=False)
+    if not _negative_step(steps):
+        return
+    finite = values[np.isfinite(values)]
+    inside = float(np.mean((finite > 0) & (finite <= TRANSMISSION_MAX)))
+    median = float(np.median(finite))
+    if inside < _TRANSMISSION_SHARE or median < MIN_MEDIAN_TRANSMISSION:
+        return
+    raise ValueError(f"the stack was read as absorbance (input_kind=None), but it looks like transmission: "
+                     f"{inside:.0%} of its sampled values lie in (0, {TRANSMISSION_MAX:g}] (median "
+                     f"{median:.3g}) and its fitted edge step is negative ({_step_said(steps)}), whereas "
+                     "absorbance -ln T steps up at the edge. Pass input_kind='transmission' (or "
+                     "-np.log(transmission)); if it really is absorbance, pass input_kind='absorbance'.")
+
+
+def _refuse_absorbance_as_transmission(data: np.ndarray, idx: np.ndarray, fitted: np.ndarray, model,
+                                       k: int) -> None:
+    """Refuse a "transmission" whose ``-ln`` steps down at the edge in most fitted pixels: absorbance."""
+    if not fitted.any():
+        return
+    steps, _ = _sampled_steps(data, idx, fitted, model, k, transmission=True)
+    if _negative_step(steps):
+        raise ValueError(f"the transmission given has an edge step of -ln(transmission) that is negative "
+                         f"({_step_said(steps)}): it looks like absorbance -ln T, whose step is positive. "
+                         "Pass the transmission (np.exp(-absorbance)), or check that the references are "
+                         "those of the stack's element.")
