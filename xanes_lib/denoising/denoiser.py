@@ -20,8 +20,24 @@ __all__ = ["Denoiser", "build_denoiser", "pick_device"]
 
 
 def pick_device(device=None) -> torch.device:
-    """Return the given device, or CUDA when present, else the CPU."""
-    return torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """Return the given device, or CUDA when present, else the CPU.
+
+    Raises
+    ------
+    ValueError
+        For a device name torch does not know, or a CUDA device on a machine without one.
+    """
+    if not device:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device={device!r} is not a torch device; pass 'cpu', 'cuda' (or 'cuda:0') or "
+                         "None (CUDA when present, else the CPU).") from err
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but this torch ({torch.__version__}) has no CUDA device; "
+                         "pass device='cpu' or None.")
+    return chosen
 
 
 @dataclass

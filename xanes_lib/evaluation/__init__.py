@@ -3,7 +3,8 @@
 - :mod:`.classical`  classical denoisers (Gaussian, TV, non-local means, PCA) + fit, the
   self-tuned baseline, pipelines scored (incl. the unseen-phase AUC, its noise-free
   ceiling and the AUC of notebook 04's test of unexplained pixels)
-- :mod:`.metrics`    oxidation-state accuracy, boundary masks, background error, ROC AUC
+- :mod:`.metrics`    oxidation-state accuracy, boundary masks, background error, ROC AUC, the
+  truth of a drifting stack in its aligned frame
 """
 
 from .classical import (
@@ -22,6 +23,7 @@ from .classical import (
     unexplained_flag_scores,
 )
 from .metrics import (
+    aligned_like_notebook04,
     background_error,
     boundary_mask,
     matched_negatives,
@@ -35,5 +37,5 @@ __all__ = [
     "run_classical", "run_hybrid", "run_self_tuned", "run_network", "unexplained_auc",
     "unexplained_auc_ceiling", "unexplained_flag_scores", "notebook_shift_eV",
     "oxidation_state_metrics", "boundary_mask", "background_error", "roc_auc", "matched_negatives",
-    "truth_in_frame",
+    "truth_in_frame", "aligned_like_notebook04",
 ]

@@ -140,8 +140,12 @@ def test_unseen_phase_stays_detectable(pretrained):
 def test_adapted_checkpoint_records_what_it_was_adapted_to(tmp_path, pretrained):
     stack, _ = _co_stack(6, size=64)
     cfg = denoising.AdaptConfig(max_epochs=1, steps_per_epoch=2, crop=32)
+    n_train = stack.energies_eV.size - denoising.holdout_energies(stack.energies_eV, cfg.holdout_fraction,
+                                                                 np.random.default_rng([cfg.seed, 5])).size
     res = denoising.adapt(pretrained, stack.transmission, stack.energies_eV, element="Co", config=cfg,
                           progress=False)
+    used = cfg.replace(n_energies=(min(40, n_train), min(80, n_train)))   # fewer training energies than 80
+    assert res.config == used
     path = denoising.save_adapted(tmp_path / "adapted.pt", res, pretrained, transmission=stack.transmission,
                               energies_eV=stack.energies_eV, element="Co", input_name="co.h5")
     ck = denoising.load_checkpoint(path)
@@ -150,7 +154,7 @@ def test_adapted_checkpoint_records_what_it_was_adapted_to(tmp_path, pretrained)
     assert info["fingerprint"] == denoising.stack_fingerprint(stack.transmission)
     assert info["shape"] == list(stack.transmission.shape) and info["references"] == ["Co3+", "Co4+"] or \
         len(info["references"]) == 2
-    assert denoising.AdaptConfig.from_dict(info["config"]) == cfg
+    assert denoising.AdaptConfig.from_dict(info["config"]) == used      # what was used, recorded
     assert ck.variant == "latent" and ck.config == res.denoiser.config and "adaptation" in ck.history
     assert "held_out_scores" not in ck.meta  # those describe the pre-trained source only
     a = ck.denoise(stack.transmission, stack.energies_eV, element="Co")

@@ -73,3 +73,25 @@ def test_truth_moved_into_an_image_frame_stays_within_the_states():
     assert moved[inside].min() >= 2.0 and moved[inside].max() <= 3.0
     same, _, _ = truth_in_frame(truth, 0)             # no drift in image 0: the maps as they are
     np.testing.assert_array_equal(np.isnan(same), np.isnan(state))
+
+
+def test_a_drifting_stack_is_scored_aligned_as_notebook_04_maps_it():
+    """The held-out stacks drift: scored aligned, with the truth in the reference image's frame;
+    a still stack is returned as it is."""
+    base = simulation.SimulationConfig(element="Ni", dose=5000.0, background_amplitude=0.0).replace(
+        phantom_shape=(64, 64), phantom_pixel_size_nm=250.0)
+    st, gt = simulation.simulate_stack(base.replace(drift_px=1.0), seed=4)
+    before = st.transmission.copy()
+    al, gt_al, info = evaluation.aligned_like_notebook04(st, gt)
+    np.testing.assert_array_equal(st.transmission, before)            # inputs not modified
+    assert info["drift_detected"] and info["max_shift_px"] > 0.5
+    assert gt_al.mask.sum() <= gt.mask.sum() and np.isfinite(gt_al.oxidation_state[gt_al.mask]).all()
+
+    def rmse(s, g):
+        fit = evaluation.oxidation_state_fit(s.transmission, s.energies_eV, "Ni", mask=g.mask)
+        return evaluation.score_pipeline(fit, g)["rmse"]
+
+    assert rmse(al, gt_al) < 0.8 * rmse(st, gt)                       # aligned: most drift artefacts gone
+    still, gt_still = simulation.simulate_stack(base, seed=4)
+    same, same_gt, info = evaluation.aligned_like_notebook04(still, gt_still)
+    assert not info["drift_detected"] and same is still and same_gt is gt_still
