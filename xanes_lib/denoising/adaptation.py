@@ -254,18 +254,15 @@ def self_validation_score(denoiser: Denoiser, transmission, energies_eV, holdout
     return float(err[scored].mean()) if scored.any() else float("nan")
 
 
-def _fitted_to_stack(config: AdaptConfig, n_y: int, n_x: int, n_train: int) -> AdaptConfig:
-    """Return the configuration as used on a stack of ``n_y x n_x`` pixels and ``n_train`` energies.
+def _fitted_to_stack(config: AdaptConfig, n_y: int, n_x: int) -> AdaptConfig:
+    """Return the configuration as used on a stack of ``n_y x n_x`` pixels (recorded in the result).
 
-    Crops and sub-stacks are at most the stack (by design: the defaults fit large stacks); the
-    returned configuration, recorded in the result and in an adapted checkpoint, holds what
-    was used.
+    A crop larger than the stack is cut to it (by design: the defaults fit large stacks). A
+    sub-stack size drawn above the stack's training energies is cut to them at each step
+    (:func:`xanes_lib.denoising.training.sample_energies`); ``n_energies`` stays as given.
     """
     crop = min(config.crop, n_y, n_x)
-    n_energies = tuple(min(n, n_train) for n in config.n_energies)
-    if crop == config.crop and n_energies == tuple(config.n_energies):
-        return config
-    return config.replace(crop=crop, n_energies=n_energies)
+    return config if crop == config.crop else config.replace(crop=crop)
 
 
 def _crop_sample(rng, n_y: int, n_x: int, crop: int):
@@ -395,7 +392,7 @@ def adapt(denoiser: Denoiser, transmission, energies_eV, *, element: str | None 
     edge_eV = _edge_energy(e, full_model, k)
     opt = torch.optim.Adam(net.parameters(), lr=config.lr)
     n_y, n_x = t_np.shape[1:]
-    config = _fitted_to_stack(config, n_y, n_x, train_idx.size)
+    config = _fitted_to_stack(config, n_y, n_x)
 
     states = [r.oxidation_state for r in _stack_model(e.size, e, element, references)[0]]
     basis = {}

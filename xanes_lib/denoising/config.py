@@ -258,9 +258,11 @@ class AdaptConfig(Config):
     lr : float
         Adam learning rate (smaller than in pre-training: the network is fine-tuned).
     crop : int
-        Crop size of the update steps (pixels).
+        Crop size of the update steps (pixels); cut to a smaller stack (the adaptation's result
+        records the size used).
     n_energies : tuple of int
-        Range (inclusive) of the sub-stack size of an update step.
+        Range (inclusive) of the sub-stack size of an update step; a size drawn above the
+        stack's training energies uses them all.
     target_fraction : float
         Share of a sub-stack's energies held back as the target of the cross-energy loss.
     fidelity : float
