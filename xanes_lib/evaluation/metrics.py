@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from scipy import ndimage
 
+from ..alignment import apply_alignment, register_stack
+
 __all__ = [
     "oxidation_state_metrics", "boundary_mask", "background_error", "roc_auc", "matched_negatives",
-    "truth_in_frame",
+    "truth_in_frame", "aligned_like_notebook04",
 ]
 
 
@@ -240,10 +244,6 @@ def aligned_like_notebook04(stack, truth):
     dict
         ``drift_detected``, ``reference_index`` and ``max_shift_px`` of the registration.
     """
-    from dataclasses import replace
-
-    from ..alignment import apply_alignment, register_stack  # alignment imports scipy.fft at use
-
     fit = register_stack(stack.transmission, stack.energies_eV)
     info = {"drift_detected": bool(fit.info.get("drift_detected", False)),
             "reference_index": int(fit.reference_index),
