@@ -24,6 +24,7 @@ from scipy import ndimage
 
 from ..io._hdf5 import atomic_h5, encode_attrs, read_attrs, write_array, write_attrs
 from ..io.reading import _open_read
+from ..resources import available_cores
 from ..validate import check_stack
 
 __all__ = [
@@ -601,7 +602,7 @@ def apply_alignment(transmission, alignment, *, order="fourier") -> AlignedStack
         for e in range(n_e):
             one(e)
     else:                      # numpy releases the GIL: one image per thread
-        with ThreadPoolExecutor(max_workers=max(1, min(n_e, os.cpu_count() or 1))) as pool:
+        with ThreadPoolExecutor(max_workers=min(n_e, available_cores())) as pool:
             list(pool.map(one, range(n_e)))
     crop, common = common_field(shifts, (ny, nx), order)
     repeat_field_edges(out, crop)

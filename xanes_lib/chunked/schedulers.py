@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 from dataclasses import dataclass
 
 import dask
+
+from ..resources import available_cores
 
 __all__ = ["SCHEDULERS", "SchedulerInfo", "dask_scheduler", "WorkerMemory"]
 
@@ -40,13 +41,6 @@ class SchedulerInfo:
                else f", {self.memory_limit_bytes / 2 ** 30:.2f} GiB per worker")
         link = f", dashboard {self.dashboard_link}" if self.dashboard_link else ""
         return f"{self.kind}: {self.n_workers} worker(s){mem}{link}"
-
-
-def _cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 @contextlib.contextmanager
@@ -78,7 +72,7 @@ def dask_scheduler(scheduler: str = "threads", *, dask_address: str | None = Non
     """
     if dask_address is None and scheduler not in SCHEDULERS:
         raise ValueError(f"scheduler must be one of {SCHEDULERS} (or give dask_address); got {scheduler!r}.")
-    n = _cpus() if n_workers is None else int(n_workers)
+    n = available_cores() if n_workers is None else int(n_workers)
     if n < 1:
         raise ValueError(f"n_workers must be >= 1; got {n_workers}.")
     if dask_address is None and scheduler != "local-cluster":

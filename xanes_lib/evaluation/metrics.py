@@ -227,7 +227,9 @@ def aligned_like_notebook04(stack, truth):
     (:func:`xanes_lib.alignment.register_stack`); when drift is detected the images and the
     truth's noise-free transmission and background are moved onto the reference image's grid
     (:func:`xanes_lib.alignment.apply_alignment`), the state and masks with
-    :func:`truth_in_frame`, and the mask is limited to the field every image covers.
+    :func:`truth_in_frame`, and the mask is limited to the field every image covers. Unlike
+    notebook 04 the beam background is not divided out before aligning: each pipeline scored
+    on the stack removes it (or not) itself.
 
     Parameters
     ----------

@@ -15,7 +15,6 @@ The *edge step* of a pixel is ``sum_k c_k``; the fraction of reference k is
 from __future__ import annotations
 
 import math
-import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +25,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..physics import LinearAbsorbanceModel, build_model
+from ..resources import available_cores
 from ._arrays import _check_window, _window_indices, _work_dtype
 from ._basis import _is_spectra_array, _reference_basis, check_reference_edges
 from ._input import _refuse_transmission_as_absorbance, _resolve_input
@@ -651,10 +651,7 @@ def _work_split(chunk_rows, n_threads, nx: int) -> tuple[int, int]:
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be >= 1; got {chunk_rows}.")
     if n_threads is None:
-        try:
-            n_threads = len(os.sched_getaffinity(0))
-        except AttributeError:                    # not on Linux
-            n_threads = os.cpu_count() or 1
+        n_threads = available_cores()
     return chunk_rows, max(1, int(n_threads))
 
 
