@@ -75,8 +75,15 @@ class Config:
         v = getattr(self, name)
         ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
         ok = ok and (v > lo if open_lo else v >= lo) and (v < hi if open_hi else v <= hi)
-        interval = f"{'(' if open_lo else '['}{lo:g}, {hi:g}{')' if open_hi else ']'}"
-        self._require(ok, name, f"a finite number in {interval}")
+        if math.isinf(lo) and math.isinf(hi):
+            bound = ""
+        elif math.isinf(hi):
+            bound = f" {'>' if open_lo else '>='} {lo:g}"
+        elif math.isinf(lo):
+            bound = f" {'<' if open_hi else '<='} {hi:g}"
+        else:
+            bound = f" in {'(' if open_lo else '['}{lo:g}, {hi:g}{')' if open_hi else ']'}"
+        self._require(ok, name, f"a finite number{bound}")
 
     def _range(self, name: str, lo: float = -math.inf, hi: float = math.inf) -> None:
         v = getattr(self, name)

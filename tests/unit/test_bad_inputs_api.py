@@ -24,10 +24,13 @@ from xanes_lib import mapping
 from xanes_lib.alignment import Alignment, move_mask, register_stack
 from xanes_lib.io import (
     Stack,
+    particle_statistics,
+    read_energy_list,
     read_results,
     read_stack,
     read_tiff_stack,
     write_map_tiffs,
+    write_particle_csv,
     write_results,
     write_stack,
 )
@@ -110,6 +113,26 @@ def _shipped_denoiser():
     return load_checkpoint(shipped_checkpoint("latent"), device="cpu")
 
 
+def _adapt(*args, **kwargs):
+    from xanes_lib.denoising import adapt
+    return adapt(*args, **kwargs)
+
+
+def _denoise_stack(*args, **kwargs):
+    from xanes_lib.denoising import denoise_stack
+    return denoise_stack(*args, **kwargs)
+
+
+def _checkpoint_path():
+    from xanes_lib.denoising import shipped_checkpoint
+    return shipped_checkpoint("latent")
+
+
+def _adapt_config(**settings):
+    from xanes_lib.denoising import AdaptConfig
+    return AdaptConfig(**settings)
+
+
 def _on_particles(call, absorbance=False):
     def build(tmp):
         t, mask = particle_stack()
@@ -154,6 +177,20 @@ def _call(fn, *args, **kwargs):
     def build(tmp):
         return (lambda: fn(*args, **kwargs)), [a for a in args if isinstance(a, np.ndarray)]
     return build
+
+
+def _text(name, text):
+    """A maker of the text file ``name`` holding ``text``."""
+    def make(tmp):
+        path = tmp / name
+        path.write_text(text)
+        return path
+    return make
+
+
+def _export_call(call):
+    """``call(tmp)`` on the small fit; no input to check."""
+    return lambda tmp: ((lambda: call(tmp)), [])
 
 
 NAN_MASK = np.where(np.eye(3, dtype=bool), np.nan, 0.0)
@@ -223,6 +260,49 @@ REFUSED = [
     ("oxidation_state_not_a_number",
      _on_file(reference_file, lambda p: load_references("Ni", [p], ["2+"])), ValueError,
      [r"ni2\.txt", r"'2\+'", r"must be finite numbers, e\.g\. 2 or 2\.5"]),
+    ("register_energies_in_kev", _on_particles(lambda t, m: register_stack(t, E / 1000.0)), ValueError,
+     [r"energies_eV look like keV \(8\.25 \.\.\. 8\.45\)", r"eV in memory", r"multiply by 1000"]),
+    ("denoise_absorbance_as_transmission",
+     _on_particles(lambda a, m: _shipped_denoiser().denoise(a, E, element="Ni", progress=False),
+                   absorbance=True),
+     ValueError, [r"edge step of -ln\(transmission\) that is negative \(median -", r"looks like absorbance",
+                  r"np\.exp\(-absorbance\)"]),
+    ("adapt_absorbance_as_transmission",
+     _on_particles(lambda a, m: _adapt(_shipped_denoiser(), a, E, element="Ni", progress=False),
+                   absorbance=True),
+     ValueError, [r"looks like absorbance", r"np\.exp\(-absorbance\)"]),
+    ("energy_list_with_decimal_commas",
+     _on_file(_text("e.txt", "8300\n8320\n8332,5\n8333\n8340,5\n8400\n"), read_energy_list), ValueError,
+     [r"e\.txt: line 3 holds '8332,5'", r"no line has a decimal point", r"decimal commas",
+      r"8300 \.\.\. 8400 eV", r"Write decimal points \('8332\.5'\)"]),
+    ("energy_list_index_with_a_gap",
+     _on_file(_text("e.txt", "0 8300\n1 8320\n2 8332.5\n4 8333\n5 8340.5\n6 8400\n"), read_energy_list),
+     ValueError, [r"e\.txt has two columns", r"column 1 looks like one", r"integers 0\.\.6 \(3 missing\)",
+                  r"Number the images 0\.\.5", r"keep only the energy column \(column 2\)"]),
+    ("particle_csv_given_the_fit", _export_call(lambda tmp: write_particle_csv(tmp / "p.csv", small_fit())),
+     TypeError, [r"rows must be a sequence of dicts", r"got ReferenceFit", r"particle_statistics\(fit\)"]),
+    ("particle_csv_arguments_swapped",
+     _export_call(lambda tmp: write_particle_csv(particle_statistics(small_fit()), tmp / "p.csv")), TypeError,
+     [r"path must be a str or os\.PathLike", r"got list", r"write_particle_csv\(path, rows\)"]),
+    ("map_tiffs_arguments_swapped", _export_call(lambda tmp: write_map_tiffs(small_fit(), tmp / "m")),
+     TypeError, [r"out_dir must be a str or os\.PathLike", r"got ReferenceFit",
+                 r"write_map_tiffs\(out_dir, fit\)"]),
+    ("adapt_config_as_a_dict",
+     _on_particles(lambda t, m: _adapt(_shipped_denoiser(), t, E, element="Ni", config=dict(max_epochs=1))),
+     TypeError, [r"config must be an AdaptConfig or None", r"got dict", r"AdaptConfig\(\*\*settings\)"]),
+    ("denoise_given_a_checkpoint_path",
+     _on_particles(lambda t, m: _denoise_stack(_checkpoint_path(), t, E, element="Ni", progress=False)),
+     TypeError, [r"denoiser must be a xanes_lib\.denoising\.Denoiser", r"got \w*Path",
+                 r"load_checkpoint\(path\)"]),
+    ("fit_given_one_reference",
+     _on_particles(lambda t, m: mapping.fit_references(t, E, REFS[0], mask=m, input_kind="transmission")),
+     TypeError, [r"references must be a sequence of reference objects", r"got ParametricReference",
+                 r"\[reference\]"]),
+    ("fit_given_the_element_as_references",
+     _on_particles(lambda t, m: mapping.fit_references(t, E, "Ni", mask=m, input_kind="transmission")),
+     TypeError, [r"references must be", r"got str", r"default_references\('Ni'\)"]),
+    ("adapt_time_budget_inf", lambda tmp: ((lambda: _adapt_config(time_budget_s=np.inf)), []), ValueError,
+     [r"AdaptConfig\.time_budget_s must be a finite number > 0; got inf"]),
 ]
 
 
@@ -267,6 +347,25 @@ def _resave(tmp):
     return (lambda: (Alignment.identity(3).save(path), Alignment.load(path))[1]), []
 
 
+def _unexplained_whole_field(tmp):
+    t, mask = particle_stack()
+    return (lambda: (mapping.unexplained_pixels(t, E, REFS, mask=np.ones_like(mask)), mask)), [t, mask]
+
+
+def _check_no_flag_in_empty_field(result, _):
+    test, disk = result
+    return (not test.flags[~disk].any() and test.mask.all()
+            and test.to_attrs()["n_without_edge_step"] >= 0.8 * (~disk).sum())
+
+
+def _tiff_with_index_energies(tmp):
+    path = tmp / "s.tif"
+    tifffile.imwrite(path, np.random.default_rng(0).uniform(0.3, 1.0, (NI_EV.size, 8, 9)).astype(np.float32),
+                     photometric="minisblack")
+    rows = np.c_[np.arange(NI_EV.size), NI_EV]
+    return (lambda: read_tiff_stack(path, rows)), [path, rows]
+
+
 def _one_reference_path(tmp, bom=False):
     path = reference_file(tmp, bom=bom)
     return (lambda: load_references("Ni", str(path), [2])), [path]
@@ -290,6 +389,11 @@ SANE = [
     ("reference_file_with_byte_order_mark", lambda tmp: _one_reference_path(tmp, bom=True),
      lambda refs, _: refs[0].energies_eV[0] == 8250.0, None),
     ("alignment_saved_over_an_alignment", _resave, lambda al, _: al.n_energies == 3, None),
+    ("unexplained_mask_with_empty_field", _unexplained_whole_field, _check_no_flag_in_empty_field,
+     r"3\d\d of 576 mask pixels have no significant edge step .* never flagged.*significant_mask"),
+    ("tiff_energies_with_an_index_column", _tiff_with_index_energies,
+     lambda st, _: (st.energies_eV.tolist() == NI_EV.tolist()
+                    and st.provenance["energies"]["index_column"] == 1), None),
 ]
 
 

@@ -46,6 +46,7 @@ from ..denoising.denoiser import Denoiser, pick_device
 from ..denoising.inference import (
     SCALE_STRIDE,
     UNEXPLAINED_SIGMA_PX,
+    _check_denoiser,
     _denoise_tile,
     _fit_step,
     _gather_pixels,
@@ -55,6 +56,7 @@ from ..denoising.inference import (
     _Probe,
     _probe_planes,
     _rebuild,
+    _refuse_absorbance,
     _stack_model,
     _step_scale,
     _tile_align,
@@ -163,10 +165,12 @@ def denoise_chunked(denoiser: Denoiser, transmission, energies_eV, *, element: s
 
     Raises
     ------
-    ValueError
-        As ``denoise_stack``. The frames are checked on a sub-sampled stack.
+    TypeError, ValueError
+        As ``denoise_stack``. The frames, and absorbance given as transmission, are checked on
+        a sub-sampled stack.
     """
     t0 = time.perf_counter()
+    _check_denoiser(denoiser)
     x = da.asarray(transmission)
     if x.ndim != 3 or min(x.shape) < 1:
         raise ValueError(f"transmission must be a non-empty 3-D (energies, rows, columns) array; got shape "
@@ -186,6 +190,7 @@ def denoise_chunked(denoiser: Denoiser, transmission, energies_eV, *, element: s
         pieces = dask.compute(in_pieces(sample), in_pieces(bad))
     sample, bad = assemble(sample, pieces[0]), assemble(bad, pieces[1])
     check_transmission_frames(sample, model.energies_eV)
+    _refuse_absorbance(sample, model, ~bad[::step, ::step])
     del sample
     fill = _stand_ins(bad, work)
     source = _Source(x, fill)

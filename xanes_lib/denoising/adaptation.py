@@ -55,7 +55,15 @@ from .beam import BackgroundEstimate, estimate_background
 from .checkpoints import save_checkpoint
 from .config import AdaptConfig
 from .denoiser import Denoiser, pick_device
-from .inference import DenoiseResult, _stack_model, denoise_stack, forward, latent_inputs
+from .inference import (
+    DenoiseResult,
+    _check_denoiser,
+    _refuse_absorbance,
+    _stack_model,
+    denoise_stack,
+    forward,
+    latent_inputs,
+)
 from .losses import self_consistency, total_variation
 from .strength import _block_se
 from .training import sample_energies
@@ -316,11 +324,12 @@ def _check_inputs(transmission, energies_eV, element, references, config: AdaptC
     """Validate the energies and stack of :func:`adapt` (ValueError naming what is wrong)."""
     e = check_energies(energies_eV, name="energies_eV")
     t = check_stack(transmission, name="transmission", n_energies=e.size)
+    if element is None and references is None:
+        raise ValueError("give the element (e.g. 'Co') or the reference spectra.")
+    _refuse_absorbance(t, _stack_model(e.size, e, element, references)[1], np.all(t > 0, axis=0))
     if np.any(t <= 0):
         raise ValueError(f"transmission holds {int(np.sum(t <= 0))} values <= 0; -ln T is undefined there. "
                          "Clip or mask them (e.g. np.clip(T, 1e-6, None)) before adapting.")
-    if element is None and references is None:
-        raise ValueError("give the element (e.g. 'Co') or the reference spectra.")
     config.check(e.size)
     return e, t
 
@@ -371,10 +380,18 @@ def adapt(denoiser: Denoiser, transmission, energies_eV, *, element: str | None 
 
     Raises
     ------
+    TypeError
+        If ``denoiser`` is not a :class:`Denoiser` or ``config`` not an :class:`AdaptConfig`.
     ValueError
-        Bad stack or energies, no element nor references, settings that cannot work.
+        Bad stack or energies, no element nor references, settings that cannot work, an
+        absorbance stack given as ``transmission`` (pass ``np.exp(-absorbance)``).
     """
     t_start = time.perf_counter()
+    _check_denoiser(denoiser)
+    if config is not None and not isinstance(config, AdaptConfig):
+        hint = " Build one: AdaptConfig(**settings)." if isinstance(config, dict) else ""
+        raise TypeError(f"config must be an AdaptConfig or None (the defaults); got {type(config).__name__}."
+                        f"{hint}")
     config = AdaptConfig() if config is None else config
     e, t_np = _check_inputs(transmission, energies_eV, element, references, config)
     device = pick_device(device)

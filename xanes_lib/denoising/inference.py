@@ -23,6 +23,7 @@ from scipy import ndimage
 from torch.nn import functional as F
 
 from ..mapping import check_reference_edges
+from ..mapping._input import _refuse_absorbance_as_transmission
 from ..physics import LinearAbsorbanceModel, absorbance, n_references, reference_model
 from ..progress import progress_bar
 from ..spectra import default_references
@@ -358,13 +359,24 @@ def denoise_stack(denoiser: Denoiser, transmission, energies_eV, *, element: str
     Returns
     -------
     DenoiseResult
+
+    Raises
+    ------
+    TypeError
+        If ``denoiser`` is not a :class:`Denoiser`.
+    ValueError
+        Bad stack, energies or references; an absorbance stack given as ``transmission`` (its
+        ``-ln`` steps down at the edge: pass ``np.exp(-absorbance)``).
     """
     t0 = time.perf_counter()
+    _check_denoiser(denoiser)
     device = pick_device(device)
     t = check_stack(transmission, name="transmission", allow_nonfinite=True)
     refs, model = _stack_model(t.shape[0], energies_eV, element, references)
     check_transmission_frames(t, model.energies_eV)
-    t, invalid = _fill_invalid(t)
+    bad = _invalid_pixels(t)
+    _refuse_absorbance(t, model, ~bad)
+    t, invalid = _fill_invalid(t, bad)
     beam = _lowrank_beam(lambda: estimate_background(t, energies_eV, model), denoiser, lowrank)
     if beam is not None:
         t = (t / beam.background).astype(np.float32)
@@ -408,6 +420,25 @@ def _rebuild(corrected, observed, coefficients, model) -> np.ndarray:
     return np.exp(-outside, out=outside).astype(np.float32, copy=False)
 
 
+def _check_denoiser(denoiser) -> None:
+    """Refuse a ``denoiser`` that is no :class:`Denoiser` (TypeError naming the fix)."""
+    if not isinstance(denoiser, Denoiser):
+        raise TypeError(f"denoiser must be a xanes_lib.denoising.Denoiser; got {type(denoiser).__name__}. "
+                        "Load one with load_checkpoint(path), e.g. load_checkpoint(shipped_checkpoint()).")
+
+
+def _refuse_absorbance(t, model: LinearAbsorbanceModel, valid) -> None:
+    """Refuse an absorbance stack given as transmission: its ``-ln`` steps down at the edge.
+
+    Absorbance (about 0 in the empty field, noise of either sign) otherwise only shows as
+    "transmission <= 0" pixels, and its sample pixels would be denoised as nonsense. The test
+    of :mod:`xanes_lib.mapping` (edge step of ``-ln`` negative in significantly more than half
+    of the ``valid`` (Y, X) pixels, sampled).
+    """
+    _refuse_absorbance_as_transmission(t, np.arange(t.shape[0]), np.asarray(valid, bool), model,
+                                       n_references(model))
+
+
 def _invalid_pixels(t) -> np.ndarray:
     """(Y, X) pixels whose transmission is not finite or not positive at some energy."""
     bad = np.zeros(t.shape[1:], bool)
@@ -438,14 +469,15 @@ def _gather_pixels(t, iy, ix) -> np.ndarray:
     return np.ascontiguousarray(t[:, iy, ix], dtype=np.float32)
 
 
-def _fill_invalid(t: np.ndarray):
+def _fill_invalid(t: np.ndarray, bad: np.ndarray | None = None):
     """Stand-ins for pixels whose transmission is not finite or not positive at some energy.
 
     Returns the stack with each such pixel replaced by its nearest valid pixel (a copy; the
     input is not modified) and the (Y, X) mask of the replaced pixels, or ``(t, None)``
-    when all pixels are valid. A warning names how many were replaced.
+    when all pixels are valid. A warning names how many were replaced. ``bad``: those pixels,
+    when already known (:func:`_invalid_pixels`).
     """
-    bad = _invalid_pixels(t)
+    bad = _invalid_pixels(t) if bad is None else bad
     index = _nearest_valid(bad, stacklevel=3)
     return (t, None) if index is None else (_gather_pixels(t, *index), bad)
 

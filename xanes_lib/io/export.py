@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +66,13 @@ def _maps(fit) -> dict[str, np.ndarray]:
     if maps["unexplained"].dtype != bool:
         raise ValueError(f"fit.unexplained must be boolean; got {maps['unexplained'].dtype}.")
     return maps
+
+
+def _check_path(value, name: str, what: str) -> None:
+    """Refuse a ``name`` that is no path (TypeError naming what came and what is expected)."""
+    if not isinstance(value, str | os.PathLike):
+        raise TypeError(f"{name} must be a str or os.PathLike ({what}); got {type(value).__name__}. "
+                        "Arguments in the wrong order?")
 
 
 def _pixel_size(value) -> float | None:
@@ -114,7 +122,7 @@ def write_map_tiffs(out_dir, fit, *, prefix: str = "", pixel_size_nm=None, input
     Raises
     ------
     TypeError
-        If ``fit`` lacks one of the maps.
+        If ``out_dir`` is no path, or ``fit`` lacks one of the maps.
     ValueError
         If the maps differ in shape, the mask or flags are not boolean, the pixel size is not
         positive (or unparsable text), the prefix holds a path separator, or a target is an
@@ -138,6 +146,7 @@ def write_map_tiffs(out_dir, fit, *, prefix: str = "", pixel_size_nm=None, input
     if not isinstance(prefix, str) or os.sep in prefix or (os.altsep and os.altsep in prefix):
         raise ValueError(f"prefix must be a file-name start without a path separator; got {prefix!r}. "
                          "Give the folder as out_dir.")
+    _check_path(out_dir, "out_dir", "the folder of the TIFF files; write_map_tiffs(out_dir, fit)")
     maps = _maps(fit)
     px = _pixel_size(pixel_size_nm)
     folder = Path(out_dir)
@@ -288,6 +297,9 @@ def write_particle_csv(path, rows, *, inputs=(), overwrite: bool = True) -> Path
 
     Raises
     ------
+    TypeError
+        If ``path`` is no path or ``rows`` no sequence of rows (e.g. a fit: pass
+        ``particle_statistics(fit)``).
     ValueError
         If a row is not a dict, lacks a column or holds keys the first row does not, or
         ``path`` is an input file.
@@ -302,6 +314,13 @@ def write_particle_csv(path, rows, *, inputs=(), overwrite: bool = True) -> Path
     >>> out.read_text().splitlines()[1][:8]
     '1,1,1,1,'
     """
+    _check_path(path, "path", "the CSV file; write_particle_csv(path, rows)")
+    if hasattr(rows, "oxidation_state"):
+        raise TypeError(f"rows must be a sequence of dicts (the rows of particle_statistics); got "
+                        f"{type(rows).__name__}. Pass particle_statistics(fit).")
+    if isinstance(rows, str | bytes | os.PathLike | dict) or not isinstance(rows, Iterable):
+        raise TypeError(f"rows must be a sequence of dicts (the rows of particle_statistics); got "
+                        f"{type(rows).__name__}.")
     rows = list(rows)
     extra = [k for k in (rows[0] if rows and isinstance(rows[0], dict) else {}) if k not in PARTICLE_COLUMNS]
     columns = list(PARTICLE_COLUMNS) + extra

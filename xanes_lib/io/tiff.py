@@ -47,8 +47,11 @@ def _index_column(values: np.ndarray) -> int | None:
     return None
 
 
-def _parse_rows(source: str) -> tuple[np.ndarray, int]:
-    """Numeric rows of a text file (header lines and comments skipped) and the header count."""
+def _parse_rows(source: str, *, decimal_comma: bool = False) -> tuple[np.ndarray, int]:
+    """Numeric rows of a text file (header lines and comments skipped) and the header count.
+
+    With ``decimal_comma`` commas are decimal points and only semicolons and spaces separate.
+    """
     with open(source, encoding="utf-8", errors="replace") as fh:
         lines = fh.read().splitlines()
     rows, skipped = [], 0
@@ -56,7 +59,8 @@ def _parse_rows(source: str) -> tuple[np.ndarray, int]:
         text = _COMMENT.sub("", line).strip()
         if not text:
             continue
-        tokens = [t for t in _SPLIT.split(text) if t]
+        tokens = ([t.replace(",", ".") for t in re.split(r"[;\s]+", text) if t] if decimal_comma
+                  else [t for t in _SPLIT.split(text) if t])
         try:
             rows.append([float(t) for t in tokens])
         except ValueError:
@@ -76,7 +80,7 @@ def _parse_rows(source: str) -> tuple[np.ndarray, int]:
 
 
 def read_energy_list(path, *, unit: str | None = None) -> tuple[np.ndarray, dict]:
-    """Read photon energies from a text file of one or two columns.
+    r"""Read photon energies from a text file of one or two columns.
 
     Parameters
     ----------
@@ -84,7 +88,9 @@ def read_energy_list(path, *, unit: str | None = None) -> tuple[np.ndarray, dict
         Text file: one energy per line, in image order; or two columns, an image index (the
         integers 0..E-1 or 1..E, in any order) and the energy (either column first).
         Separators: spaces, tabs, commas or semicolons; header lines before the numbers and
-        comments after ``#`` or ``%`` are skipped.
+        comments after ``#`` or ``%`` are skipped. Decimal commas (``8333,5``) are not read: a
+        file without a decimal point that does not read, but would with its commas taken for
+        decimal points, is refused naming the first one.
     unit : {None, "eV", "keV"}
         Unit of the energies; None tells it from their magnitude (keV below 200, eV above
         1000).
@@ -102,39 +108,123 @@ def read_energy_list(path, *, unit: str | None = None) -> tuple[np.ndarray, dict
     ------
     ValueError
         For a file without numbers, rows of unequal length, more than two columns, two
-        columns neither of which is an image index, energies not strictly increasing (in
-        image order), out of the hard X-ray range or of an undetectable unit.
+        columns neither of which is an image index (naming the column that looks like one and
+        what is wrong with it: a gap, a repeat, another start), energies not strictly
+        increasing (in image order), out of the hard X-ray range or of an undetectable unit,
+        and decimal commas (naming the line and the value).
     FileNotFoundError
         If the file does not exist.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "e.txt"
+    >>> _ = path.write_text("image energy\n1 8.3400\n0 8.3300\n")
+    >>> energies, info = read_energy_list(path)
+    >>> energies.tolist(), info["index_column"], info["unit"]
+    ([8330.0, 8340.0], 1, 'keV')
     """
     source = os.fspath(path)
     if not os.path.isfile(source):
         raise FileNotFoundError(f"energy list {source} does not exist or is not a file; give the text file "
                                 "of energies (one per image) or an array.")
-    rows, skipped = _parse_rows(source)
-    n_cols = rows.shape[1]
-    info = {"file": os.path.basename(source), "columns": n_cols, "energy_column": 1, "index_column": None,
-            "index_base": None, "header_lines": skipped}
+    if unit not in (None, "eV", "keV"):
+        raise ValueError(f"unit must be None (detect), 'eV' or 'keV'; got {unit!r}.")
+    where = f"energy list {source}"
+    try:
+        rows, skipped = _parse_rows(source)
+        values, info = _from_columns(rows, where)
+        energies_eV, used = _to_ev(values, unit, where)
+    except ValueError as err:
+        _refuse_decimal_commas(source, unit, where, err)
+        raise
+    return energies_eV, {"file": os.path.basename(source), **info, "header_lines": skipped, "unit": used}
+
+
+def _refuse_decimal_commas(source: str, unit, where: str, err: ValueError) -> None:
+    """Raise a ValueError naming the first decimal comma when the list reads with commas as decimal points.
+
+    Only a file without a decimal point in its numbers, that ``err`` refused, and that gives valid
+    energies when its commas are read as decimal points; otherwise return (``err`` stands).
+    """
+    with open(source, encoding="utf-8", errors="replace") as fh:
+        lines = fh.read().splitlines()
+    texts = [(n, _COMMENT.sub("", line).strip()) for n, line in enumerate(lines, start=1)]
+    numeric = [(n, t) for n, t in texts if t and all(_is_number(w) for w in _SPLIT.split(t) if w)]
+    found = [(n, m.group()) for n, t in numeric for m in [re.search(r"\d+,\d+", t)] if m]
+    if not found or any("." in t for _, t in numeric):
+        return
+    try:
+        rows, _ = _parse_rows(source, decimal_comma=True)
+        values, _ = _from_columns(rows, where)
+        e, _ = _to_ev(values, unit, where)
+    except ValueError:
+        return
+    number, token = found[0]
+    raise ValueError(f"{where}: line {number} holds {token!r}, and no line has a decimal point: decimal "
+                     f"commas? Commas separate columns here, so {token!r} reads as two numbers (read with "
+                     f"decimal points the list gives {e[0]:g} ... {e[-1]:g} eV). Write decimal points "
+                     f"({token.replace(',', '.')!r}), or pass the energies as an array.") from err
+
+
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
+
+
+def _from_columns(rows: np.ndarray, where: str) -> tuple[np.ndarray, dict]:
+    """Energies in image order from (E, 1) rows, or (E, 2) rows of an image index and the energy."""
+    n_rows, n_cols = rows.shape
+    info = {"columns": n_cols, "energy_column": 1, "index_column": None, "index_base": None}
     if n_cols == 1:
-        values = rows[:, 0]
-    elif n_cols == 2:
-        bases = [_index_column(rows[:, c]) for c in (0, 1)]
-        index_col = 0 if bases[0] is not None else 1 if bases[1] is not None else None
-        if index_col is None:
-            raise ValueError(f"energy list {source} has two columns and neither is an image index (the "
-                             f"integers 0..{rows.shape[0] - 1} or 1..{rows.shape[0]}): which one is the "
-                             "energy is unclear. Keep only the energy column, or pass the energies as an "
-                             "array (e.g. np.loadtxt(path, usecols=1)).")
-        base = bases[index_col]
-        order = rows[:, index_col].astype(int) - base
-        values = np.empty(rows.shape[0])
-        values[order] = rows[:, 1 - index_col]
-        info.update(energy_column=2 - index_col, index_column=index_col + 1, index_base=base)
-    else:
-        raise ValueError(f"energy list {source} has {n_cols} columns; give one (the energies) or two (an "
-                         "image index and the energy), or pass the energies as an array.")
-    energies_eV, info["unit"] = _to_ev(values, unit, f"energy list {source}")
-    return energies_eV, info
+        return rows[:, 0], info
+    if n_cols != 2:
+        raise ValueError(f"{where} has {n_cols} columns; give one (the energies) or two (an image index and "
+                         "the energy), or pass the energies as an array.")
+    bases = [_index_column(rows[:, c]) for c in (0, 1)]
+    index_col = 0 if bases[0] is not None else 1 if bases[1] is not None else None
+    if index_col is None:
+        raise ValueError(_no_index(rows, where))
+    order = rows[:, index_col].astype(int) - bases[index_col]
+    values = np.empty(n_rows)
+    values[order] = rows[:, 1 - index_col]
+    info.update(energy_column=2 - index_col, index_column=index_col + 1, index_base=bases[index_col])
+    return values, info
+
+
+def _no_index(rows: np.ndarray, where: str) -> str:
+    """Why two columns hold no image index, naming the column that looks like one, if any."""
+    n = rows.shape[0]
+    said = f"{where} has two columns and neither is an image index (the integers 0..{n - 1} or 1..{n})"
+    looks = [c for c in (0, 1) if np.all(rows[:, c] == np.round(rows[:, c]))
+             and rows[:, c].min() >= 0 and rows[:, c].max() < EV_MIN]
+    if len(looks) != 1:
+        return (f"{said}: which one is the energy is unclear. Keep only the energy column, or pass the "
+                "energies as an array (e.g. np.loadtxt(path, usecols=1)).")
+    c = looks[0]
+    uniq, counts = np.unique(rows[:, c].astype(int), return_counts=True)
+    gaps = np.setdiff1d(np.arange(uniq[0], uniq[-1] + 1), uniq)
+    notes = [f"{', '.join(map(str, uniq[counts > 1][:3]))} repeated"] if (counts > 1).any() else []
+    if gaps.size:
+        notes.append(f"{', '.join(map(str, gaps[:3]))}{' ...' if gaps.size > 3 else ''} missing")
+    notes += [f"starting at {uniq[0]}"] if uniq[0] > 1 else []
+    return (f"{said}: column {c + 1} looks like one, but holds the integers {uniq[0]}..{uniq[-1]} "
+            f"({', '.join(notes)}). Number the images 0..{n - 1} (an image left out of the stack leaves its "
+            f"line out too), or keep only the energy column (column {2 - c}).")
+
+
+def _energy_array(energies) -> tuple[np.ndarray, dict]:
+    """Energies in image order from an (E,) array, or (E, 2) rows of an image index and the energy."""
+    a = np.asarray(energies, dtype=np.float64)
+    if a.ndim == 2 and a.shape[1] == 2 and a.shape[0] > 1:
+        return _from_columns(a, f"the given energies {a.shape}")
+    if sum(n > 1 for n in a.shape) > 1:
+        raise ValueError(f"the given energies have shape {a.shape}; give one energy per image (E,), or "
+                         "(E, 2) rows of an image index and the energy (e.g. np.loadtxt(path)).")
+    return a.ravel(), {"columns": 1, "energy_column": 1, "index_column": None, "index_base": None}
 
 
 def _to_ev(values, unit: str | None, where: str) -> tuple[np.ndarray, str]:
@@ -226,7 +316,9 @@ def read_tiff_stack(path, energies, *, element: str | None = None, edge: str = "
         A multi-page TIFF (pages in energy order) or a folder of single-image TIFFs (in the
         natural order of their names).
     energies : str, os.PathLike or array_like
-        The energy list: a text file (see :func:`read_energy_list`) or one energy per image.
+        The energy list: a text file (see :func:`read_energy_list`), one energy per image, or
+        (E, 2) rows of an image index and the energy (e.g. ``np.loadtxt`` of such a file), read
+        as the file's two columns are.
     element : str, optional
         Absorbing element, refused when its tabulated edge lies outside the energies; None
         infers it from the energies (recorded as ``attrs["element_inferred"] = True``).
@@ -286,8 +378,9 @@ def read_tiff_stack(path, energies, *, element: str | None = None, edge: str = "
         energies_eV, info = read_energy_list(energies, unit=unit)
         given = f"the energy list {os.fspath(energies)} has {energies_eV.size} energies"
     else:
-        energies_eV, used = _to_ev(np.asarray(energies, dtype=np.float64).ravel(), unit, "the given energies")
-        info = {"file": None, "unit": used}
+        values, info = _energy_array(energies)
+        energies_eV, used = _to_ev(values, unit, "the given energies")
+        info = {"file": None, **info, "unit": used}
         given = f"{energies_eV.size} energies were given"
     if energies_eV.size != images.shape[0]:
         raise ValueError(f"{source} holds {images.shape[0]} images but {given}; they must match one to one "

@@ -6,15 +6,37 @@ names and oxidation states; used by :mod:`.lcf` and :mod:`.energy_shift`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
 from ..validate import EDGE_TOLERANCE_EV
 
 
+def _check_references_type(references) -> None:
+    """Refuse ``references`` that are neither reference objects nor an array (TypeError naming the fix)."""
+    if isinstance(references, np.ndarray):
+        return
+    if isinstance(references, str):
+        hint = f" For the shipped references pass xanes_lib.spectra.default_references({references!r})."
+    elif hasattr(references, "spectrum"):
+        hint = " For one reference pass a list of it: [reference]."
+    elif isinstance(references, Mapping):
+        hint = " For a dict of references pass list(references.values())."
+    elif not isinstance(references, Iterable):
+        hint = ""
+    else:
+        return
+    raise TypeError(f"references must be a sequence of reference objects (xanes_lib.spectra) or a (K, E) "
+                    f"array of spectra; got {type(references).__name__}.{hint}")
+
+
 def _is_spectra_array(references) -> bool:
-    """Tell whether ``references`` is a (K, E) array of spectra rather than reference objects."""
+    """Tell whether ``references`` is a (K, E) array of spectra rather than reference objects.
+
+    Raises a TypeError for anything that is neither (:func:`_check_references_type`).
+    """
+    _check_references_type(references)
     return isinstance(references, np.ndarray) or (
         isinstance(references, Sequence) and len(references) > 0
         and isinstance(references[0], np.ndarray | list | tuple))

@@ -372,7 +372,7 @@ def test_configurations_are_validated_on_construction():
         denoising.TrainConfig(steps=0)
     with pytest.raises(ValueError, match=r"n_energies must be a pair of integers"):
         denoising.TrainConfig(n_energies=(20, 10))
-    with pytest.raises(ValueError, match=r"LossWeights.tv must be a finite number in \[0, inf\]"):
+    with pytest.raises(ValueError, match=r"LossWeights.tv must be a finite number >= 0; got"):
         denoising.LossWeights(tv=-1.0)
     with pytest.raises(ValueError,
                        match=r"unknown AdaptConfig setting\(s\) \['epochs'\]; allowed: \['max_epochs'"):
