@@ -33,6 +33,12 @@ _MIN_NULL_PIXELS = 50
 #: Width of the empty field's absorbance baseline, as a share of the image's shorter side
 #: (beam offsets are smooth on the scale of the field of view), and its least width (pixels).
 BASELINE_FIELD_SHARE, MIN_BASELINE_PX = 1.0 / 16.0, 8.0
+#: Gaussian width (pixels) over which the significance is also pooled: a thin or dilute region
+#: is found from the evidence of its neighbourhood where single pixels are too noisy.
+POOL_SIGMA_PX = 1.0
+#: A pixel kept by the pooled test alone must also be at least this significant by itself
+#: (the pooled test blurs over a particle's rim: empty pixels there pass with 2.3 %).
+POOLED_PIXEL_FLOOR = 2.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -156,6 +162,48 @@ def sample_mask(edge_step, *, threshold: float | None = None) -> SampleMask:
     return SampleMask(mask, threshold, method=method, min_edge_step=None)
 
 
+def _calibrated(value, std) -> tuple[np.ndarray, float]:
+    """Significance ``value / std`` divided by its null spread (:func:`_noise_scale`), and that spread."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = np.asarray(value, dtype=np.float64) / std
+    scale = _noise_scale(z)
+    return z / scale, scale
+
+
+def _significances(value, std, fitted) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Calibrated per-pixel and pooled significance of ``value``, and the local level's.
+
+    Returns ``z`` (per pixel), ``z_pooled`` (:func:`_pooled` over the neighbourhood) and
+    ``z_local``, the neighbourhood's mean level in units of the pixel's own calibrated noise:
+    where it exceeds the threshold by 1, the per-pixel test alone resolves that level (and
+    pooling would only blur the mask over the rim); and the per-pixel noise scale.
+    """
+    z, scale = _calibrated(value, std)
+    total, spread = _pooled(value, std, fitted)
+    z_pooled, _ = _calibrated(total, spread)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z_local = total / (np.asarray(std, dtype=np.float64) * scale)
+    return z, z_pooled, z_local, scale
+
+
+def _pooled(value, std, fitted, sigma_px: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian-weighted sum of ``value`` over each pixel's neighbourhood, and its standard deviation.
+
+    ``sum_j w_j v_j`` with ``w_j = g(|i - j|)`` over the fitted pixels; its variance is
+    ``sum_j w_j^2 std_j^2`` (pixel noise is independent from pixel to pixel), and ``g^2`` is a
+    Gaussian of width ``sigma / sqrt(2)`` up to a constant factor.
+    """
+    sigma_px = POOL_SIGMA_PX if sigma_px is None else sigma_px
+    ok = np.asarray(fitted, bool) & np.isfinite(value) & np.isfinite(std)
+    v = np.where(ok, value, 0.0)
+    var = np.where(ok, np.asarray(std, dtype=np.float64) ** 2, 0.0)
+    total = ndimage.gaussian_filter(v, sigma_px, mode="constant")
+    # g^2 = Gaussian(sigma / sqrt 2) / (4 pi sigma^2), with g the unit-sum Gaussian of gaussian_filter
+    spread = np.sqrt(ndimage.gaussian_filter(var, sigma_px / math.sqrt(2.0), mode="constant")
+                     / (4.0 * math.pi * sigma_px ** 2))
+    return np.where(ok, total, np.nan), np.where(ok & (spread > 0), spread, np.nan)
+
+
 def _noise_scale(z: np.ndarray) -> float:
     """Spread (>= 1) of the null distribution of ``z``, from its negative values.
 
@@ -197,6 +245,15 @@ def significant_mask(stack_or_absorbance, energies_eV, references, *, threshold:
     significance exceeds ``threshold`` and, if given, its edge step is at least
     ``min_edge_step``. Sample pixels that are noisy are kept: their maps carry a large
     standard deviation (mask by the std if you wish).
+
+    A thin or dilute region whose single pixels cannot reach the threshold is found from its
+    neighbourhood: the tested statistic ("either": the absorbance only, since a beam that varies
+    with energy mimics a faint edge step over whole areas) is also summed over a Gaussian of
+    :data:`POOL_SIGMA_PX` (its std from the pixels' stds; calibrated in the same way). A pixel
+    is also sample when this pooled significance exceeds ``threshold``, its own significance
+    exceeds :data:`POOLED_PIXEL_FLOOR` and the neighbourhood's mean level is below
+    ``threshold + 1`` times the pixel's own noise (where single pixels resolve the level,
+    pooling would only spread the mask over the particles' rims).
 
     Parameters
     ----------
@@ -308,23 +365,21 @@ def mask_from_significance(parts: dict, fitted, *, threshold: float = SIGNIFICAN
     """
     step, step_std = parts["edge_step"], parts["edge_step_std"]
     level, level_std = parts["absorbance"], parts["absorbance_std"]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        z_step = step / step_std
-    scale_step = _noise_scale(z_step)
-    z_step = z_step / scale_step
-    baseline = empty_field_baseline(level, level_std, z_step, fitted, threshold=threshold)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        z_level = (level - baseline) / level_std
-    scale_level = _noise_scale(z_level)
-    z_level = z_level / scale_level
+    z_step, pooled_step, local_step, scale_step = _significances(step, step_std, fitted)
+    baseline = empty_field_baseline(level, level_std, np.fmax(z_step, pooled_step), fitted,
+                                    threshold=threshold)
+    z_level, pooled_level, local_level, scale_level = _significances(level - baseline, level_std, fitted)
     if statistic == "edge_step":
-        z = z_step
+        z, z_pooled, local = z_step, pooled_step, local_step
     elif statistic == "absorbance":
-        z = z_level
-    else:
-        z = np.fmax(z_step, z_level)
+        z, z_pooled, local = z_level, pooled_level, local_level
+    else:  # pooled: the absorbance only (a beam that varies with energy mimics a faint edge over areas)
+        z, z_pooled, local = np.fmax(z_step, z_level), pooled_level, local_level
     with np.errstate(invalid="ignore"):
-        mask = z > threshold
+        # significant alone; or, where single pixels cannot resolve the local level, in a
+        # significant neighbourhood and not below the pixel floor
+        weak = local < threshold + 1.0
+        mask = (z > threshold) | (weak & (z_pooled > threshold) & (z > POOLED_PIXEL_FLOOR))
         if min_edge_step is not None:
             mask &= step >= float(min_edge_step)
     mask &= fitted
@@ -345,7 +400,9 @@ def empty_field_baseline(level, level_std, z_step, fitted, *, threshold: float =
     baseline is a local plane (weighted regression over a Gaussian of ``sigma_px``,
     :func:`_local_plane`) through the pixels that are neither significant in edge step nor in
     absorbance above the current baseline (with a 2-pixel rim; at first the baseline is zero
-    and the significance is calibrated on the negative values), ``iterations`` times. An
+    and the significance is calibrated on the negative values; from the second pass on, the
+    absorbance significance pooled as in :func:`significant_mask` also counts, so that a thin
+    particle is not taken for an offset), ``iterations`` times. An
     offset many times larger than the noise over most of the field cannot be told from a
     thin layer of sample: then the baseline stays near zero there.
 
@@ -354,7 +411,7 @@ def empty_field_baseline(level, level_std, z_step, fitted, *, threshold: float =
     level, level_std : numpy.ndarray
         (Y, X) mean absorbance of each pixel and its standard deviation.
     z_step : numpy.ndarray
-        (Y, X) calibrated significance of the edge step.
+        (Y, X) calibrated significance of the edge step (per pixel or pooled, the larger).
     fitted : numpy.ndarray
         (Y, X) bool: pixels with a fit.
     threshold : float
@@ -380,9 +437,12 @@ def empty_field_baseline(level, level_std, z_step, fitted, *, threshold: float =
     safe_std = np.where(ok, level_std, 1.0)
     candidates = ok & ~step_sample
     baseline = np.zeros_like(level)
-    for _ in range(iterations):
+    for i in range(iterations):
         z = np.where(ok, (level - baseline) / safe_std, np.nan)
-        sample = np.nan_to_num(z / _noise_scale(z), nan=0.0) > threshold
+        z = z / _noise_scale(z)
+        if i > 0:  # pooled once there is a baseline: pooling an uncorrected offset finds it everywhere
+            z = np.fmax(z, _calibrated(*_pooled(level - baseline, level_std, ok))[0])
+        sample = np.nan_to_num(z, nan=0.0) > threshold
         empty = candidates & ~ndimage.binary_dilation(sample, iterations=2)
         if empty.sum() < 0.01 * empty.size:
             return np.zeros_like(level)

@@ -18,6 +18,7 @@ from xanes_lib.mapping import (
     sample_mask,
     significant_mask,
 )
+from xanes_lib.mapping.mask import POOLED_PIXEL_FLOOR
 from xanes_lib.physics import absorbance
 from xanes_lib.simulation import SimulationConfig, simulate_stack
 from xanes_lib.spectra import default_references
@@ -98,6 +99,24 @@ def test_absorbance_is_tested_above_the_empty_fields_smooth_offset(rng):
     z0 = m.absorbance / m.absorbance_std
     z0 /= max(1.0, np.sqrt(np.mean(z0[z0 < 0] ** 2)))
     assert np.mean(z0[empty] > 3.0) > 0.2
+
+
+def test_a_thin_region_below_the_pixel_threshold_is_found_by_its_neighbourhood():
+    rng = np.random.default_rng(5)
+    refs = default_references("Ni")
+    e = np.linspace(8250.0, 8450.0, 80)
+    thin = np.zeros((96, 96), bool)
+    thin[20:50, 30:70] = True
+    # 6 mAbs of matrix: about 2.7 standard deviations of a pixel's mean absorbance
+    a = 0.006 * thin[None] + rng.normal(0.0, 0.02, (80, 96, 96))
+    m = significant_mask(a, e, refs)
+    alone = m.significance[thin] > m.threshold
+    assert alone.mean() < 0.5, "single pixels resolve too much of the region for this test"
+    assert m.mask[thin].mean() > 0.7
+    assert m.mask[~thin].mean() < 0.02
+    # pooling adds pixels that are significant by themselves at POOLED_PIXEL_FLOOR, never below
+    added = m.mask & ~(m.significance > m.threshold)
+    assert added.any() and (m.significance[added] > POOLED_PIXEL_FLOOR).all()
 
 
 def test_a_field_full_of_sample_has_no_baseline():
