@@ -44,6 +44,10 @@ _PIXEL_SIZE_RE = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*
 BARE_PIXEL_SIZE_NM = (1.0, 1.0e5)
 
 _LOG = logging.getLogger("xanes_lib.io")
+#: Largest median of flat-field corrected images: transmission I / I0 is about 1 in the empty
+#: field and below in the sample; a beam that drifts between flat and images moves it by tens of
+#: per cent, a flat of another exposure or repeat by a factor.
+CORRECTED_MEDIAN_MAX = 1.5
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 #: FXI multi-position file names: ``<scan>_repeat_<RR>_pos_<PP>`` and ``<scan>_pos_<P>``.
@@ -120,10 +124,12 @@ def to_transmission(images: np.ndarray, energies_eV: np.ndarray, flat, dark, *, 
         raise ValueError(f"{said} They cannot be corrected with {flat_name}"
                          + ("" if dark is None else f" and {dark_name}") + f" of {source}: {err}") from None
     after = sampled_median(transmission)
-    if not after <= RAW_COUNTS_MEDIAN:
-        raise ValueError(f"{said} Corrected with {flat_name} of {source}, their median is still {after:.4g}: "
-                         f"{flat_name} is not the flat field of these images (another scan, or binned "
-                         "differently?). Correct them with the right flat and dark frames.")
+    if not after <= CORRECTED_MEDIAN_MAX:
+        raise ValueError(f"{said} Corrected with {flat_name} of {source}, their median is {after:.4g} "
+                         f"(at most {CORRECTED_MEDIAN_MAX:g} for transmission I / I0, about 1 in the empty "
+                         f"field): {flat_name} is not the flat field of these images (another scan or "
+                         "repeat, another exposure, or binned differently?). Correct them with the right "
+                         "flat and dark frames (xanes_lib.io.flat_field_correct(images, flat, dark)).")
     dark_said = dark_name if dark is not None else "0 (no dark frame)"
     note = (f"{name} had {why}: raw detector counts, corrected on reading as ({name} - {dark_said}) / "
             f"({flat_name} - {dark_said}); transmission median {after:.4g}")

@@ -82,6 +82,15 @@ def test_corrected_float_fxi_export_is_read_as_transmission(tmp_path):
     assert any("used as one averaged frame" in n for n in p["flat_dark"])
 
 
+def test_a_flat_of_another_exposure_is_refused_naming_the_median(tmp_path):
+    images, flat, dark, _ = _counts()
+    # the flat of a repeat taken at 40 % of the beam intensity: the corrected images are 2.5 x too bright
+    path = fxi_export(tmp_path / "other_repeat.h5", images, img_bkg=0.4 * flat + 60.0, img_dark=dark)
+    with pytest.raises(ValueError, match=r"other_repeat\.h5.*their median is \d\.\d+ \(at most 1\.5 "
+                                         r".*img_bkg is not the flat field of these images.*flat_field_"):
+        read_stack(path, raw_counts="correct")
+
+
 @pytest.mark.parametrize("per_energy_flat", [False, True])
 def test_raw_counts_with_flat_and_dark_are_corrected_by_default_with_a_warning(tmp_path, per_energy_flat):
     images, flat, dark, expected = _counts(per_energy_flat=per_energy_flat)
