@@ -186,14 +186,14 @@ def _significances(value, std, fitted) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return z, z_pooled, z_local, scale
 
 
-def _pooled(value, std, fitted, sigma_px: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _pooled(value, std, fitted) -> tuple[np.ndarray, np.ndarray]:
     """Gaussian-weighted sum of ``value`` over each pixel's neighbourhood, and its standard deviation.
 
-    ``sum_j w_j v_j`` with ``w_j = g(|i - j|)`` over the fitted pixels; its variance is
-    ``sum_j w_j^2 std_j^2`` (pixel noise is independent from pixel to pixel), and ``g^2`` is a
-    Gaussian of width ``sigma / sqrt(2)`` up to a constant factor.
+    ``sum_j w_j v_j`` with ``w_j = g(|i - j|)`` (width :data:`POOL_SIGMA_PX`) over the fitted
+    pixels; its variance is ``sum_j w_j^2 std_j^2`` (pixel noise is independent from pixel to
+    pixel), and ``g^2`` is a Gaussian of width ``sigma / sqrt(2)`` up to a constant factor.
     """
-    sigma_px = POOL_SIGMA_PX if sigma_px is None else sigma_px
+    sigma_px = POOL_SIGMA_PX
     ok = np.asarray(fitted, bool) & np.isfinite(value) & np.isfinite(std)
     v = np.where(ok, value, 0.0)
     var = np.where(ok, np.asarray(std, dtype=np.float64) ** 2, 0.0)
