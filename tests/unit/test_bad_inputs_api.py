@@ -389,8 +389,7 @@ SANE = [
     ("reference_file_with_byte_order_mark", lambda tmp: _one_reference_path(tmp, bom=True),
      lambda refs, _: refs[0].energies_eV[0] == 8250.0, None),
     ("alignment_saved_over_an_alignment", _resave, lambda al, _: al.n_energies == 3, None),
-    ("unexplained_mask_with_empty_field", _unexplained_whole_field, _check_no_flag_in_empty_field,
-     r"3\d\d of 576 mask pixels have no significant edge step .* never flagged.*significant_mask"),
+    ("unexplained_mask_with_empty_field", _unexplained_whole_field, _check_no_flag_in_empty_field, None),
     ("tiff_energies_with_an_index_column", _tiff_with_index_energies,
      lambda st, _: (st.energies_eV.tolist() == NI_EV.tolist()
                     and st.provenance["energies"]["index_column"] == 1), None),

@@ -57,9 +57,9 @@ _CHI2_1_MEDIAN = 0.454936
 _U_CLIP = 4.0
 #: Fewest typical pixels from which :func:`unexplained_pixels` learns the sample's common residual.
 _MIN_TYPICAL = 50
-#: Share of the mask without a significant edge step above which :func:`unexplained_pixels` warns:
-#: the mask is mostly empty field (significant masks hold 1-3 % of thin particle borders at 256 x
-#: 256, 10-30 % on small, noisy stacks).
+#: Share of the mask without a significant edge step, even pooled over the neighbourhood, above
+#: which :func:`unexplained_pixels` warns: the mask is mostly empty field (a sample mask of a thin
+#: sample at a low dose has most pixels without a significant step of their own, not pooled).
 _NO_EDGE_WARN_SHARE = 0.5
 
 
@@ -352,7 +352,7 @@ def unexplained_pixels(transmission, energies_eV, references, *, mask, mode: str
     Warns
     -----
     UserWarning
-        When more than half of the mask has no significant edge step of its own (see above).
+        When more than half of the mask has no significant edge step, even pooled (see above).
 
     Raises
     ------
@@ -421,13 +421,13 @@ def unexplained_pixels(transmission, energies_eV, references, *, mask, mode: str
     if pooled:
         alone = _relative(out.r2 - out.n2, step, tested, 0.0, dof)
         flags |= edged & (out.chi_pixel > pixel_threshold) & (alone > min_relative_residual)
-    n_own, n_none = int((tested & ~edged).sum()), int((tested & ~edged_pooled).sum())
-    if n_own > _NO_EDGE_WARN_SHARE * tested.sum():
-        warnings.warn(f"{n_own} of {int(tested.sum())} mask pixels have no significant edge step (empty "
-                      "field, or no element there): there is no spectrum of the element for the references "
-                      f"to explain. The {n_none} without one in their neighbourhood either are never "
-                      "flagged. Pass the sample mask (e.g. significant_mask(...).mask) to test the sample "
-                      "alone.", UserWarning, stacklevel=2)
+    n_none = int((tested & ~edged_pooled).sum())
+    if n_none > _NO_EDGE_WARN_SHARE * tested.sum():
+        warnings.warn(f"{n_none} of {int(tested.sum())} mask pixels have no significant edge step, not even "
+                      "pooled over their neighbourhood (empty field, or no element there): there is no "
+                      "spectrum of the element for the references to explain, and they are never flagged. "
+                      "Pass the sample mask (e.g. significant_mask(...).mask) to test the sample alone.",
+                      UserWarning, stacklevel=2)
     return UnexplainedPixels(
         flags=flags, statistic=np.where(tested, out.chi, np.nan), threshold=threshold,
         pixel_statistic=np.where(tested, out.chi_pixel, np.nan), pixel_threshold=pixel_threshold,

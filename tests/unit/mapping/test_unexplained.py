@@ -237,6 +237,21 @@ def test_untested_pixels_are_nan_and_never_flagged():
     assert np.isfinite(test.statistic[mask]).all() and np.array_equal(test.mask, mask)
 
 
+
+def test_empty_field_in_the_mask_is_never_flagged_and_a_mostly_empty_mask_warns():
+    yy, xx = np.mgrid[:64, :64]
+    disk = (yy - 20) ** 2 + (xx - 20) ** 2 < 100
+    # the disk holds a mix of the references; the empty field has background only (no edge)
+    a = np.where(disk, _mixture((64, 64)), _mixture((64, 64), step=0.0))
+    t = _noisy(a, 0.02, 7)
+    sample = unexplained_pixels(t, E, REFS, mask=disk)
+    assert sample.to_attrs()["n_without_edge_step"] < 0.1 * disk.sum()
+    with pytest.warns(UserWarning, match=r"\d+ of 4096 mask pixels have no significant edge step, not even "
+                                         r"pooled.*significant_mask"):
+        whole = unexplained_pixels(t, E, REFS, mask=np.ones_like(disk))
+    assert not whole.flags[~ndimage.binary_dilation(disk, iterations=8)].any()
+
+
 # ------------------------------------------------------------------ mark_unexplained
 
 def test_mark_unexplained_takes_bare_flags_and_drops_flags_outside_the_fit():
