@@ -245,6 +245,21 @@ def test_nonneg_std_never_exceeds_the_largest_possible_error():
                                fit_references(a, E_NI, REFS_NI).oxidation_state_std, rtol=1e-9)
 
 
+def test_resolved_share_says_when_single_pixels_cannot_tell_the_references_apart():
+    coeffs = np.zeros((4, 8, 8))
+    coeffs[0], coeffs[1], coeffs[2], coeffs[3] = 0.01, 0.01, 0.4, 0.1      # a dilute element
+    noisy = fit_references(_absorbance(coeffs, noise=0.05, seed=11), E_NI, REFS_NI, mode="nonneg_sum_to_one")
+    assert noisy.resolved_share() < 0.5
+    assert "cannot tell the references apart" in noisy.resolution_summary()
+    coeffs[0], coeffs[1] = 0.3, 0.1
+    clear = fit_references(_absorbance(coeffs, noise=0.002, seed=11), E_NI, REFS_NI, mode="nonneg_sum_to_one")
+    assert clear.resolved_share() == 1.0
+    assert clear.resolution_summary().startswith("100% of the mapped pixels")
+    assert "cannot" not in clear.resolution_summary()
+    empty = fit_references(_absorbance(coeffs), E_NI, REFS_NI, mask=np.zeros((8, 8), bool))
+    assert np.isnan(empty.resolved_share()) and "no mapped pixel" in empty.resolution_summary()
+
+
 def test_std_is_calibrated_on_a_simulated_noisy_stack():
     cfg = SimulationConfig(background_amplitude=0.0, dose=1000.0).replace(
         phantom_shape=(64, 64), phantom_pixel_size_nm=150.0)
