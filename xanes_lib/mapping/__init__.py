@@ -8,6 +8,7 @@
                          :func:`calibrate_energy_shift`: robust to unexplained pixels, applied if significant
 - :mod:`.phases`         phases outside the references: residual map, :func:`unexplained_pixels`
                          (a test against each pixel's own noise), :func:`mark_unexplained`
+- :mod:`.resolution`     :func:`resolution_summary`: how many pixels resolve their state at all
 
 Energies are eV; arrays put energies first ((E, Y, X) stacks, (Y, X) maps, (K, Y, X)
 per-reference maps).
@@ -44,6 +45,7 @@ from .phases import (
     residual_map,
     unexplained_pixels,
 )
+from .resolution import RESOLVED_FRACTION, resolution_summary, resolved_share
 
 __all__ = [
     "PRE_EDGE_GAP_EV", "POST_EDGE_START_EV", "NormalizedSpectra", "normalize_spectra", "edge_energy",
@@ -54,5 +56,5 @@ __all__ = [
     "ReferenceFit", "fit_references", "EnergyShiftFit", "fit_energy_shift",
     "EnergyCalibration", "calibrate_energy_shift", "residual_map",
     "flag_unexplained", "FALSE_FLAG_RATE", "MIN_RELATIVE_RESIDUAL", "UnexplainedPixels", "unexplained_pixels",
-    "mark_unexplained", "check_reference_edges",
+    "mark_unexplained", "check_reference_edges", "RESOLVED_FRACTION", "resolved_share", "resolution_summary",
 ]

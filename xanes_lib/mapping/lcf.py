@@ -40,9 +40,6 @@ FIT_MODES = ("unconstrained", "sum_to_one", "nonneg_sum_to_one")
 #: Largest number of references the exact active-set search of "nonneg_sum_to_one" accepts
 #: (it tries 2^K patterns).
 MAX_NONNEG_REFERENCES = 8
-#: Share of the references' range of oxidation states below which a pixel's std counts as
-#: resolving its state (:meth:`ReferenceFit.resolved_share`).
-RESOLVED_FRACTION = 0.25
 _LN2 = math.log(2.0)
 #: Bytes of the per-thread buffer of the logarithm pass in :func:`fit_references`.
 _PASS_BYTES = 6 << 20
@@ -149,42 +146,6 @@ class ReferenceFit:
     def n_references(self) -> int:
         """Number of references K."""
         return len(self.reference_names)
-
-    def resolved_share(self, fraction: float = RESOLVED_FRACTION) -> float:
-        """Share of the mapped pixels whose state std is below ``fraction`` of the references' range.
-
-        A dilute element at a low dose leaves single pixels unable to tell the references apart:
-        their std is of the order of the whole range (capped there, see :func:`fit_references`)
-        and the map says nothing pixel by pixel. NaN when no pixel is mapped or the references
-        share one state.
-
-        Examples
-        --------
-        >>> e = np.linspace(8300.0, 8400.0, 40)
-        >>> s = np.stack([1 / (1 + np.exp(-(e - 8340) / 2)), 1 / (1 + np.exp(-(e - 8343) / 2))])
-        >>> a = np.tensordot(s, np.array([0.3, 0.1]), axes=(0, 0))[:, None, None] * np.ones((1, 2, 2))
-        >>> a = a + np.random.default_rng(0).normal(0.0, 1e-3, a.shape)
-        >>> fit_references(a, e, s, oxidation_states=[2, 3]).resolved_share()
-        1.0
-        """
-        span = float(np.ptp(self.oxidation_states)) if np.size(self.oxidation_states) else 0.0
-        std = np.asarray(self.oxidation_state_std)[np.isfinite(self.oxidation_state)]
-        if std.size == 0 or span <= 0:
-            return float("nan")
-        return float(np.mean(std < fraction * span))
-
-    def resolution_summary(self, fraction: float = RESOLVED_FRACTION) -> str:
-        """One line on how well single pixels resolve their state (:meth:`resolved_share`), with advice."""
-        share = self.resolved_share(fraction)
-        if not np.isfinite(share):
-            return "no mapped pixel to judge the resolution of the oxidation state by"
-        span = float(np.ptp(self.oxidation_states))
-        text = (f"{share:.0%} of the mapped pixels resolve their oxidation state to better than {fraction:g} "
-                f"of the references' range (std < {fraction * span:.3g})")
-        if share < 0.5:
-            text += ("; most single pixels cannot tell the references apart at this dose (a dilute "
-                     "element?): pool pixels, with a denoiser (model_path) or by binning the stack")
-        return text
 
 
 @dataclass(frozen=True)
