@@ -352,6 +352,12 @@ def _unexplained_whole_field(tmp):
     return (lambda: (mapping.unexplained_pixels(t, E, REFS, mask=np.ones_like(mask)), mask)), [t, mask]
 
 
+def _fit_with_an_empty_mask(tmp):
+    t, mask = particle_stack()
+    empty = np.zeros_like(mask)
+    return (lambda: mapping.fit_references(t, E, REFS, mask=empty, input_kind="transmission")), [t, empty]
+
+
 def _check_no_flag_in_empty_field(result, _):
     test, disk = result
     return (not test.flags[~disk].any() and test.mask.all()
@@ -390,6 +396,9 @@ SANE = [
      lambda refs, _: refs[0].energies_eV[0] == 8250.0, None),
     ("alignment_saved_over_an_alignment", _resave, lambda al, _: al.n_energies == 3, None),
     ("unexplained_mask_with_empty_field", _unexplained_whole_field, _check_no_flag_in_empty_field, None),
+    ("fit_with_a_mask_of_no_pixel", _fit_with_an_empty_mask,
+     lambda fit, _: bool(np.isnan(fit.oxidation_state).all()),
+     r"mask selects none of the 576 pixels: every map is NaN.*inverted.*significant_mask"),
     ("tiff_energies_with_an_index_column", _tiff_with_index_energies,
      lambda st, _: (st.energies_eV.tolist() == NI_EV.tolist()
                     and st.provenance["energies"]["index_column"] == 1), None),

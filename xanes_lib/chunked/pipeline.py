@@ -195,7 +195,7 @@ def _survey_block(t, energies_eV, references, window, shift_eV):
 def _fit_block(t, fitted, mask, e0_eV, energies_eV, references, mode, window, shift_eV):
     """Fit the references to ``fitted`` inside ``mask``; the half-step edge energy of ``t`` (one chunk)."""
     fit = fit_references(fitted, energies_eV, references, mask=mask, mode=mode, energy_window_eV=window,
-                         shift_eV=shift_eV, input_kind="transmission", n_threads=1)
+                         shift_eV=shift_eV, input_kind="transmission", n_threads=1, warn_empty=False)
     norm = normalize_spectra(energies_eV, absorbance(t.astype(np.float64)), e0_eV=e0_eV)
     return fit, edge_energy(energies_eV, norm.normalized, method="half_step")
 

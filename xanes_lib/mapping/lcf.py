@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import threading
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -425,7 +426,8 @@ def fit_references(stack_or_absorbance, energies_eV, references, *, mask=None,
                    background: Sequence[str] = ("inverse_cube", "constant"),
                    energy_window_eV: tuple[float, float] | None = None, shift_eV: float = 0.0,
                    oxidation_states=None, names=None, input_kind: str | None = None,
-                   chunk_rows: int | None = None, n_threads: int | None = None) -> ReferenceFit:
+                   chunk_rows: int | None = None, n_threads: int | None = None,
+                   warn_empty: bool = True) -> ReferenceFit:
     """Linear-combination fit of reference spectra to every pixel of a stack.
 
     Per pixel, the absorbance ``A = -ln T`` over the energy window is fitted by least
@@ -486,6 +488,9 @@ def fit_references(stack_or_absorbance, energies_eV, references, *, mask=None,
         the energies runs inside each task on cache-sized pieces of ~1e6 / (E P) pixels.
     n_threads : int, optional
         Worker threads; None uses the CPUs available to the process.
+    warn_empty : bool
+        Warn when ``mask`` selects no pixel (every map NaN); False for callers that fit the
+        pieces of a field, some of which hold no sample (the chunked pipeline).
 
     Returns
     -------
@@ -536,6 +541,10 @@ def fit_references(stack_or_absorbance, energies_eV, references, *, mask=None,
                          background=tuple(background), mode=mode)
     model, win = design.model, design.window
     mask = _checked_mask(mask, ny, nx)
+    if warn_empty and mask is not None and mask.size and not mask.any():
+        warnings.warn(f"mask selects none of the {mask.size} pixels: every map is NaN. Check the mask "
+                      "(inverted, or of another image?), e.g. significant_mask(...).mask.", UserWarning,
+                      stacklevel=2)
     step_map = _checked_edge_step(edge_step, mode, mask, ny, nx)
     chunk_rows, n_threads = _work_split(chunk_rows, n_threads, nx)
 

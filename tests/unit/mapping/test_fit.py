@@ -258,7 +258,8 @@ def test_resolved_share_says_when_single_pixels_cannot_tell_the_references_apart
     assert resolved_share(clear) == 1.0
     assert resolution_summary(clear).startswith("100% of the mapped pixels")
     assert "cannot" not in resolution_summary(clear)
-    empty = fit_references(_absorbance(coeffs), E_NI, REFS_NI, mask=np.zeros((8, 8), bool))
+    with pytest.warns(UserWarning, match="mask selects none"):
+        empty = fit_references(_absorbance(coeffs), E_NI, REFS_NI, mask=np.zeros((8, 8), bool))
     assert np.isnan(resolved_share(empty)) and "no mapped pixel" in resolution_summary(empty)
 
 
