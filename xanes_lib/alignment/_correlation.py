@@ -15,6 +15,8 @@ import numpy as np
 import scipy.fft
 from scipy import ndimage
 
+from ..resources import available_cores
+
 #: Transmission floor before the logarithm (counts can make it zero or negative).
 T_FLOOR = 1e-3
 #: Share of each side of the field over which the feature images taper to zero.
@@ -82,7 +84,7 @@ def feature_spectrum(transmission: np.ndarray, *, sigma: float, kind: str, windo
         f = a - ndimage.gaussian_filter(a, BANDPASS_RATIO * max(sigma, 1.0), mode="nearest", truncate=3.0)
     f -= np.sum(f * window) / max(float(np.sum(window)), 1e-12)
     f *= window
-    spec = scipy.fft.rfft2(f, workers=-1).astype(np.complex64, copy=False)
+    spec = scipy.fft.rfft2(f, workers=available_cores()).astype(np.complex64, copy=False)
     norm = math.sqrt(norm2(spec, f.shape))
     return spec / np.float32(norm) if norm > 0 else spec
 
@@ -176,7 +178,7 @@ def correlation_peak(cross: np.ndarray, shape: tuple[int, int], *, upsample: int
     height : float
         Correlation at the peak (the normalised cross-correlation for unit-norm images).
     """
-    cc = scipy.fft.irfft2(cross, s=shape, workers=-1)
+    cc = scipy.fft.irfft2(cross, s=shape, workers=available_cores())
     offsets = [np.rint(scipy.fft.fftfreq(n) * n).astype(int) for n in shape]
     rows = np.flatnonzero(np.abs(offsets[0]) <= max_shift[0])
     cols = np.flatnonzero(np.abs(offsets[1]) <= max_shift[1])

@@ -22,8 +22,7 @@ import numpy as np
 import scipy.fft
 from scipy import ndimage
 
-from ..io._hdf5 import atomic_h5, encode_attrs, read_attrs, write_array, write_attrs
-from ..io.reading import _open_read
+from ..io._hdf5 import atomic_h5, encode_attrs, open_read, read_attrs, write_array, write_attrs
 from ..resources import available_cores
 from ..validate import check_stack
 
@@ -176,7 +175,7 @@ class Alignment:
         if isinstance(source, h5py.Group):
             return cls._from_group(source)
         path = os.fspath(source)
-        with _open_read(path, kind="an alignment or results file (.h5)") as f:
+        with open_read(path, kind="an alignment or results file (.h5)") as f:
             if GROUP not in f:
                 raise ValueError(f"{path} holds no '{GROUP}/' group; it was not aligned (groups there: "
                                  f"{sorted(f.keys())}).")
@@ -420,7 +419,7 @@ def fourier_shift_axis(image: np.ndarray, shift: float, *, axis: int) -> np.ndar
     widths = [(0, 0)] * image.ndim
     widths[axis] = (pad, pad)
     # float32 images are shifted in single precision (relative error ~1e-6, far below the
-    # photon noise), float64 ones in double; scipy.fft keeps the precision and uses every core.
+    # photon noise), float64 ones in double; scipy.fft keeps the precision and uses every available core.
     work = np.float32 if image.dtype == np.float32 else np.float64
     line = np.pad(image.astype(work, copy=False), widths, mode="symmetric")
     if float(shift).is_integer():   # what the phase ramp gives, exactly: the padded line, moved
@@ -429,9 +428,11 @@ def fourier_shift_axis(image: np.ndarray, shift: float, *, axis: int) -> np.ndar
     ramp_shape = [1] * image.ndim
     ramp_shape[axis] = m // 2 + 1
     ramp = np.exp(2j * np.pi * shift * scipy.fft.rfftfreq(m)).astype(np.result_type(work, np.complex64))
-    spectrum = scipy.fft.rfft(line, axis=axis, workers=-1)
+    cores = available_cores()
+    spectrum = scipy.fft.rfft(line, axis=axis, workers=cores)
     spectrum *= ramp.reshape(ramp_shape)
-    out = np.take(scipy.fft.irfft(spectrum, n=m, axis=axis, workers=-1), np.arange(pad, pad + n), axis=axis)
+    shifted = scipy.fft.irfft(spectrum, n=m, axis=axis, workers=cores)
+    out = np.take(shifted, np.arange(pad, pad + n), axis=axis)
     # A phase ramp rings next to sharp edges (Gibbs): a positive line is kept above half its
     # own minimum, so a transmission next to a dark, sharp particle edge stays positive.
     low = image.min(axis=axis, keepdims=True)
@@ -598,7 +599,7 @@ def apply_alignment(transmission, alignment, *, order="fourier") -> AlignedStack
     def one(e: int) -> None:
         out[e] = shift_image(stack[e], shifts[e], order)
 
-    if order == "fourier":     # scipy.fft already uses every core within an image
+    if order == "fourier":     # scipy.fft already uses every available core within an image
         for e in range(n_e):
             one(e)
     else:                      # numpy releases the GIL: one image per thread

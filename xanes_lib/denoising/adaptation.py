@@ -321,17 +321,22 @@ def _relative_change(new, old, mask) -> float:
 
 
 def _check_inputs(transmission, energies_eV, element, references, config: AdaptConfig):
-    """Validate the energies and stack of :func:`adapt` (ValueError naming what is wrong)."""
+    """Validate the energies and stack of :func:`adapt` (ValueError naming what is wrong).
+
+    Returns the energies, the stack, its references and its physics model.
+    """
     e = check_energies(energies_eV, name="energies_eV")
     t = check_stack(transmission, name="transmission", n_energies=e.size)
     if element is None and references is None:
         raise ValueError("give the element (e.g. 'Co') or the reference spectra.")
-    _refuse_absorbance(t, _stack_model(e.size, e, element, references)[1], np.all(t > 0, axis=0))
-    if np.any(t <= 0):
-        raise ValueError(f"transmission holds {int(np.sum(t <= 0))} values <= 0; -ln T is undefined there. "
-                         "Clip or mask them (e.g. np.clip(T, 1e-6, None)) before adapting.")
+    refs, model = _stack_model(e.size, e, element, references)
+    positive = t > 0
+    _refuse_absorbance(t, model, positive.all(axis=0))
+    if not positive.all():
+        raise ValueError(f"transmission holds {int(positive.size - positive.sum())} values <= 0; -ln T is "
+                         "undefined there. Clip or mask them (e.g. np.clip(T, 1e-6, None)) before adapting.")
     config.check(e.size)
-    return e, t
+    return e, t, refs, model
 
 
 def _stop_reason(config: AdaptConfig, since_best: int, change: float, elapsed_s: float) -> str | None:
@@ -393,11 +398,10 @@ def adapt(denoiser: Denoiser, transmission, energies_eV, *, element: str | None 
         raise TypeError(f"config must be an AdaptConfig or None (the defaults); got {type(config).__name__}."
                         f"{hint}")
     config = AdaptConfig() if config is None else config
-    e, t_np = _check_inputs(transmission, energies_eV, element, references, config)
+    e, t_np, refs, full_model = _check_inputs(transmission, energies_eV, element, references, config)
     device = pick_device(device)
     adapted = denoiser.copy().to(device)
     net = adapted.net
-    full_model = reference_model(e, element, references)
     lowrank = estimate_background(t_np, e, full_model) if config.lowrank_background else None
     if lowrank is not None:
         t_np = (t_np / lowrank.background).astype(np.float32)
@@ -411,7 +415,7 @@ def adapt(denoiser: Denoiser, transmission, energies_eV, *, element: str | None 
     n_y, n_x = t_np.shape[1:]
     config = _fitted_to_stack(config, n_y, n_x)
 
-    states = [r.oxidation_state for r in _stack_model(e.size, e, element, references)[0]]
+    states = [r.oxidation_state for r in refs]
     basis = {}
 
     def refit():

@@ -84,6 +84,18 @@ def write_attrs(obj, pairs, json_keys) -> None:
         obj.attrs[JSON_KEYS_ATTR] = json.dumps(sorted(json_keys))
 
 
+def open_read(source: str, *, kind: str = "a stack file (.h5)") -> h5py.File:
+    """Open an HDF5 file read-only; errors name the file, and ``kind`` says what it should be."""
+    if not os.path.exists(source):
+        raise FileNotFoundError(f"{source} does not exist; check the path (relative paths start "
+                                "from the current working directory).")
+    try:
+        return h5py.File(source, "r")
+    except OSError as err:
+        raise OSError(f"{source} could not be opened as an HDF5 file ({err}); is it {kind} "
+                      "and completely copied?") from err
+
+
 def to_python(value):
     """Make an attribute value read by h5py a plain, JSON-able Python value."""
     if isinstance(value, bytes | np.bytes_):

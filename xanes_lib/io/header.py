@@ -16,12 +16,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._hdf5 import read_attrs, to_python
+from ._hdf5 import open_read, read_attrs, to_python
 from ._intake import describe_intensity, parse_pixel_size, resolve_element
 from .reading import (
     _companion,
     _metadata,
-    _open_read,
     _read_energies,
     _read_label,
     _require_dataset,
@@ -155,7 +154,7 @@ def read_stack_header(path, *, dataset: str = IMAGES_KEY, energy_unit: str | Non
         raise ValueError(f"energy_unit must be None (keV), 'keV' or 'eV'; got {energy_unit!r}.")
     if is_zarr(source):
         return _zarr_header(source, dataset, energy_unit, element)
-    with _open_read(source) as f:
+    with open_read(source) as f:
         images = _require_dataset(f, dataset, source)
         group = images.parent
         energies = _read_energies(_require_dataset(group if ENERGY_KEY in group else f, ENERGY_KEY, source),

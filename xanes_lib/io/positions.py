@@ -20,8 +20,9 @@ from dataclasses import asdict, dataclass
 
 import h5py
 
+from ._hdf5 import open_read
 from ._intake import POS_RE, REPEAT_POS_RE, natural_key
-from .reading import _open_read, _read_stack
+from .reading import _read_stack
 from .stacks import ENERGY_KEY, GROUND_TRUTH_KEY, IMAGES_KEY, Stack
 
 __all__ = ["HDF5_EXTENSIONS", "Position", "list_positions", "read_position"]
@@ -81,7 +82,7 @@ def _in_file(path: str) -> list[Position]:
     """Positions stored inside one file (groups with ``img_xanes``, ``img_xanes_posN`` datasets)."""
     scan = os.path.splitext(os.path.basename(path))[0]
     found = []
-    with _open_read(path) as f:
+    with open_read(path) as f:
         for key in sorted(f.keys(), key=natural_key):
             obj = f[key]
             if isinstance(obj, h5py.Group) and key not in _NOT_POSITIONS and \

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..validate import EV_MIN, EV_PER_KEV, KEV_MAX, check_energies, check_stack, energies_to_ev
 from ._checks import DamagedFileError, read_dataset
-from ._hdf5 import read_attrs, to_python
+from ._hdf5 import open_read, read_attrs, to_python
 from ._intake import (
     BAD_FRAMES_MODES,
     RAW_COUNTS_MODES,
@@ -59,18 +59,6 @@ __all__ = [
 _ENERGY_DECIMALS_EV = 6           # keV -> eV round-off is removed by rounding to 1 micro-eV
 #: Scalar datasets of FXI exports recorded in ``Stack.provenance["instrument"]``.
 _INSTRUMENT_KEYS = ("scan_id", "uid", "note", "scan_time")
-
-
-def _open_read(source: str, *, kind: str = "a stack file (.h5)") -> h5py.File:
-    """Open an HDF5 file read-only; errors name the file, and ``kind`` says what it should be."""
-    if not os.path.exists(source):
-        raise FileNotFoundError(f"{source} does not exist; check the path (relative paths start "
-                                "from the current working directory).")
-    try:
-        return h5py.File(source, "r")
-    except OSError as err:
-        raise OSError(f"{source} could not be opened as an HDF5 file ({err}); is it {kind} "
-                      "and completely copied?") from err
 
 
 def _require_dataset(f: h5py.File, key: str, source: str) -> h5py.Dataset:
@@ -317,7 +305,7 @@ def _read_stack(path, *, load_flat_dark: bool, energy_unit, element, allow_nonfi
     if raw_counts not in RAW_COUNTS_MODES:
         raise ValueError(f"raw_counts must be one of {RAW_COUNTS_MODES}; got {raw_counts!r}.")
     element = _check_label(element, "element")
-    with _open_read(source) as f:
+    with open_read(source) as f:
         images_ds = _require_dataset(f, dataset, source)
         name = images_ds.name.lstrip("/")
         group = images_ds.parent
@@ -391,7 +379,7 @@ def has_ground_truth(path) -> bool:
     bool
     """
     source = os.fspath(path)
-    with _open_read(source) as f:
+    with open_read(source) as f:
         return isinstance(f.get(GROUND_TRUTH_KEY), h5py.Group)
 
 
@@ -422,7 +410,7 @@ def read_ground_truth(path) -> GroundTruth:
         attribute of it is missing or has a shape that does not match ``img_xanes``.
     """
     source = os.fspath(path)
-    with _open_read(source) as f:
+    with open_read(source) as f:
         if not isinstance(f.get(GROUND_TRUTH_KEY), h5py.Group):
             raise ValueError(f"{source} has no {GROUND_TRUTH_KEY!r} group: it is not a simulated file "
                              "(measured data has no ground truth). Use has_ground_truth(path) to check, "

@@ -43,12 +43,13 @@ from ._hdf5 import (
     atomic_h5,
     check_not_input,
     encode_attrs,
+    open_read,
     read_attrs,
     to_python,
     write_array,
     write_attrs,
 )
-from .reading import _open_read, stack_checksum
+from .reading import stack_checksum
 
 __all__ = ["ValenceResults", "write_results", "read_results", "results_content", "RESULTS_FORMAT", "MAP_KEYS"]
 
@@ -361,7 +362,7 @@ def read_results(path) -> ValenceResults:
         an inconsistent shape.
     """
     source = os.fspath(path)
-    with _open_read(source, kind="a results file (.h5) written by write_results") as f:
+    with open_read(source, kind="a results file (.h5) written by write_results") as f:
         if to_python(f.attrs.get("format")) != RESULTS_FORMAT:
             raise ValueError(f"{source} is not a xanes_lib results file (its 'format' attribute is "
                              f"{to_python(f.attrs.get('format'))!r}, expected {RESULTS_FORMAT!r}).")
