@@ -65,9 +65,10 @@ scored by ``evaluation.oxidation_state_metrics`` (RMSE, bias, 2-sigma coverage):
   (``denoising.align_with_beam_background``); ``still_beam``: the still stack divided by its
   own beam estimate, its plain-fit counterpart (the denoiser divides the still stack's itself);
 - ``*_denoised``: still and every aligned variant after the shipped denoiser
-  (``data/denoiser_latent.pt``, default strength selection, whole aligned stack as notebook 04
-  passes it), then the same fit; the std scored for coverage is the denoiser's own error
-  estimate (``DenoiseResult.oxidation_state_std``), as notebooks 04 and 05 report it.
+  (``data/denoiser_latent.pt``, default strength selection, whole aligned stack with its common
+  field as ``field``, as notebooks 04 and 05 pass them), then the same fit; the std scored for
+  coverage is the denoiser's own error estimate (``DenoiseResult.oxidation_state_std``), as
+  notebooks 04 and 05 report it.
 
 Frame of the comparison. The aligned images sit on the grid of the registration's reference
 image r, where a feature at (y, x) of the ground-truth maps is at (y, x) + o with
@@ -491,9 +492,11 @@ def score_pair(still_t, still_truth, drift_t, truth, energies, element, *, seed,
     scores = {name: state_scores(t, energies, element, st, reg, fit_shift=fit_shift)
               for name, (t, st, reg) in stacks.items()}
     if denoiser is not None:
+        # as notebooks 04 and 05: the strength selection scores the field every aligned image covers
+        fields = {"still_aligned": still_al.common_mask, **{n: al.common_mask for n, al in aligned.items()}}
         for name in OX_DENOISED:
             t, st, reg = stacks[name]
-            result = denoiser.denoise(t, energies, element=element, progress=False)
+            result = denoiser.denoise(t, energies, element=element, progress=False, field=fields.get(name))
             scores[name + "_denoised"] = state_scores(result.denoised, energies, element, st, reg, result,
                                                       fit_shift=fit_shift)
     return {"seed": seed, "reference_index": ref, "best_peer": best,

@@ -26,7 +26,8 @@ stack (:func:`xanes_lib.evaluation.notebook_shift_eV`; the family's references a
 perturbed). Notebook 01's held-out stacks drift by up to about a pixel between energies, as
 measured stacks do: every pipeline gets them as notebook 04 maps them, aligned first
 (:func:`xanes_lib.evaluation.aligned_like_notebook04`; the truth moved into the reference
-image's frame, the stack's ``alignment`` entry says what was done). It
+image's frame, the stack's ``alignment`` entry says what was done; the strength selections
+estimate their risk on the common field, as notebook 04 passes it). It
 also times the inference of a 60 x 1024 x 1024 stack. Writes JSON to
 ``benchmarks/results/`` and prints the ratio of ours to each baseline.
 
@@ -104,28 +105,31 @@ def score_unexplained(st, gt, *, fit_shift: bool | float = False) -> dict:
             **evaluation.unexplained_flag_scores(st, gt)}
 
 
-def score_adapted(denoiser, st, gt, *, fit_shift: bool | float = False) -> dict:
+def score_adapted(denoiser, st, gt, *, fit_shift: bool | float = False, field=None) -> dict:
     """Ours after adaptation to the stack (notebook 03's ``adapt``, defaults), then as ``ours``."""
     adapted = denoising.adapt(denoiser, st.transmission, st.energies_eV, element=st.element, progress=False)
-    sc = evaluation.run_network(adapted.denoiser, st, gt, select=True, fit_shift=fit_shift)
+    sc = evaluation.run_network(adapted.denoiser, st, gt, select=True, fit_shift=fit_shift, field=field)
     sc["params"].update(kept_round=adapted.best_epoch, rounds=len(adapted.history) - 1,
                         stop_reason=adapted.stop_reason)
     sc["seconds"] = round(adapted.seconds + sc["seconds"], 1)
     return sc
 
 
-def score_stack(st, gt, models: dict, *, fit_shift: bool | float = False, adapt=None) -> dict:
-    """All pipelines on one stack (``adapt``: the denoiser to adapt to it, or None)."""
+def score_stack(st, gt, models: dict, *, fit_shift: bool | float = False, adapt=None, field=None) -> dict:
+    """All pipelines on one stack (``adapt``: the denoiser to adapt to it, or None; ``field``: the
+    common field of an aligned stack, where the risk of the strength selections is estimated)."""
     out = evaluation.run_classical(st, gt, fit_shift=fit_shift)
     hybrid = evaluation.run_hybrid(st, gt, fit_shift=fit_shift)
     out.update(hybrid)
-    out["self_tuned"] = evaluation.run_self_tuned(st, gt, fit_shift=fit_shift)
-    out["lowrank+self_tuned"] = evaluation.run_self_tuned(st, gt, lowrank=True, fit_shift=fit_shift)
+    out["self_tuned"] = evaluation.run_self_tuned(st, gt, fit_shift=fit_shift, field=field)
+    out["lowrank+self_tuned"] = evaluation.run_self_tuned(st, gt, lowrank=True, fit_shift=fit_shift,
+                                                          field=field)
     for name, (ck, resize, select) in models.items():
-        out[name] = evaluation.run_network(ck, st, gt, resize_to=resize, select=select, fit_shift=fit_shift)
+        out[name] = evaluation.run_network(ck, st, gt, resize_to=resize, select=select, fit_shift=fit_shift,
+                                           field=field)
     ours_names = ("ours", "ours_network")
     if adapt is not None:
-        out["ours_adapted"] = score_adapted(adapt, st, gt, fit_shift=fit_shift)
+        out["ours_adapted"] = score_adapted(adapt, st, gt, fit_shift=fit_shift, field=field)
         ours_names += ("ours_adapted",)
     summary = {}
     for label, names in {**BASELINES, "hybrid": list(hybrid)}.items():
@@ -213,11 +217,11 @@ def _stack_names(args, ap) -> tuple[list, list, list]:
     return [[n for n in g if n in args.only] for g in groups]
 
 
-def _scored(label: str, st, gt, models: dict, *, fit_shift: bool | float = False, adapt=None,
+def _scored(label: str, st, gt, models: dict, *, fit_shift: bool | float = False, adapt=None, field=None,
             **meta) -> dict:
     """Score one stack (:func:`score_stack`), print it and return its report entry."""
     t0 = time.perf_counter()
-    entry = {**meta, **score_stack(st, gt, models, fit_shift=fit_shift, adapt=adapt)}
+    entry = {**meta, **score_stack(st, gt, models, fit_shift=fit_shift, adapt=adapt, field=field)}
     _print_stack(label, entry, time.perf_counter() - t0)
     return entry
 
@@ -247,8 +251,10 @@ def main(argv=None) -> int:
     for name in files:
         path = data / TESTS[name]
         st, gt, aligned = evaluation.aligned_like_notebook04(io.read_stack(path), io.read_ground_truth(path))
+        field = aligned.pop("common_mask")
         in_family[name] = _scored(f"in-family {name}", st, gt, models, adapt=adapt, file=TESTS[name],
-                                  alignment=aligned)
+                                  alignment={**aligned, "common_field_share": round(float(field.mean()), 4)},
+                                  field=field)
     for name in in_family_foreign:
         st, gt, settings = simulate_in_family_foreign(name)
         in_family[name] = _scored(f"in-family {name}", st, gt, models, adapt=adapt, simulated=settings)

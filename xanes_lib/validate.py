@@ -14,7 +14,7 @@ __all__ = [
     "KEV_MAX", "EV_MIN", "EV_PER_KEV", "check_energies", "detect_energy_unit", "energies_to_ev",
     "check_stack", "nonfinite_message", "find_nonfinite", "RAW_COUNTS_MEDIAN", "DETECTOR_CEILINGS",
     "SATURATED_SHARE", "EDGE_TOLERANCE_EV",
-    "sampled_median", "find_bad_frames", "check_transmission_frames",
+    "sampled_median", "find_bad_frames", "check_transmission_frames", "check_field",
 ]
 
 #: Hard X-ray absorption edges used with TXM lie between ~4 and ~30 keV. Energies in keV
@@ -359,3 +359,25 @@ def check_transmission_frames(transmission, energies_eV=None, *, name: str = "tr
         raise ValueError(f"{name}{where} has a median of {median:.4g}: these are raw detector counts, not "
                          "transmission I / I0 (about 0-1.2). Flat-field correct them first "
                          "(xanes_lib.io.flat_field_correct(images, flat, dark)).")
+
+
+def check_field(field, shape, *, name: str = "field"):
+    """Return ``field`` as a (Y, X) bool array of the image ``shape`` (None stays None).
+
+    The pixels of an image that are measurements, e.g. the field that every image of an
+    aligned stack covers (``AlignedStack.common_mask``).
+
+    Raises
+    ------
+    ValueError
+        Not boolean, or not of the images' shape, or no pixel set.
+    """
+    if field is None:
+        return None
+    f = np.asarray(field)
+    if f.dtype != bool or f.shape != tuple(shape):
+        raise ValueError(f"{name} must be a boolean array of the images' shape {tuple(shape)} (True where a "
+                         f"pixel is measured, e.g. AlignedStack.common_mask); got {f.dtype} {f.shape}.")
+    if not f.any():
+        raise ValueError(f"{name} has no pixel set: nothing is measured; pass None to use every pixel.")
+    return f

@@ -64,7 +64,7 @@ from ..denoising.inference import (
     _with_halo,
 )
 from ..denoising.strength import StrengthChoice
-from ..validate import check_transmission_frames
+from ..validate import check_field, check_transmission_frames
 from ._blocks import assemble, in_pieces, map_regions, to_zarr
 from .beam import _divide_block, _estimate_beam
 
@@ -124,7 +124,7 @@ class ChunkedDenoiseResult:
 def denoise_chunked(denoiser: Denoiser, transmission, energies_eV, *, element: str | None = None,
                     references=None, tile: int = 512, margin: int = 64, select: bool = True,
                     probe_seed: int = 0, workdir, progress: bool = False, lowrank: bool | None = None,
-                    energy_batch: int = 16, device=None) -> ChunkedDenoiseResult:
+                    energy_batch: int = 16, device=None, field=None) -> ChunkedDenoiseResult:
     """Denoise an (E, Y, X) dask array block by block; the same result as ``denoise_stack``.
 
     Parameters
@@ -158,6 +158,9 @@ def denoise_chunked(denoiser: Denoiser, transmission, energies_eV, *, element: s
         Images per batch for the paper variant.
     device : str or torch.device, optional
         Where each tile runs; None picks CUDA when the worker has it.
+    field : array_like of bool, optional
+        (Y, X) pixels that are measurements (an aligned stack's common field), as
+        ``denoise_stack``.
 
     Returns
     -------
@@ -176,6 +179,7 @@ def denoise_chunked(denoiser: Denoiser, transmission, energies_eV, *, element: s
         raise ValueError(f"transmission must be a non-empty 3-D (energies, rows, columns) array; got shape "
                          f"{x.shape}.")
     refs, model = _stack_model(x.shape[0], energies_eV, element, references)
+    field = check_field(field, x.shape[1:])
     x = x.astype(np.float32).rechunk({0: -1})
     n_e, ny, nx = x.shape
     grid = ([(s, min(s + x.chunks[1][0], ny)) for s in range(0, ny, x.chunks[1][0])],
@@ -224,7 +228,7 @@ def denoise_chunked(denoiser: Denoiser, transmission, energies_eV, *, element: s
     coefficients, strength = out["coefficients"], None
     invalid = [] if fill is None else [to_zarr(work / "invalid.zarr", bad)]
     if probe is not None:
-        coefficients, strength = probe.select(coefficients, out)
+        coefficients, strength = probe.select(coefficients, out, field)
         rebuilt = [to_zarr(work / "observed.zarr", out["observed"]),
                    to_zarr(work / "coefficients.zarr", coefficients)]
         denoised = map_regions(_rebuild_block, [stack, *rebuilt, *invalid], grid,

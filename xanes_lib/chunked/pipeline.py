@@ -410,7 +410,8 @@ def map_stack(source, output_path, *, references=None, element: str | None = Non
         interpolation: 0.5-1, which a denoiser's strength selection reads as less noise).
     denoiser : xanes_lib.denoising.Denoiser, optional
         Denoise first (:func:`xanes_lib.chunked.denoise_chunked`, ``denoise_options`` passed
-        on); the reported standard deviation is then the denoiser's error estimate.
+        on; after an alignment its strength selection scores the common field only); the
+        reported standard deviation is then the denoiser's error estimate.
     beam : bool
         Without a denoiser, fit the stack divided by its low-rank beam background
         (:func:`xanes_lib.chunked.divide_beam_background_chunked`), as notebook 04 does; the
@@ -531,7 +532,7 @@ def _map_one(t, energies_eV, refs, *, mode, energy_window_eV, shift_eV, mask_thr
         from .denoise import denoise_chunked
 
         result = denoise_chunked(denoiser, t, energies_eV, references=refs, workdir=workdir,
-                                 **(denoise_options or {}))
+                                 **{"field": field_mask, **(denoise_options or {})})
         t = _store(result.denoised, workdir, "denoised")
         clock.lap("align+denoise")
     fit, sample = map_slice(t, energies_eV, refs, mode=mode, energy_window_eV=energy_window_eV,

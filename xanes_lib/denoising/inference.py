@@ -27,7 +27,7 @@ from ..mapping._input import _refuse_absorbance_as_transmission
 from ..physics import LinearAbsorbanceModel, absorbance, n_references, reference_model
 from ..progress import progress_bar
 from ..spectra import default_references
-from ..validate import check_stack, check_transmission_frames
+from ..validate import check_field, check_stack, check_transmission_frames
 from .beam import estimate_background
 from .denoiser import Denoiser, pick_device
 from .networks import gaussian_blur
@@ -314,7 +314,8 @@ def _lowrank_beam(estimate, denoiser: Denoiser, lowrank: bool | None):
 def denoise_stack(denoiser: Denoiser, transmission, energies_eV, *, element: str | None = None,
                   references=None, tile: int = 512, margin: int = 64, energy_batch: int = 16,
                   resize_to: int | None = None, lowrank: bool | None = None, device=None,
-                  progress: bool = True, select: bool = True, probe_seed: int = 0) -> DenoiseResult:
+                  progress: bool = True, select: bool = True, probe_seed: int = 0,
+                  field=None) -> DenoiseResult:
     """Denoise a whole stack of any size in overlapping tiles (or resized, for ``paper``).
 
     A stack that does not fit in memory: :func:`xanes_lib.chunked.denoise_chunked`, the same
@@ -355,6 +356,11 @@ def denoise_stack(denoiser: Denoiser, transmission, energies_eV, *, element: str
         ``strength``). False returns the network's output everywhere.
     probe_seed : int
         Seed of the random perturbation that measures the network's sensitivity to its input.
+    field : array_like of bool, optional
+        (Y, X) pixels that are measurements: on an aligned stack its ``common_mask`` (outside
+        it the aligned images repeat the field's edge). The strength selection estimates its
+        risk on these pixels only (:func:`xanes_lib.denoising.strength.select_strength`).
+        None: every pixel.
 
     Returns
     -------
@@ -372,6 +378,7 @@ def denoise_stack(denoiser: Denoiser, transmission, energies_eV, *, element: str
     _check_denoiser(denoiser)
     device = pick_device(device)
     t = check_stack(transmission, name="transmission", allow_nonfinite=True)
+    field = check_field(field, t.shape[1:])
     refs, model = _stack_model(t.shape[0], energies_eV, element, references)
     check_transmission_frames(t, model.energies_eV)
     bad = _invalid_pixels(t)
@@ -386,7 +393,7 @@ def denoise_stack(denoiser: Denoiser, transmission, energies_eV, *, element: str
     res, maps = _denoise_corrected(denoiser, t, model, tile=tile, margin=margin, energy_batch=energy_batch,
                                    resize_to=resize_to, device=device, progress=progress, probe=probe)
     if probe is not None:
-        res.coefficients, res.strength = probe.select(res.coefficients, maps)
+        res.coefficients, res.strength = probe.select(res.coefficients, maps, field)
         res.denoised = _rebuild(res.corrected, maps["observed"], res.coefficients, model)
     res.seconds = time.perf_counter() - t0
     if beam is not None:
@@ -524,11 +531,15 @@ class _Probe:
         return {"observed": res.observed_coefficients[keep].cpu().numpy(), "noise": noise[keep[1:]],
                 "delta": delta[keep], "response": response[keep].cpu().numpy()}
 
-    def select(self, coefficients, maps):
-        """Return the chosen coefficient maps and the :class:`StrengthChoice`, from the stack's ``maps``."""
+    def select(self, coefficients, maps, field=None):
+        """Return the chosen coefficient maps and the :class:`StrengthChoice`, from the stack's ``maps``.
+
+        The risk is estimated on the ``field`` pixels (all when None).
+        """
         return select_strength(maps["observed"], maps["noise"], self.model, self.ox,
                                network=(coefficients, maps["delta"], maps["response"]),
-                               covariance=coefficient_covariance_map(self.model, maps["observed"]))
+                               covariance=coefficient_covariance_map(self.model, maps["observed"]),
+                               field=field)
 
 
 _FLOAT32 = {"lock": threading.Lock(), "depth": 0, "saved": None}

@@ -36,7 +36,7 @@ from scipy import ndimage
 
 from ..physics import LinearAbsorbanceModel, absorbance, reference_model
 from ..spectra import default_references
-from ..validate import check_stack
+from ..validate import check_field, check_stack
 
 __all__ = [
     "DEFAULT_SIGMAS_PX", "NETWORK_SIGMAS_PX", "StrengthChoice", "residual_noise_std",
@@ -235,7 +235,7 @@ def coefficient_covariance_map(model: LinearAbsorbanceModel, coefficients, *,
 
 
 def state_weights(coefficients, oxidation_states, noise_std, model: LinearAbsorbanceModel, *,
-                  pilot_sigma_px: float = 4.0, min_significance: float = 5.0, covariance=None):
+                  pilot_sigma_px: float = 4.0, min_significance: float = 5.0, covariance=None, field=None):
     """Linearised oxidation state ``L_i`` of each pixel and the pixels where it is defined.
 
     Parameters
@@ -255,6 +255,9 @@ def state_weights(coefficients, oxidation_states, noise_std, model: LinearAbsorb
     covariance : numpy.ndarray, optional
         (P, P, Y, X) per-pixel coefficient covariance for unit noise
         (:func:`coefficient_covariance_map`); None: :func:`coefficient_covariance` everywhere.
+    field : numpy.ndarray, optional
+        (Y, X) bool: the pixels that are measurements; only these are scored (see
+        :func:`select_strength`). None: every pixel.
 
     Returns
     -------
@@ -280,6 +283,8 @@ def state_weights(coefficients, oxidation_states, noise_std, model: LinearAbsorb
     floor = MIN_RELATIVE_STEP * np.nanpercentile(light, 99.0)
     scored = (np.isfinite(step) & (step > 0) & (light > min_significance * light_std) & (light > floor)
               & (noise_std > 0))
+    if field is not None:
+        scored &= field
     safe = np.where(scored, step, 1.0)
     state = (ox[:, None, None] * pilot).sum(0) / safe
     # Where the pilot is no mix of the references (far outside their range: beam background
@@ -351,7 +356,7 @@ def _candidates(c, network, sigmas_px, noise_std, model, covariance=None):
 
 def select_strength(coefficients, noise_std, model: LinearAbsorbanceModel, oxidation_states, *,
                     network=None, sigmas_px=DEFAULT_SIGMAS_PX, window_px: float | None = None,
-                    error_window_px: float = 8.0, covariance=None):
+                    error_window_px: float = 8.0, covariance=None, field=None):
     """Choose the denoiser with the lowest estimated oxidation-state error (once, or per pixel).
 
     Parameters
@@ -385,6 +390,13 @@ def select_strength(coefficients, noise_std, model: LinearAbsorbanceModel, oxida
         :func:`coefficient_covariance`. Assumed white, the noise above the edge is
         under-estimated, and with it most the sensitivity of the least smoothing candidates:
         the network looked 1-2e-3 (squared state) better than it is on Ni stacks at 300 photons.
+    field : array_like of bool, optional
+        (Y, X) pixels that are measurements; the risk is estimated on these only. An aligned
+        stack outside the field that every image covers repeats the field's edge
+        (:func:`xanes_lib.alignment.apply_alignment`): copies of one pixel's noise, which the
+        risk estimate takes for independent pixels (it turned the Gaussian candidates down on
+        drifting Ni stacks at 300 photons, issue 16). Pass ``AlignedStack.common_mask``. None:
+        every pixel.
 
     Returns
     -------
@@ -395,7 +407,8 @@ def select_strength(coefficients, noise_std, model: LinearAbsorbanceModel, oxida
     c = np.asarray(coefficients, dtype=np.float32)
     ox = np.asarray(oxidation_states, dtype=np.float64)
     k = ox.size
-    weights, pilot, v, scored = state_weights(c, ox, noise_std, model, covariance=covariance)
+    field = check_field(field, c.shape[1:])
+    weights, pilot, v, scored = state_weights(c, ox, noise_std, model, covariance=covariance, field=field)
     lo, hi = ox.min(), ox.max()
     m = scored.astype(np.float64)
 
@@ -478,7 +491,7 @@ def _probe_eps2(delta, noise_std, model: LinearAbsorbanceModel, covariance=None)
 
 
 def self_tuned_gaussian(transmission, energies_eV, *, element: str | None = None, references=None,
-                        oxidation_states=None, sigmas_px=DEFAULT_SIGMAS_PX):
+                        oxidation_states=None, sigmas_px=DEFAULT_SIGMAS_PX, field=None):
     """Smooth with the one Gaussian width whose estimated error is lowest: no ground truth needed.
 
     The classical pipeline a user can tune without ground truth.
@@ -500,6 +513,9 @@ def self_tuned_gaussian(transmission, energies_eV, *, element: str | None = None
     oxidation_states : sequence of float, optional
     sigmas_px : sequence of float
         Widths tried.
+    field : array_like of bool, optional
+        (Y, X) pixels that are measurements (an aligned stack's ``common_mask``), as
+        :func:`select_strength`.
 
     Returns
     -------
@@ -516,7 +532,7 @@ def self_tuned_gaussian(transmission, energies_eV, *, element: str | None = None
     c = model.fit(a)
     noise = residual_noise_std(a - model.predict(c), model)
     _, choice = select_strength(c, noise, model, ox, sigmas_px=sigmas_px, window_px=None,
-                                covariance=coefficient_covariance_map(model, c))
+                                covariance=coefficient_covariance_map(model, c), field=field)
     s = float(choice.sigmas_px[int(choice.choice.flat[0])])
     smoothed = ndimage.gaussian_filter(a, (0, s, s), mode="nearest") if s > 0 else a
     return np.exp(-smoothed).astype(np.float32), choice

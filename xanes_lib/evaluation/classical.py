@@ -318,18 +318,20 @@ def run_hybrid(stack, truth, *, grid=None, progress: bool = True, fit_shift: boo
     return {f"lowrank+{k}": v for k, v in scores.items()}
 
 
-def run_self_tuned(stack, truth, *, lowrank: bool = False, fit_shift: bool | float = False) -> dict:
+def run_self_tuned(stack, truth, *, lowrank: bool = False, fit_shift: bool | float = False,
+                   field=None) -> dict:
     """Score the classical pipeline tuned without the truth: one Gaussian width chosen by SURE.
 
     :func:`xanes_lib.denoising.strength.self_tuned_gaussian`, after our low-rank beam
-    background when ``lowrank``. The chosen width is in ``params``.
+    background when ``lowrank``. The chosen width is in ``params``. ``field``: the pixels the
+    risk is estimated on (an aligned stack's common field; None: all).
     """
     e, t, background = stack.energies_eV, stack.transmission, None
     if lowrank:
         background = estimate_background(t, e, reference_model(e, stack.element)).background
         t = (t / background).astype(np.float32)
     t0 = time.perf_counter()
-    smoothed, choice = self_tuned_gaussian(t, e, element=stack.element)
+    smoothed, choice = self_tuned_gaussian(t, e, element=stack.element, field=field)
     secs = time.perf_counter() - t0
     sc = score_pipeline(oxidation_state_fit(smoothed, e, stack.element, mask=truth.mask, fit_shift=fit_shift),
                         truth, background=background)
@@ -338,17 +340,18 @@ def run_self_tuned(stack, truth, *, lowrank: bool = False, fit_shift: bool | flo
 
 
 def run_network(denoiser, stack, truth, *, resize_to=None, device=None, select: bool = True,
-                fit_shift: bool | float = False) -> dict:
+                fit_shift: bool | float = False, field=None) -> dict:
     """Denoise a simulated stack with a denoiser and score the valence fit and the background.
 
     The valence fit uses the denoised stack (background and noise removed); the background
     score uses the network's background estimate; the standard deviation is the one the
     denoiser reports (:meth:`xanes_lib.denoising.DenoiseResult.oxidation_state_std`).
     ``denoiser`` is a :class:`xanes_lib.denoising.Denoiser` (torch is needed only here,
-    through it); ``select`` is passed to :func:`xanes_lib.denoising.denoise_stack`.
+    through it); ``select`` and ``field`` (an aligned stack's common field, as notebooks 04
+    and 05 pass it) go to :func:`xanes_lib.denoising.denoise_stack`.
     """
     res = denoiser.denoise(stack.transmission, stack.energies_eV, element=stack.element, resize_to=resize_to,
-                           device=device, select=select, progress=False)
+                           device=device, select=select, progress=False, field=field)
     fit = oxidation_state_fit(res.denoised, stack.energies_eV, stack.element, mask=truth.mask,
                               fit_shift=fit_shift)
     fit = replace(fit, oxidation_state_std=res.oxidation_state_std(fit.oxidation_state_std))

@@ -244,15 +244,18 @@ def aligned_like_notebook04(stack, truth):
         The aligned stack and the truth in its frame (the inputs themselves without drift).
         The truth's ``areal_density`` stays in the maps' frame and its drift is set to zero.
     dict
-        ``drift_detected``, ``reference_index`` and ``max_shift_px`` of the registration.
+        ``drift_detected``, ``reference_index`` and ``max_shift_px`` of the registration, and
+        ``common_mask``: the (Y, X) field every aligned image covers (all True without drift;
+        notebook 04 passes it to the denoiser as ``field``; an array, not for JSON).
     """
     fit = register_stack(stack.transmission, stack.energies_eV)
     info = {"drift_detected": bool(fit.info.get("drift_detected", False)),
             "reference_index": int(fit.reference_index),
             "max_shift_px": float(np.abs(fit.shifts_px).max())}
     if not info["drift_detected"]:
-        return stack, truth, info
+        return stack, truth, {**info, "common_mask": np.ones(stack.transmission.shape[1:], bool)}
     aligned = apply_alignment(stack.transmission, fit)
+    info["common_mask"] = aligned.common_mask
     state, mask, foreign = truth_in_frame(truth, fit.reference_index)
     mask &= aligned.common_mask
 

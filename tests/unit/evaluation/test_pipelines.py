@@ -86,6 +86,8 @@ def test_a_drifting_stack_is_scored_aligned_as_notebook_04_maps_it():
     np.testing.assert_array_equal(st.transmission, before)            # inputs not modified
     assert info["drift_detected"] and info["max_shift_px"] > 0.5
     assert gt_al.mask.sum() <= gt.mask.sum() and np.isfinite(gt_al.oxidation_state[gt_al.mask]).all()
+    field = info["common_mask"]
+    assert field.shape == gt.mask.shape and not field.all() and not (gt_al.mask & ~field).any()
 
     def rmse(s, g):
         fit = evaluation.oxidation_state_fit(s.transmission, s.energies_eV, "Ni", mask=g.mask)
@@ -94,4 +96,4 @@ def test_a_drifting_stack_is_scored_aligned_as_notebook_04_maps_it():
     assert rmse(al, gt_al) < 0.8 * rmse(st, gt)                       # aligned: most drift artefacts gone
     still, gt_still = simulation.simulate_stack(base, seed=4)
     same, same_gt, info = evaluation.aligned_like_notebook04(still, gt_still)
-    assert not info["drift_detected"] and same is still and same_gt is gt_still
+    assert not info["drift_detected"] and same is still and same_gt is gt_still and info["common_mask"].all()
