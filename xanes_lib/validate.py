@@ -14,7 +14,7 @@ __all__ = [
     "KEV_MAX", "EV_MIN", "EV_PER_KEV", "check_energies", "detect_energy_unit", "energies_to_ev",
     "check_stack", "nonfinite_message", "find_nonfinite", "RAW_COUNTS_MEDIAN", "DETECTOR_CEILINGS",
     "SATURATED_SHARE", "EDGE_TOLERANCE_EV",
-    "sampled_median", "find_bad_frames", "check_transmission_frames", "check_field",
+    "sampled_median", "find_bad_frames", "check_transmission_frames", "check_field", "refuse_kev",
 ]
 
 #: Hard X-ray absorption edges used with TXM lie between ~4 and ~30 keV. Energies in keV
@@ -381,3 +381,53 @@ def check_field(field, shape, *, name: str = "field"):
     if not f.any():
         raise ValueError(f"{name} has no pixel set: nothing is measured; pass None to use every pixel.")
     return f
+
+
+def refuse_kev(energies, *, name: str, context: str = "", absolute: bool = False) -> None:
+    """Raise if energies that should be eV look like keV (a user passed keV).
+
+    The rule is that of :func:`detect_energy_unit`: all energies positive and below
+    :data:`KEV_MAX`. Energies whose unit it cannot tell (ambiguous or mixed, e.g. offsets
+    from the edge) are refused only with ``absolute``; otherwise the caller's other checks
+    judge them.
+
+    Parameters
+    ----------
+    energies : array_like
+        Energies expected in eV, any shape; finite (NaN and inf are ignored).
+    name : str
+        The argument's name, for the message.
+    context : str
+        An optional sentence appended to the message (why eV matter to the caller).
+    absolute : bool
+        Also refuse energies that are not absolute eV (any value <= :data:`EV_MIN`): a caller
+        that needs the edge's position in eV (a model of the edge, a file on disk).
+
+    Raises
+    ------
+    ValueError
+        Naming ``name``, its first and last values, and the fix (multiply by 1000).
+
+    Examples
+    --------
+    >>> refuse_kev([8330.0, 8340.0], name="energies_eV")
+    >>> refuse_kev([8.33, 8.34], name="energies_eV")
+    Traceback (most recent call last):
+    ...
+    ValueError: energies_eV look like keV (8.33 ... 8.34); energies are eV in memory: multiply by 1000 ...
+    """
+    e = np.asarray(energies, dtype=np.float64).ravel()
+    if not np.isfinite(e).any():
+        return
+    try:
+        unit = detect_energy_unit(e)
+    except ValueError:                                  # unit undecidable: not keV
+        if absolute:
+            raise ValueError(f"{name} must be absolute energies in eV (above {EV_MIN:g}); got "
+                             f"{e[0]:g} ... {e[-1]:g}: offsets from the edge, or another unit? Give the "
+                             "photon energies in eV." + (f" {context}" if context else "")) from None
+        return
+    if unit == "keV":
+        raise ValueError(f"{name} look like keV ({e[0]:g} ... {e[-1]:g}); energies are eV in memory: "
+                         "multiply by 1000 (or use xanes_lib.validate.energies_to_ev(values, unit='keV'))."
+                         + (f" {context}" if context else ""))

@@ -35,6 +35,7 @@ from xanes_lib.io import (
     write_stack,
 )
 from xanes_lib.spectra import default_references, load_references
+from xanes_lib.validate import refuse_kev
 
 REFS = default_references("Ni")
 CO_REFS = default_references("Co")
@@ -450,3 +451,17 @@ def test_odd_but_legal_input_is_sane(tmp_path, builder, check, warning):
     verdict = check(result, tmp_path)
     assert verdict is None or bool(verdict), f"insane result: {result!r}"
     assert _unchanged(before, inputs), "an input changed"
+
+
+def test_refuse_kev_follows_detect_energy_unit():
+    """One rule for energies in keV where eV are expected: that of validate.detect_energy_unit."""
+    refuse_kev([8330.0, 8340.0], name="e")              # eV
+    refuse_kev([300.0, 900.0], name="e")                # unit undecidable: left to the caller's checks
+    refuse_kev([-20.0, 50.0], name="e")                 # offsets from an edge are not keV
+    refuse_kev([], name="e")
+    with pytest.raises(ValueError, match=r"^e look like keV \(8\.33 \.\.\. 8\.34\); energies are eV in "
+                                         r"memory: multiply by 1000.* Why eV\.$"):
+        refuse_kev(np.array([[8.33], [8.34]]), name="e", context="Why eV.")
+    with pytest.raises(ValueError, match=r"^e must be absolute energies in eV \(above 1000\); "
+                                         r"got -20 \.\.\. 50: offsets from the edge"):
+        refuse_kev([-20.0, 50.0], name="e", absolute=True)

@@ -33,7 +33,7 @@ import warnings
 import numpy as np
 from scipy import ndimage, special
 
-from ..validate import KEV_MAX, check_energies, check_stack
+from ..validate import check_energies, check_stack, refuse_kev
 from ._correlation import (
     FEATURES,
     bin_image,
@@ -138,10 +138,8 @@ def _check_inputs(transmission, energies_eV, reference_index, mask, bin_factor):
     if n_e < 2:
         raise ValueError(f"registration needs at least 2 images; got {n_e}.")
     energies = check_energies(energies_eV, name="energies_eV", min_points=1)
-    if energies[0] > 0 and energies[-1] < KEV_MAX:     # the rule of validate.detect_energy_unit
-        raise ValueError(f"energies_eV look like keV ({energies[0]:g} ... {energies[-1]:g}); energies are eV "
-                         f"in memory (the reference image is picked {POST_EDGE_OFFSET_EV:g} eV above the "
-                         "edge): multiply by 1000.")
+    refuse_kev(energies, name="energies_eV",
+               context=f"The reference image is picked {POST_EDGE_OFFSET_EV:g} eV above the edge.")
     if energies.size != n_e:
         raise ValueError(f"energies_eV has {energies.size} values but transmission has {n_e} images; "
                          "pass one energy per image.")

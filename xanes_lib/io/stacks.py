@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..validate import EV_PER_KEV, KEV_MAX, check_energies, check_stack, find_nonfinite
+from ..validate import EV_PER_KEV, check_energies, check_stack, find_nonfinite, refuse_kev
 from ._hdf5 import (
     JSON_KEYS_ATTR,
     _describe,
@@ -222,9 +222,7 @@ def infer_element(energies_eV, *, candidates=CANDIDATE_ELEMENTS, edge: str = "K"
     import xraydb
 
     e = check_energies(energies_eV, name="energies_eV", unit="eV", min_points=1)
-    if e[-1] < KEV_MAX:
-        raise ValueError(f"energies_eV look like keV ({e[0]:g} ... {e[-1]:g}); energies are eV in "
-                         "memory: multiply by 1000.")
+    refuse_kev(e, name="energies_eV")
     lo, hi = float(e[0]), float(e[-1])
     edges = {el: float(xraydb.xray_edge(el, edge).energy) for el in candidates}
     inside = [el for el, energy in edges.items() if lo <= energy <= hi]
@@ -302,9 +300,8 @@ def _validate_stack(stack: Stack) -> dict:
     if not isinstance(stack, Stack):
         raise TypeError(f"stack must be a xanes_lib.io.Stack; got {type(stack).__name__}.")
     energies = check_energies(stack.energies_eV, name="Stack.energies_eV", unit="eV")
-    if energies[-1] < KEV_MAX:
-        raise ValueError(f"Stack.energies_eV look like keV ({energies[0]:g} ... {energies[-1]:g}); "
-                         "energies are eV in memory (keV only on disk): multiply by 1000.")
+    refuse_kev(energies, name="Stack.energies_eV", absolute=True,
+               context="keV values exist only on disk (X_eng).")
     transmission = _real_array(stack.transmission, "Stack.transmission", floating=True)
     check_stack(transmission, name="Stack.transmission", n_energies=energies.size, allow_nonfinite=True)
     transmission = transmission.astype(np.float32, copy=False)

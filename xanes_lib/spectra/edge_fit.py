@@ -16,7 +16,7 @@ from types import MappingProxyType
 import numpy as np
 from scipy.special import erf
 
-from ..validate import EV_MIN, check_energies
+from ..validate import check_energies, refuse_kev
 from .parametric import (
     _MIN_ROWS,
     _ONSET_SMOOTH_EV,
@@ -233,9 +233,7 @@ def _check_spectrum(energies_eV, mu, *, source: str = "") -> tuple[np.ndarray, n
     if not np.isfinite(m).all():
         i = int(np.flatnonzero(~np.isfinite(m))[0])
         raise ValueError(f"mu_norm must be finite; got {m[i]} at index {i} ({e[i]:.2f} eV).")
-    if e[-1] < EV_MIN:
-        raise ValueError(f"energies_eV look like keV (max {e[-1]:g}); convert with "
-                         "xanes_lib.validate.energies_to_ev first.")
+    refuse_kev(e, name="energies_eV", absolute=True)
     return e, m
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from scipy.special import erf
 
-from ..validate import EV_MIN, EV_PER_KEV, check_energies
+from ..validate import EV_MIN, EV_PER_KEV, check_energies, refuse_kev
 
 __all__ = [
     "K_FACTOR", "EdgeParams", "edge_model", "half_step_energy", "model_edge_energy",
@@ -241,9 +241,7 @@ def edge_model(energies_eV, params: EdgeParams) -> np.ndarray:
     e = np.asarray(energies_eV, dtype=np.float64)
     if e.size and not np.isfinite(e).all():
         raise ValueError("energies_eV must be finite; found NaN or inf.")
-    if e.size and float(np.max(e)) < EV_MIN:
-        raise ValueError(f"energies_eV look like keV (max {float(np.max(e)):g}); the model works "
-                         "in eV: multiply by 1000 or use xanes_lib.validate.energies_to_ev.")
+    refuse_kev(e, name="energies_eV", absolute=True)
     parts = _model_parts(e, params)
     return sum(parts.values(), np.zeros_like(e))
 
