@@ -283,6 +283,7 @@ def state_weights(coefficients, oxidation_states, noise_std, model: LinearAbsorb
     floor = MIN_RELATIVE_STEP * np.nanpercentile(light, 99.0)
     scored = (np.isfinite(step) & (step > 0) & (light > min_significance * light_std) & (light > floor)
               & (noise_std > 0))
+    field = check_field(field, scored.shape)
     if field is not None:
         scored &= field
     safe = np.where(scored, step, 1.0)
