@@ -14,7 +14,7 @@ __all__ = [
     "KEV_MAX", "EV_MIN", "EV_PER_KEV", "check_energies", "detect_energy_unit", "energies_to_ev",
     "check_stack", "nonfinite_message", "find_nonfinite", "RAW_COUNTS_MEDIAN", "DETECTOR_CEILINGS",
     "SATURATED_SHARE", "EDGE_TOLERANCE_EV",
-    "sampled_median", "find_bad_frames", "check_transmission_frames", "check_field", "refuse_kev",
+    "sampled_median", "find_bad_frames", "check_transmission_frames", "check_image_mask", "refuse_kev",
 ]
 
 #: Hard X-ray absorption edges used with TXM lie between ~4 and ~30 keV. Energies in keV
@@ -361,26 +361,38 @@ def check_transmission_frames(transmission, energies_eV=None, *, name: str = "tr
                          "(xanes_lib.io.flat_field_correct(images, flat, dark)).")
 
 
-def check_field(field, shape, *, name: str = "field"):
-    """Return ``field`` as a (Y, X) bool array of the image ``shape`` (None stays None).
+def check_image_mask(mask, shape, *, name: str = "mask", hint: str = "", allow_empty: bool = True):
+    """Return ``mask`` as a (Y, X) bool array of the images' ``shape`` (None stays None).
 
-    The pixels of an image that are measurements, e.g. the field that every image of an
-    aligned stack covers (``AlignedStack.common_mask``).
+    The one check of every boolean map over an image's pixels: a sample mask, flags, the field
+    that every image of an aligned stack covers (``AlignedStack.common_mask``).
+
+    Parameters
+    ----------
+    mask : array_like of bool or None
+    shape : tuple of int
+        (Y, X) of the images.
+    name : str
+        The argument's name, for the message.
+    hint : str
+        Appended to the message (where such a map comes from).
+    allow_empty : bool
+        False refuses a map that selects no pixel.
 
     Raises
     ------
     ValueError
-        Not boolean, or not of the images' shape, or no pixel set.
+        Not boolean, not of the images' shape, or (``allow_empty`` False) no pixel set.
     """
-    if field is None:
+    if mask is None:
         return None
-    f = np.asarray(field)
-    if f.dtype != bool or f.shape != tuple(shape):
-        raise ValueError(f"{name} must be a boolean array of the images' shape {tuple(shape)} (True where a "
-                         f"pixel is measured, e.g. AlignedStack.common_mask); got {f.dtype} {f.shape}.")
-    if not f.any():
-        raise ValueError(f"{name} has no pixel set: nothing is measured; pass None to use every pixel.")
-    return f
+    m = np.asarray(mask)
+    if m.dtype != bool or m.shape != tuple(shape):
+        raise ValueError(f"{name} must be a boolean (Y, X) = {tuple(shape)} array; got {m.dtype} {m.shape}."
+                         f"{hint}")
+    if not allow_empty and not m.any():
+        raise ValueError(f"{name} selects no pixel.{hint}")
+    return m
 
 
 def refuse_kev(energies, *, name: str, context: str = "", absolute: bool = False) -> None:

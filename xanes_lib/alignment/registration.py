@@ -33,7 +33,7 @@ import warnings
 import numpy as np
 from scipy import ndimage, special
 
-from ..validate import check_energies, check_stack, refuse_kev
+from ..validate import check_energies, check_image_mask, check_stack, refuse_kev
 from ._correlation import (
     FEATURES,
     bin_image,
@@ -150,12 +150,8 @@ def _check_inputs(transmission, energies_eV, reference_index, mask, bin_factor):
     if bin_factor is not None and not _is_int(bin_factor, 1, top):
         raise ValueError(f"bin_factor must be None (automatic) or an integer in [1, {top}] (binned images "
                          f"keep >= 8 pixels a side); got {bin_factor!r}.")
-    region = None
-    if mask is not None:
-        region = np.asarray(mask)
-        if region.shape != stack.shape[1:] or region.dtype != bool:
-            raise ValueError(f"mask must be a boolean (Y, X) = {stack.shape[1:]} array; got "
-                             f"{region.dtype} {region.shape}.")
+    region = check_image_mask(mask, stack.shape[1:])
+    if region is not None:
         if region.sum() < 64:
             raise ValueError(f"mask selects {int(region.sum())} pixels; registration needs at least 64 "
                              "(a region a few particles wide).")

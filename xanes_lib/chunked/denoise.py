@@ -63,8 +63,8 @@ from ..denoising.inference import (
     _tile_regions,
     _with_halo,
 )
-from ..denoising.strength import StrengthChoice
-from ..validate import check_field, check_transmission_frames
+from ..denoising.strength import StrengthChoice, check_field
+from ..validate import check_transmission_frames
 from ._blocks import assemble, in_pieces, map_regions, to_zarr
 from .beam import _divide_block, _estimate_beam
 

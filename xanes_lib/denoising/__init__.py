@@ -33,7 +33,8 @@ _EXPORTS = {
     "align_with_beam_background": "beam", "beam_corrected_energy_shift": "beam",
     "calibrate_energy_shift_with_beam": "beam", "shifted_model": "beam", "beam_note": "beam",
     "DEFAULT_SIGMAS_PX": "strength", "NETWORK_SIGMAS_PX": "strength", "StrengthChoice": "strength",
-    "residual_noise_std": "strength", "coefficient_covariance": "strength", "state_weights": "strength",
+    "residual_noise_std": "strength", "check_field": "strength",
+    "coefficient_covariance": "strength", "state_weights": "strength",
     "gaussian_centre_weight": "strength", "select_strength": "strength", "self_tuned_gaussian":
     "strength", "PaperHParams": "config", "LatentHParams": "config", "HPARAMS_CLASSES": "config",
     "VARIANTS": "config", "NetworkConfig": "config", "LOSS_TERMS": "config", "LossWeights": "config",

@@ -27,11 +27,17 @@ from ..mapping._input import _refuse_absorbance_as_transmission
 from ..physics import LinearAbsorbanceModel, absorbance, n_references, reference_model
 from ..progress import progress_bar
 from ..spectra import default_references
-from ..validate import check_field, check_stack, check_transmission_frames
+from ..validate import check_stack, check_transmission_frames
 from .beam import estimate_background
 from .denoiser import Denoiser, pick_device
 from .networks import gaussian_blur
-from .strength import StrengthChoice, coefficient_covariance_map, residual_noise_std, select_strength
+from .strength import (
+    StrengthChoice,
+    check_field,
+    coefficient_covariance_map,
+    residual_noise_std,
+    select_strength,
+)
 
 __all__ = [
     "coefficient_scale", "ForwardOutput", "latent_inputs", "forward", "DenoiseResult", "denoise_stack",

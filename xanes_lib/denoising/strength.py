@@ -36,10 +36,10 @@ from scipy import ndimage
 
 from ..physics import LinearAbsorbanceModel, absorbance, reference_model
 from ..spectra import default_references
-from ..validate import check_field, check_stack
+from ..validate import check_image_mask, check_stack
 
 __all__ = [
-    "DEFAULT_SIGMAS_PX", "NETWORK_SIGMAS_PX", "StrengthChoice", "residual_noise_std",
+    "DEFAULT_SIGMAS_PX", "NETWORK_SIGMAS_PX", "StrengthChoice", "residual_noise_std", "check_field",
     "coefficient_covariance",
     "state_weights", "gaussian_centre_weight", "select_strength", "self_tuned_gaussian",
 ]
@@ -234,6 +234,16 @@ def coefficient_covariance_map(model: LinearAbsorbanceModel, coefficients, *,
     return out.reshape(n_p, n_p, *shape)
 
 
+def check_field(field, shape):
+    """Return the (Y, X) bool ``field`` of the pixels that are measurements (None stays None).
+
+    :func:`xanes_lib.validate.check_image_mask`: refused unless boolean, of the images' shape
+    and holding a pixel.
+    """
+    return check_image_mask(field, shape, name="field", allow_empty=False,
+                            hint=" Pass the pixels that are measured (AlignedStack.common_mask) or None.")
+
+
 def state_weights(coefficients, oxidation_states, noise_std, model: LinearAbsorbanceModel, *,
                   pilot_sigma_px: float = 4.0, min_significance: float = 5.0, covariance=None, field=None):
     """Linearised oxidation state ``L_i`` of each pixel and the pixels where it is defined.
@@ -408,7 +418,6 @@ def select_strength(coefficients, noise_std, model: LinearAbsorbanceModel, oxida
     c = np.asarray(coefficients, dtype=np.float32)
     ox = np.asarray(oxidation_states, dtype=np.float64)
     k = ox.size
-    field = check_field(field, c.shape[1:])
     weights, pilot, v, scored = state_weights(c, ox, noise_std, model, covariance=covariance, field=field)
     lo, hi = ox.min(), ox.max()
     m = scored.astype(np.float64)

@@ -38,6 +38,7 @@ import numpy as np
 
 from .. import __version__
 from ..mapping.lcf import ReferenceFit
+from ..validate import check_image_mask
 from ._hdf5 import (
     JSON_KEYS_ATTR,
     atomic_h5,
@@ -158,10 +159,7 @@ def _unexplained(fit_result: ReferenceFit, maps: dict, shape: tuple[int, int]) -
     test = getattr(fit_result, "unexplained_test", None)
     if flags is None:
         return np.zeros(shape, bool), "none"
-    flags = np.asarray(flags)
-    if flags.shape != shape or flags.dtype != bool:
-        raise ValueError(f"fit_result.unexplained must be a boolean (Y, X) = {shape} map; got {flags.dtype} "
-                         f"{flags.shape}.")
+    flags = check_image_mask(flags, shape, name="fit_result.unexplained")
     outside = int((flags & ~maps["mask"]).sum())
     if outside:
         raise ValueError(f"{outside} unexplained pixel(s) lie outside maps/mask; flags are only defined on "

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..physics import build_model
-from ..validate import check_energies
+from ..validate import check_energies, check_image_mask
 from ._arrays import _check_window, _window_indices
 from ._basis import _reference_basis, check_reference_edges
 
@@ -357,10 +357,7 @@ def calibrate_energy_shift(stack_or_absorbance, energies_eV, references, *, mask
     if int(max_iterations) < 1:
         raise ValueError(f"max_iterations must be >= 1; got {max_iterations}.")
     data, e_all, kind = _resolve_input(stack_or_absorbance, energies_eV, input_kind)
-    m = np.asarray(mask)
-    if m.shape != data.shape[1:] or m.dtype != bool:
-        raise ValueError(f"mask must be a boolean (Y, X) = {data.shape[1:]} array; got {m.dtype} "
-                         f"{m.shape}. Use e.g. significant_mask(...).mask.")
+    m = check_image_mask(mask, data.shape[1:], hint=" Use e.g. significant_mask(...).mask.")
     transmission = kind == "transmission"
     with np.errstate(invalid="ignore", divide="ignore"):
         good = np.ones(m.shape, bool)

@@ -27,6 +27,7 @@ import numpy as np
 
 from ..physics import LinearAbsorbanceModel, build_model
 from ..resources import available_cores
+from ..validate import check_image_mask
 from ._arrays import _check_window, _window_indices, _work_dtype
 from ._basis import _is_spectra_array, _reference_basis, check_reference_edges
 from ._input import _refuse_transmission_as_absorbance, _resolve_input
@@ -540,7 +541,7 @@ def fit_references(stack_or_absorbance, energies_eV, references, *, mask=None,
                          names=names, oxidation_states=oxidation_states,
                          background=tuple(background), mode=mode)
     model, win = design.model, design.window
-    mask = _checked_mask(mask, ny, nx)
+    mask = check_image_mask(mask, (ny, nx), hint=" Use e.g. sample_mask(...).mask.")
     if warn_empty and mask is not None and mask.size and not mask.any():
         warnings.warn(f"mask selects none of the {mask.size} pixels: every map is NaN. Check the mask "
                       "(inverted, or of another image?), e.g. significant_mask(...).mask.", UserWarning,
@@ -617,17 +618,6 @@ def _fit_design(e_all: np.ndarray, references, *, energy_window_eV, shift_eV, na
         raise ValueError(f"mode 'nonneg_sum_to_one' tries 2^K active sets and accepts at most "
                          f"{MAX_NONNEG_REFERENCES} references; got {k}. Use fewer references.")
     return _FitDesign(win, idx, e, shift, model, ref_names, ox, k)
-
-
-def _checked_mask(mask, ny: int, nx: int) -> np.ndarray | None:
-    """Return ``mask`` as an array after checking that it is a boolean (Y, X) map (None stays None)."""
-    if mask is None:
-        return None
-    mask = np.asarray(mask)
-    if mask.shape != (ny, nx) or mask.dtype != bool:
-        raise ValueError(f"mask must be a boolean (Y, X) = {(ny, nx)} array; got "
-                         f"{mask.dtype} {mask.shape}. Use e.g. sample_mask(...).mask.")
-    return mask
 
 
 def _checked_edge_step(edge_step, mode: str, mask, ny: int, nx: int) -> np.ndarray | None:

@@ -26,7 +26,7 @@ from scipy import ndimage
 
 from ..physics import absorbance, build_model, reference_model
 from ..spectra import default_references
-from ..validate import check_energies, check_stack
+from ..validate import check_energies, check_image_mask, check_stack
 from ._basis import _is_spectra_array, _reference_basis
 from ._input import _refuse_absorbance_as_transmission
 from .lcf import ReferenceFit, fit_references
@@ -376,9 +376,7 @@ def unexplained_pixels(transmission, energies_eV, references, *, mask, mode: str
     """
     e = check_energies(energies_eV, name="energies_eV")
     t = check_stack(transmission, name="transmission", n_energies=e.size, allow_nonfinite=True)
-    m = np.asarray(mask)
-    if m.shape != t.shape[1:] or m.dtype != bool:
-        raise ValueError(f"mask must be a boolean (Y, X) = {t.shape[1:]} array; got {m.dtype} {m.shape}.")
+    m = check_image_mask(mask, t.shape[1:])
     _check_test_options(smooth_px, false_flag_rate, noise_sigma_px, min_relative_residual)
     refs = references if _is_spectra_array(references) else list(references)
     zeros = [0.0] * len(refs)  # the residual does not depend on the references' oxidation states
@@ -501,11 +499,8 @@ def mark_unexplained(fit: ReferenceFit, unexplained) -> ReferenceFit:
     if not isinstance(fit, ReferenceFit):
         raise TypeError(f"fit must be a ReferenceFit (from fit_references); got {type(fit).__name__}.")
     attrs = unexplained.to_attrs() if isinstance(unexplained, UnexplainedPixels) else None
-    flags = np.asarray(unexplained.flags if isinstance(unexplained, UnexplainedPixels) else unexplained)
-    if flags.shape != fit.mask.shape or flags.dtype != bool:
-        raise ValueError(f"the flags must be a boolean (Y, X) = {fit.mask.shape} map; got {flags.dtype} "
-                         f"{flags.shape}.")
-    flags = flags & fit.mask
+    flags = unexplained.flags if isinstance(unexplained, UnexplainedPixels) else unexplained
+    flags = check_image_mask(flags, fit.mask.shape, name="the flags") & fit.mask
 
     def blank(a):
         return np.where(flags, np.nan, a).astype(a.dtype, copy=False)
