@@ -32,9 +32,11 @@ from .beam import estimate_background
 from .denoiser import Denoiser, pick_device
 from .networks import gaussian_blur
 from .strength import (
+    PROBE_EPS,
     StrengthChoice,
     check_field,
     coefficient_covariance_map,
+    noise_shaped_perturbation,
     residual_noise_std,
     select_strength,
 )
@@ -510,7 +512,7 @@ class _Probe:
     ``seed`` by :meth:`draw`, so that the result does not depend on the tiling).
     """
 
-    EPS = 0.01
+    EPS = PROBE_EPS
 
     def __init__(self, model, oxidation_states, seed: int):
         self.model, self.ox, self.seed = model, list(oxidation_states), seed
@@ -527,8 +529,7 @@ class _Probe:
         """
         noise = residual_noise_std(res.unexplained_absorbance.cpu().numpy(), self.model)
         cov = coefficient_covariance_map(self.model, res.observed_coefficients.cpu().numpy())
-        chol = np.linalg.cholesky(np.moveaxis(cov.astype(np.float64), (0, 1), (2, 3)))  # (y, x, P, P)
-        delta = (self.EPS * noise * np.einsum("yxpq,qyx->pyx", chol, z)).astype(np.float32)
+        delta = noise_shaped_perturbation(noise, cov, z, self.EPS)
         delta_t = res.inputs.new_tensor(delta)
         x = res.inputs.clone()
         x[0, :delta.shape[0]] += delta_t / res.scale
@@ -545,7 +546,7 @@ class _Probe:
         return select_strength(maps["observed"], maps["noise"], self.model, self.ox,
                                network=(coefficients, maps["delta"], maps["response"]),
                                covariance=coefficient_covariance_map(self.model, maps["observed"]),
-                               field=field)
+                               field=field, edge_preserving=True, probe_seed=self.seed)
 
 
 _FLOAT32 = {"lock": threading.Lock(), "depth": 0, "saved": None}
