@@ -34,7 +34,8 @@ _EXPORTS = {
     "calibrate_energy_shift_with_beam": "beam", "shifted_model": "beam", "beam_note": "beam",
     "DEFAULT_SIGMAS_PX": "strength", "NETWORK_SIGMAS_PX": "strength", "StrengthChoice": "strength",
     "residual_noise_std": "strength", "check_field": "strength",
-    "coefficient_covariance": "strength", "state_weights": "strength",
+    "coefficient_covariance": "strength", "noise_shaped_perturbation": "strength", "TV_WEIGHTS": "strength",
+    "NLM_STRENGTHS": "strength", "state_weights": "strength",
     "gaussian_centre_weight": "strength", "select_strength": "strength", "self_tuned_gaussian":
     "strength", "PaperHParams": "config", "LatentHParams": "config", "HPARAMS_CLASSES": "config",
     "VARIANTS": "config", "NetworkConfig": "config", "LOSS_TERMS": "config", "LossWeights": "config",

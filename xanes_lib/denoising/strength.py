@@ -39,7 +39,6 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 from scipy.special import ndtr, ndtri
-from skimage.restoration import denoise_nl_means, denoise_tv_chambolle
 
 from ..physics import LinearAbsorbanceModel, absorbance, reference_model
 from ..spectra import default_references
@@ -423,6 +422,10 @@ def _edge_preserving(c, k: int, noise_std, model, covariance, seed: int):
     of its input shaped like the noise (:func:`noise_shaped_perturbation`, drawn from ``seed``).
     Same tuples as :func:`_candidates`; the Gaussian width is NaN.
     """
+    # imported here, as evaluation.classical does: the module stays importable where torch is
+    # blocked (scikit-image's restoration package trips over a torch set to None on import)
+    from skimage.restoration import denoise_nl_means, denoise_tv_chambolle
+
     cov = coefficient_covariance(model) if covariance is None else np.asarray(covariance, np.float64)
     if cov.ndim == 2:
         cov = np.broadcast_to(cov[:, :, None, None], (*cov.shape, *c.shape[1:]))
