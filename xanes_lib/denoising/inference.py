@@ -32,7 +32,6 @@ from .beam import estimate_background
 from .denoiser import Denoiser, pick_device
 from .networks import gaussian_blur
 from .strength import (
-    PROBE_EPS,
     StrengthChoice,
     check_field,
     coefficient_covariance_map,
@@ -507,12 +506,10 @@ class _Probe:
 
     Per pixel: the plain fit's coefficients, the photon noise of the absorbance, and the
     network's response to a small perturbation of its input shaped like the noise
-    (``EPS * sigma_i * chol(cov_i) z_i`` with the pixel's own covariance,
+    (:func:`.strength.noise_shaped_perturbation` with the pixel's own covariance,
     :func:`.strength.coefficient_covariance_map`; ``z`` drawn once for the whole stack from
     ``seed`` by :meth:`draw`, so that the result does not depend on the tiling).
     """
-
-    EPS = PROBE_EPS
 
     def __init__(self, model, oxidation_states, seed: int):
         self.model, self.ox, self.seed = model, list(oxidation_states), seed
@@ -529,7 +526,7 @@ class _Probe:
         """
         noise = residual_noise_std(res.unexplained_absorbance.cpu().numpy(), self.model)
         cov = coefficient_covariance_map(self.model, res.observed_coefficients.cpu().numpy())
-        delta = noise_shaped_perturbation(noise, cov, z, self.EPS)
+        delta = noise_shaped_perturbation(noise, cov, z)
         delta_t = res.inputs.new_tensor(delta)
         x = res.inputs.clone()
         x[0, :delta.shape[0]] += delta_t / res.scale

@@ -532,8 +532,7 @@ def select_strength(coefficients, noise_std, model: LinearAbsorbanceModel, oxida
     cands = list(_candidates(c, network, sigmas_px, noise_std, model, covariance))
     state_std = float(np.sqrt(np.median(v[scored]))) if scored.any() else np.inf
     if edge_preserving and state_std < MAX_EDGE_STATE_STD * (hi - lo) and np.isfinite(c[:k]).all():
-        noise64 = np.asarray(noise_std, np.float64)
-        cands += list(_edge_preserving(c, k, noise64, model, covariance, probe_seed))
+        cands += list(_edge_preserving(c, k, np.asarray(noise_std), model, covariance, probe_seed))
     risks, pooled = [], np.full(len(cands), np.nan)
     for i, (_, _, _, make, sensitivity_of, _) in enumerate(cands):
         # The fit keeps the state within the references' range: the clipped estimate's
