@@ -6,6 +6,7 @@
 - :mod:`.lcf`            :func:`fit_references`: per-pixel reference fit with uncertainties
 - :mod:`.energy_shift`   :func:`fit_energy_shift`: one shift of the references;
                          :func:`calibrate_energy_shift`: robust to unexplained pixels, applied if significant
+                         (uncertainty with a jackknife over regions of the field)
 - :mod:`.phases`         phases outside the references: residual map, :func:`unexplained_pixels`
                          (a test against each pixel's own noise), :func:`mark_unexplained`
 - :mod:`.resolution`     :func:`resolution_summary`: how many pixels resolve their state at all
@@ -16,7 +17,14 @@ per-reference maps).
 
 from ._basis import check_reference_edges
 from .edges import edge_energy, white_line_energy
-from .energy_shift import EnergyCalibration, EnergyShiftFit, calibrate_energy_shift, fit_energy_shift
+from .energy_shift import (
+    MIN_REGIONS,
+    REGION_GRID,
+    EnergyCalibration,
+    EnergyShiftFit,
+    calibrate_energy_shift,
+    fit_energy_shift,
+)
 from .lcf import FIT_MODES, MAX_NONNEG_REFERENCES, ReferenceFit, fit_references
 from .mask import (
     MASK_STATISTICS,
@@ -54,7 +62,7 @@ __all__ = [
     "FIT_MODES",
     "MAX_NONNEG_REFERENCES", "spectrum_sum", "mean_spectrum_e0",
     "ReferenceFit", "fit_references", "EnergyShiftFit", "fit_energy_shift",
-    "EnergyCalibration", "calibrate_energy_shift", "residual_map",
+    "EnergyCalibration", "calibrate_energy_shift", "REGION_GRID", "MIN_REGIONS", "residual_map",
     "flag_unexplained", "FALSE_FLAG_RATE", "MIN_RELATIVE_RESIDUAL", "UnexplainedPixels", "unexplained_pixels",
     "mark_unexplained", "check_reference_edges", "RESOLVED_FRACTION", "resolved_share", "resolution_summary",
 ]

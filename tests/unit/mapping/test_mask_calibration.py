@@ -198,6 +198,36 @@ def test_calibration_leaves_out_a_foreign_phase_that_the_residual_rms_misses():
     assert cal.used[foreign].mean() < 0.2 and cal.used[truth.mask & ~foreign].mean() > 0.9
 
 
+def test_calibration_refuses_a_shift_the_regions_of_the_field_disagree_on():
+    # Left half measured with references 1.5 eV up, right half 0.5 eV down: no common offset.
+    # The mean spectrum alone gives a shift between the two with a small standard error; the
+    # jackknife over regions sees the halves disagree.
+    left, truth_l, refs = _stack("Ni", 3000.0, ref_shift=1.5, seed=2)
+    right, truth_r, _ = _stack("Ni", 3000.0, ref_shift=-0.5, seed=3)
+    half = SHAPE[1] // 2
+    a = np.concatenate([absorbance(left.transmission[:, :, :half]), absorbance(right.transmission[:, :, half:])],
+                       axis=2)
+    mask = np.concatenate([truth_l.mask[:, :half], truth_r.mask[:, half:]], axis=1)
+    cal = calibrate_energy_shift(a, left.energies_eV, refs, mask=mask)
+    assert abs(cal.shift_eV) > 3 * cal.fit_std_eV          # what the fit alone would apply
+    assert cal.n_regions >= 5 and cal.region_std_eV > cal.fit_std_eV
+    assert cal.std_eV == cal.region_std_eV and not cal.applied and "3 std" in cal.reason
+    attrs = cal.to_attrs()
+    assert attrs["energy_shift_region_std_eV"] == cal.region_std_eV and attrs["energy_shift_n_regions"] >= 5
+
+
+def test_calibration_jackknife_agrees_with_the_fit_on_a_common_offset():
+    stack, _, refs = _stack("Ni", 1000.0, ref_shift=1.0)
+    cal = calibrate_energy_shift(stack, None, refs, mask=significant_mask(stack, None, refs).mask)
+    assert cal.applied and cal.n_regions >= 5
+    assert 0.5 < cal.region_std_eV / cal.fit_std_eV < 2.0, cal.decision
+    # a field too small for the grid: the fit's standard error stands alone
+    one = np.zeros(SHAPE, bool)
+    one[10:20, 10:20] = True
+    small = calibrate_energy_shift(stack, None, refs, mask=one)
+    assert small.n_regions < 5 and np.isnan(small.region_std_eV) and small.std_eV == small.fit_std_eV
+
+
 def test_calibration_bad_input():
     stack, _, refs = _stack("Ni", 1000.0)
     mask = np.ones(stack.transmission.shape[1:], bool)
@@ -209,6 +239,9 @@ def test_calibration_bad_input():
         calibrate_energy_shift(stack, None, refs, mask=~mask)
     with pytest.raises(ValueError, match="max_iterations"):
         calibrate_energy_shift(stack, None, refs, mask=mask, max_iterations=0)
+    for bad in (1, 2.0, True):
+        with pytest.raises(ValueError, match="regions must be an integer >= 2"):
+            calibrate_energy_shift(stack, None, refs, mask=mask, regions=bad)
 
 
 @pytest.mark.parametrize("ref_shift, applied", [(0.0, False), (1.0, True)])
