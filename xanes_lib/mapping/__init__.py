@@ -45,6 +45,7 @@ from .normalization import (
     spectrum_sum,
 )
 from .phases import (
+    EMPTY_FIELD_QUANTILE,
     FALSE_FLAG_RATE,
     MIN_RELATIVE_RESIDUAL,
     UnexplainedPixels,
@@ -64,5 +65,7 @@ __all__ = [
     "ReferenceFit", "fit_references", "EnergyShiftFit", "fit_energy_shift",
     "EnergyCalibration", "calibrate_energy_shift", "REGION_GRID", "MIN_REGIONS", "residual_map",
     "flag_unexplained", "FALSE_FLAG_RATE", "MIN_RELATIVE_RESIDUAL", "UnexplainedPixels", "unexplained_pixels",
-    "mark_unexplained", "check_reference_edges", "RESOLVED_FRACTION", "resolved_share", "resolution_summary",
+    "mark_unexplained", "EMPTY_FIELD_QUANTILE", "check_reference_edges", "RESOLVED_FRACTION",
+    "resolved_share",
+    "resolution_summary",
 ]

@@ -199,14 +199,14 @@ def test_calibration_leaves_out_a_foreign_phase_that_the_residual_rms_misses():
 
 
 def test_calibration_refuses_a_shift_the_regions_of_the_field_disagree_on():
-    # Left half measured with references 1.5 eV up, right half 0.5 eV down: no common offset.
+    # Left half measured with references 1 eV up, right half 1 eV down: no common offset.
     # The mean spectrum alone gives a shift between the two with a small standard error; the
     # jackknife over regions sees the halves disagree.
-    left, truth_l, refs = _stack("Ni", 3000.0, ref_shift=1.5, seed=2)
-    right, truth_r, _ = _stack("Ni", 3000.0, ref_shift=-0.5, seed=3)
+    left, truth_l, refs = _stack("Ni", 3000.0, ref_shift=1.0, seed=2)
+    right, truth_r, _ = _stack("Ni", 3000.0, ref_shift=-1.0, seed=3)
     half = SHAPE[1] // 2
-    a = np.concatenate([absorbance(left.transmission[:, :, :half]), absorbance(right.transmission[:, :, half:])],
-                       axis=2)
+    a = np.concatenate([absorbance(left.transmission[:, :, :half]),
+                        absorbance(right.transmission[:, :, half:])], axis=2)
     mask = np.concatenate([truth_l.mask[:, :half], truth_r.mask[:, half:]], axis=1)
     cal = calibrate_energy_shift(a, left.energies_eV, refs, mask=mask)
     assert abs(cal.shift_eV) > 3 * cal.fit_std_eV          # what the fit alone would apply

@@ -120,6 +120,34 @@ def test_plain_stack_flags_few_pixels():
     assert abs(np.median(test.statistic[test.mask]) / test.dof - 1.0) < 0.1
 
 
+def test_the_empty_field_sets_a_floor_a_beam_residual_under_thin_sample_stays_below():
+    """Foreign family, Ni, 5000 photons: hollow particles' thin centres (edge step ~5e-3) under a
+    residual beam background. Without the floor 1969 sample pixels were flagged (no phase outside
+    the references there); with it 10."""
+    from xanes_lib.simulation import simulate_foreign_stack
+
+    stack, truth = simulate_foreign_stack("mixed", element="Ni", composition="NMC811", dose=5000.0,
+                                          seed=1502, shape=(192, 192), background=0.02)
+    refs = default_references("Ni")
+    e = stack.energies_eV
+    sample = significant_mask(absorbance(stack.transmission.astype(np.float64)), e, refs).mask
+    beam = estimate_background(stack.transmission, e, reference_model(e, references=refs))
+    t = stack.transmission / beam.background
+    test = unexplained_pixels(t, e, refs, mask=sample)
+    bare = unexplained_pixels(t, e, refs, mask=sample, empty_field=None)
+    on_sample = sample & truth.mask
+    assert bare.flags[on_sample].mean() > 0.05 and bare.empty_field_floor == 0.0 and bare.n_empty_field == 0
+    assert test.flags[on_sample].mean() < 0.005, test.n_flagged
+    assert test.n_empty_field > 1000 and 0 < test.empty_field_floor < 0.02
+    assert test.empty_field_pixel_floor > test.empty_field_floor      # one pixel is noisier than a pool
+    assert not (test.flags & ~bare.flags).any()                       # the floor only removes flags
+    assert test.to_attrs()["empty_field_floor"] == test.empty_field_floor
+    # the empty field given as a map: the same floor where it is the same pixels
+    outside = ~ndimage.binary_dilation(sample, iterations=3)
+    given = unexplained_pixels(t, e, refs, mask=sample, empty_field=outside)
+    assert given.empty_field_floor == pytest.approx(test.empty_field_floor)
+
+
 def test_measured_references_explain_a_plain_stack_and_flag_the_foreign_one(shared_ni_dir):
     """Measured NiO/LiNiO2 never match the simulator's parametric spectra exactly: the shared misfit
     is removed (common_residual) instead of flagging every thick particle."""
@@ -287,6 +315,8 @@ def test_mark_unexplained_takes_bare_flags_and_drops_flags_outside_the_fit():
     (dict(mask=np.ones((24, 24), int)), "mask must be a boolean"),
     (dict(mask=np.eye(24, dtype=bool)), "no two neighbours"),
     (dict(mode="free"), "mode"),
+    (dict(empty_field="outside"), "empty_field must be 'auto'"),
+    (dict(empty_field=np.ones((4, 4), bool)), "empty_field must be a boolean"),
 ])
 def test_bad_inputs_raise(kwargs, match):
     t = _noisy(_mixture((24, 24)), 0.02, 8)
