@@ -453,13 +453,20 @@ def _region_jackknife(data, energies_eV, references, used, transmission: bool, g
     :data:`MIN_REGIONS` regions.
     """
     ny, nx = used.shape
-    region = (np.arange(ny)[:, None] * grid // ny) * grid + np.arange(nx)[None, :] * grid // nx
-    counts = np.bincount(region[used], minlength=grid * grid)
+    region = ((np.arange(ny)[:, None] * grid // ny) * grid + np.arange(nx)[None, :] * grid // nx)[used]
+    counts = np.bincount(region, minlength=grid * grid)
     kept = np.flatnonzero(counts >= max(1, _MIN_REGION_SHARE * used.sum()))
     if kept.size < MIN_REGIONS:
         return float("nan"), int(kept.size)
+    # absorbance summed per region, one image at a time (no copy of the stack)
+    sums = np.empty((grid * grid, data.shape[0]))
+    for i in range(data.shape[0]):
+        values = np.asarray(data[i][used], dtype=np.float64)
+        sums[:, i] = np.bincount(region, weights=-np.log(values) if transmission else values,
+                                 minlength=grid * grid)
+    total = sums.sum(axis=0)
     shifts = np.array([
-        fit_energy_shift(energies_eV, _mean_absorbance(data, used & (region != g), transmission), references,
+        fit_energy_shift(energies_eV, (total - sums[g]) / (used.sum() - counts[g]), references,
                          **fit_options).shift_eV
         for g in kept])
     n = shifts.size
