@@ -307,8 +307,9 @@ def unexplained_pixels(transmission, energies_eV, references, *, mask, mode: str
     is thin (a hollow particle's centre) a residual beam background of a few 1e-3 is many times
     the noise at a high dose and more than 5 % of the small edge step: on a foreign-family Ni
     stack at 5000 photons the test flagged 1969 such sample pixels (15 % of the sample, no
-    phase outside the references); the empty field's floor (0.005) leaves none, and every
-    pixel of the in-family and foreign test particles at 300 and 1000 photons stays flagged.
+    phase outside the references); the empty field's floor (0.005) leaves 10. Every pixel the
+    test flagged in the foreign-phase particles of the in-family simulator (300 and 1000
+    photons) and of the foreign family (1000 photons) stays flagged with the floor.
     Each pixel is also tested alone (the same statistic, not pooled; each test at half the
     false-flag rate): a pixel that stands out on its own (a spike, a border left by alignment)
     is flagged and left out of its neighbours' pooling, which would otherwise spread it; a
