@@ -1,9 +1,8 @@
 """The statistics behind :func:`xanes_lib.mapping.unexplained_pixels` (private).
 
 The fit residual of each pixel at the test energies, its noise level measured from the stack,
-the pooled chi-square, the unexplained signal and the edge-step significance; and the floor of
-the unexplained signal that the empty field sets (what the beam background and the model leave
-without any sample).
+the pooled chi-square, the unexplained signal and the edge-step significance. Split out of
+:mod:`.phases`, which applies them to the sample and to the empty field.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ residual.
   the pixels whose residual stands out from the sample's (a robust threshold, no noise model).
 - :func:`unexplained_pixels` is the statistical test: each pixel's residual across the edge,
   pooled over a small neighbourhood, is compared with that pixel's own noise level (measured
-  from the stack), and flagged where noise alone would exceed it with a chosen probability.
+  from the stack), and flagged where noise alone would exceed it with a chosen probability
+  and the unexplained signal exceeds what the empty field shows without any sample.
 - :func:`mark_unexplained` reports the flagged pixels of a :class:`~.lcf.ReferenceFit` as not
   determined (oxidation state and fractions NaN) instead of inventing a state for them.
 """
