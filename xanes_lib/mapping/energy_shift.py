@@ -381,8 +381,8 @@ def calibrate_energy_shift(stack_or_absorbance, energies_eV, references, *, mask
     Raises
     ------
     ValueError
-        A bad mask, ``z``, ``n_mad`` or ``max_iterations``, a mask without any pixel with a
-        finite spectrum, and every error of :func:`fit_energy_shift` and :func:`fit_references`.
+        A bad mask, ``z``, ``n_mad``, ``max_iterations`` or ``regions``, a mask without any
+        pixel with a finite spectrum, and every error of :func:`fit_energy_shift` and :func:`fit_references`.
     """
     from ._input import _resolve_input
     from .lcf import fit_references
