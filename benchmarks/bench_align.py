@@ -176,8 +176,6 @@ from xanes_lib.alignment import apply_alignment, move_mask, register_stack  # no
 from xanes_lib.alignment._correlation import bin_image  # noqa: E402
 from xanes_lib.denoising.beam import align_with_beam_background, divide_beam_background  # noqa: E402
 from xanes_lib.io import flat_field_correct  # noqa: E402
-from xanes_lib.mapping import calibrate_energy_shift  # noqa: E402
-from xanes_lib.physics import absorbance  # noqa: E402
 from xanes_lib.simulation import (  # noqa: E402
     SimulationConfig,
     detector_counts,
@@ -440,12 +438,13 @@ def state_scores(transmission, energies, element, state, region, denoised=None, 
     """Scores of the fit of ``transmission``; after a denoiser (``denoised``, its result) the std
     is the denoiser's own error estimate, as notebooks 04 and 05 report it. ``fit_shift``: True
     calibrates the references' energy shift on this stack first (notebook 04's calibration); a
-    number is the shift to apply."""
+    number is the shift to apply. The scores include the shift applied (``shift_eV``)."""
     fit = evaluation.oxidation_state_fit(transmission, energies, element, mask=region, fit_shift=fit_shift)
     std = fit.oxidation_state_std
     if denoised is not None:
         std = denoised.oxidation_state_std(std)
-    return evaluation.oxidation_state_metrics(fit.oxidation_state, std, state, region)
+    return {**evaluation.oxidation_state_metrics(fit.oxidation_state, std, state, region),
+            "shift_eV": float(fit.shift_eV)}
 
 
 def oxidation_case(element, dose, blur, *, size, max_drift, seed, denoiser, background=True) -> dict:
@@ -454,18 +453,6 @@ def oxidation_case(element, dose, blur, *, size, max_drift, seed, denoiser, back
         element, dose, blur, size=size, max_drift=max_drift, seed=seed, background=background)
     return score_pair(still_t, still_truth, drift_t, truth, energies, element, seed=seed, denoiser=denoiser,
                       noise_free=True, clean_background=1.0)
-
-
-def calibrated_shift(transmission, energies, element, region) -> float:
-    """The references' energy shift notebook 04 applies to a stack, calibrated on ``region``.
-
-    :func:`xanes_lib.mapping.calibrate_energy_shift` on the stack as given (0 when not
-    significant). A denoised stack is fitted with the shift of the stack it came from, as the
-    notebooks calibrate on the measured stack and apply the shift to the denoised one.
-    """
-    a = absorbance(np.asarray(transmission, dtype=np.float64))
-    calibration = calibrate_energy_shift(a, energies, default_references(element), mask=region)
-    return float(calibration.applied_shift_eV)
 
 
 def score_pair(still_t, still_truth, drift_t, truth, energies, element, *, seed, denoiser,
@@ -478,8 +465,8 @@ def score_pair(still_t, still_truth, drift_t, truth, energies, element, *, seed,
     stack and of the drifting one aligned with the true shifts, the floor that the frame mapping
     of the truth and the interpolation leave (``clean_background``: the beam background of the
     noise-free stacks, None for the truth's). With ``fit_shift`` the shift is calibrated once per
-    variant on its measured stack (:func:`calibrated_shift`) and applied to its plain and its
-    denoised fit.
+    variant, on its measured stack by its plain fit, and applied to its denoised fit too (the
+    notebooks calibrate on the measured stack and apply the shift to the denoised one).
     """
     t0 = time.perf_counter()
     fit = register_stack(drift_t, energies)
@@ -522,9 +509,7 @@ def score_pair(still_t, still_truth, drift_t, truth, energies, element, *, seed,
                  for t in (still_truth, truth)]
         stacks["noise_free_still"] = (clean[0], state_still, region_still)
         stacks["noise_free_oracle"] = (apply_alignment(clean[1], true_shifts).transmission, state_ref, region)
-    shifts = {name: calibrated_shift(t, energies, element, reg) if fit_shift else 0.0
-              for name, (t, _, reg) in stacks.items()}
-    scores = {name: state_scores(t, energies, element, st, reg, fit_shift=shifts[name])
+    scores = {name: state_scores(t, energies, element, st, reg, fit_shift=fit_shift)
               for name, (t, st, reg) in stacks.items()}
     if denoiser is not None:
         # as notebooks 04 and 05: the strength selection scores the field every aligned image covers
@@ -533,8 +518,8 @@ def score_pair(still_t, still_truth, drift_t, truth, energies, element, *, seed,
             t, st, reg = stacks[name]
             result = denoiser.denoise(t, energies, element=element, progress=False, field=fields.get(name))
             scores[name + "_denoised"] = state_scores(result.denoised, energies, element, st, reg, result,
-                                                      fit_shift=shifts[name])
-    return {"seed": seed, "reference_index": ref, "best_peer": best, "energy_shift_eV": shifts,
+                                                      fit_shift=scores[name]["shift_eV"])
+    return {"seed": seed, "reference_index": ref, "best_peer": best,
             "max_drift_px": float(np.abs(truth.drift_px).max()),
             "max_drift_length_px": float(np.linalg.norm(truth.drift_px, axis=1).max()),
             "drift_rms_px_vs_reference": float(np.sqrt(np.mean(np.sum(true_shifts ** 2, axis=1)))),

@@ -604,10 +604,13 @@ def beam_corrected_energy_shift(transmission, energies_eV, references, *, mask, 
     e = check_energies(energies_eV, name="energies_eV")
     t = check_stack(transmission, name="transmission", n_energies=e.size)
     shift = 0.0
-    for _ in range(int(iterations)):
+    for i in range(int(iterations)):
         beam = estimate_background(t, e, shifted_model(e, references, shift))
+        # an earlier round's shift only moves the next background: its uncertainty (the jackknife
+        # over regions) is needed in the last round alone
+        last = {} if i == int(iterations) - 1 else {"regions": None}
         calibration = calibrate_energy_shift(absorbance(t / beam.background), e, references, mask=mask,
-                                             **options)
+                                             **{**options, **last})
         shift = calibration.shift_eV if np.isfinite(calibration.shift_eV) else 0.0
     return calibration, beam
 

@@ -193,5 +193,10 @@ def _relative(excess: np.ndarray, step: np.ndarray, tested: np.ndarray, smooth_p
     kernel = _gaussian_kernel(smooth_px)
     with np.errstate(divide="ignore", invalid="ignore"):
         pooled_step = _separable(step * tested, kernel) / _separable(tested.astype(np.float64), kernel)
-        relative = np.sqrt(np.clip(excess, 0.0, None) / dof) / pooled_step
+        relative = _unexplained_rms(excess, dof) / pooled_step
     return np.where(tested & (pooled_step > 0), relative, np.where(tested, np.inf, np.nan))
+
+
+def _unexplained_rms(excess: np.ndarray, dof: int) -> np.ndarray:
+    """RMS over the test energies of the unexplained signal (absorbance units)."""
+    return np.sqrt(np.clip(excess, 0.0, None) / dof)

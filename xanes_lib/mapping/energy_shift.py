@@ -304,7 +304,7 @@ def calibrate_energy_shift(stack_or_absorbance, energies_eV, references, *, mask
                            background: Sequence[str] = ("inverse_cube", "constant"),
                            energy_window_eV: tuple[float, float] | None = None,
                            oxidation_states=None, input_kind: str | None = None,
-                           min_shift_eV: float = 0.1, regions: int = REGION_GRID) -> EnergyCalibration:
+                           min_shift_eV: float = 0.1, regions: int | None = REGION_GRID) -> EnergyCalibration:
     """Fit a common energy shift on the pixels the references explain; apply it only if significant.
 
     One phase outside the references (a foreign particle) would pull a shift fitted to the
@@ -368,10 +368,11 @@ def calibrate_energy_shift(stack_or_absorbance, energies_eV, references, *, mask
     min_shift_eV : float
         Smallest shift that is applied (eV): below it the shift is within what the model
         itself gives on stacks without any (about 0.06 eV on the held-out stacks).
-    regions : int
+    regions : int or None
         Side of the grid of regions of the jackknife (>= 2); regions holding fewer than 2 %
         of the pixels used are left out of it, and with fewer than :data:`MIN_REGIONS`
-        regions the fit's standard error stands alone.
+        regions the fit's standard error stands alone. None skips the jackknife (e.g. a
+        round whose shift is only a starting point).
 
     Returns
     -------
@@ -394,8 +395,9 @@ def calibrate_energy_shift(stack_or_absorbance, energies_eV, references, *, mask
         raise ValueError(f"n_mad must be a finite number > 0; got {n_mad}.")
     if int(max_iterations) < 1:
         raise ValueError(f"max_iterations must be >= 1; got {max_iterations}.")
-    if isinstance(regions, bool) or not isinstance(regions, (int, np.integer)) or regions < 2:
-        raise ValueError(f"regions must be an integer >= 2 (the side of the grid of regions); "
+    if regions is not None and (isinstance(regions, bool) or not isinstance(regions, (int, np.integer))
+                                or regions < 2):
+        raise ValueError(f"regions must be an integer >= 2 (the side of the grid of regions) or None; "
                          f"got {regions!r}.")
     data, e_all, kind = _resolve_input(stack_or_absorbance, energies_eV, input_kind)
     m = check_image_mask(mask, data.shape[1:], hint=" Use e.g. significant_mask(...).mask.")
@@ -431,8 +433,8 @@ def calibrate_energy_shift(stack_or_absorbance, energies_eV, references, *, mask
                                      oxidation_states=oxidation_states)
     fit_options = dict(shift_bounds_eV=shift_bounds_eV, background=background,
                        energy_window_eV=energy_window_eV, oxidation_states=oxidation_states)
-    region_sd, n_regions = _region_jackknife(data, e_all, references, used, transmission, int(regions),
-                                             fit_options)
+    region_sd, n_regions = (float("nan"), 0) if regions is None else _region_jackknife(
+        data, e_all, references, used, transmission, int(regions), fit_options)
     fit_sd = shift.shift_stderr_eV
     sd = max(fit_sd, region_sd) if math.isfinite(region_sd) else fit_sd
     significant, applied, reason = _decide(shift, sd, z, force, shift_bounds_eV, min_shift_eV)

@@ -37,6 +37,7 @@ from ._residual_test import (
     _significant_step,
     _test_energies,
     _threshold,
+    _unexplained_rms,
 )
 from .lcf import ReferenceFit, fit_references
 
@@ -485,11 +486,6 @@ def _fitted_residuals(t, e, refs, mask, mode, shift_eV, energy_window_eV, relati
     return fit, model, basis.shape[0], idx, test, _Residuals(t, idx[test], model.matrix[test], coef, fit.mask)
 
 
-def _unexplained_rms(excess: np.ndarray, dof: int) -> np.ndarray:
-    """RMS over the test energies of the unexplained signal (absorbance units)."""
-    return np.sqrt(np.clip(excess, 0.0, None) / dof)
-
-
 def _empty_candidates(empty_field, mask: np.ndarray) -> np.ndarray | None:
     """Return the pixels ``empty_field`` names ("auto": farther than ``_EMPTY_MARGIN_PX`` from ``mask``)."""
     if empty_field is None:
@@ -505,17 +501,14 @@ def _empty_field_floors(t, e, refs, candidates, mode, shift_eV, energy_window_eV
                         smooth_px, noise_sigma_px) -> tuple[float, float, int]:
     """Floors of the unexplained signal (pooled, own) from the empty field, and its pixel count.
 
-    The ``candidates`` (:func:`_empty_candidates`) with finite transmission > 0 and no
-    significant edge step are fitted and tested as the sample is; the floors are the
+    The ``candidates`` (:func:`_empty_candidates`) are fitted and tested as the sample is (the
+    fit leaves out pixels without finite transmission > 0); those without a significant edge
+    step set the floors, the
     :data:`EMPTY_FIELD_QUANTILE` quantiles of their unexplained signal. (0, 0, n) with fewer
     than ``_MIN_EMPTY`` pixels, or without candidates.
     """
     if candidates is None:
         return 0.0, 0.0, 0
-    candidates = candidates.copy()
-    with np.errstate(invalid="ignore"):
-        for img in t:
-            candidates &= np.isfinite(img) & (img > 0)
     if candidates.sum() < _MIN_EMPTY:
         return 0.0, 0.0, int(candidates.sum())
     fit, model, k, idx, test, res = _fitted_residuals(t, e, refs, candidates, mode, shift_eV,
