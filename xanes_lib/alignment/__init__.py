@@ -21,6 +21,7 @@ from .registration import (
     FEATURES,
     MAX_BINNED_SIZE,
     METHODS,
+    MIN_REFINE_PX,
     NULL_CONFIDENCE_FACTOR,
     POST_EDGE_OFFSET_EV,
     RELATIVE_CONFIDENCE,
@@ -47,7 +48,8 @@ from .shifts import (
 
 __all__ = [
     "METHODS", "FEATURES", "MAX_BINNED_SIZE", "POST_EDGE_OFFSET_EV", "RELATIVE_CONFIDENCE",
-    "NULL_CONFIDENCE_FACTOR", "DRIFT_TOLERANCE_PX", "register_stack", "choose_reference", "drift_test",
+    "NULL_CONFIDENCE_FACTOR", "DRIFT_TOLERANCE_PX", "MIN_REFINE_PX", "register_stack", "choose_reference",
+    "drift_test",
     "GROUP", "ORDERS",
     "LANCZOS_RADIUS",
     "Alignment", "AlignedStack", "interpolation_variance", "apply_alignment", "checked_shifts",

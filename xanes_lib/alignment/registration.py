@@ -44,11 +44,12 @@ from ._correlation import (
     shift_std,
 )
 from ._correlation import taper as _taper
-from .shifts import Alignment
+from .shifts import Alignment, common_field, shift_image
 
 __all__ = [
     "METHODS", "FEATURES", "MAX_BINNED_SIZE", "POST_EDGE_OFFSET_EV", "RELATIVE_CONFIDENCE",
-    "NULL_CONFIDENCE_FACTOR", "DRIFT_TOLERANCE_PX", "register_stack", "choose_reference", "drift_test",
+    "NULL_CONFIDENCE_FACTOR", "DRIFT_TOLERANCE_PX", "MIN_REFINE_PX", "register_stack", "choose_reference",
+    "drift_test",
 ]
 
 #: Registration schedules of :func:`register_stack`.
@@ -59,6 +60,9 @@ MAX_BINNED_SIZE = 1024
 POST_EDGE_OFFSET_EV = 30.0
 #: Scatter of the shifts (px) that the test of "no drift" treats as none (see :func:`drift_test`).
 DRIFT_TOLERANCE_PX = 0.05
+#: The pass in the reference frame (``refine``) needs the field all moved images cover to be at
+#: least this many (binned) pixels on each side.
+MIN_REFINE_PX = 16
 #: Automatic flagging threshold: this share of the median confidence.
 RELATIVE_CONFIDENCE = 0.5
 #: A stack whose median confidence is below this many times the null confidence (what an image
@@ -104,7 +108,7 @@ def _is_int(value, lo: int, hi: float = math.inf) -> bool:
 
 
 def _check_options(method, features, upsample, sigma_px, max_shift_px, min_confidence, iterations,
-                   walkoff_window, significance, drift_tolerance_px) -> None:
+                   walkoff_window, significance, drift_tolerance_px, refine) -> None:
     """Validate the options of :func:`register_stack` that do not depend on the stack."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}; got {method!r}.")
@@ -113,6 +117,8 @@ def _check_options(method, features, upsample, sigma_px, max_shift_px, min_confi
     for name, value in (("upsample", upsample), ("iterations", iterations)):
         if not _is_int(value, 1):
             raise ValueError(f"{name} must be an integer >= 1; got {value!r}.")
+    if not _is_int(refine, 0):
+        raise ValueError(f"refine must be an integer >= 0 (passes in the reference frame); got {refine!r}.")
     if not (isinstance(drift_tolerance_px, int | float) and math.isfinite(drift_tolerance_px)
             and drift_tolerance_px >= 0):
         raise ValueError(f"drift_tolerance_px must be a finite number >= 0; got {drift_tolerance_px!r}.")
@@ -161,7 +167,7 @@ def _check_inputs(transmission, energies_eV, reference_index, mask, bin_factor):
 class _Features:
     """Spectra of the feature images of a stack, with the geometry they were made at."""
 
-    def __init__(self, stack, region, *, bin_factor, sigma, kind):
+    def __init__(self, stack, region, *, bin_factor, sigma, kind, moved_by=None):
         box = (slice(None), slice(None))
         if region is not None:
             rows, cols = np.flatnonzero(region.any(axis=1)), np.flatnonzero(region.any(axis=0))
@@ -169,7 +175,17 @@ class _Features:
         self.factor = bin_factor
         first = bin_image(stack[0][box], bin_factor)
         self.shape = first.shape
-        window = _taper(self.shape)
+        # moved_by (E, 2), binned px: every image is first moved into the reference frame, and
+        # the taper is laid over the field that all moved images cover, so that it sits on the
+        # same scene in every image. A taper fixed on the detector instead stays put while the
+        # scene moves, and pulls each shift towards zero by 1-3 % of itself.
+        self.moved_by = None if moved_by is None else np.asarray(moved_by, dtype=np.float64)
+        if self.moved_by is None:
+            window = _taper(self.shape)
+        else:
+            crop, _ = common_field(self.moved_by, self.shape)
+            window = np.zeros(self.shape, np.float32)
+            window[crop] = _taper(window[crop].shape)
         if region is not None:
             soft = ndimage.gaussian_filter(bin_image(region[box].astype(np.float32), bin_factor), 2.0)
             window = window * soft
@@ -180,6 +196,8 @@ class _Features:
         self.at_bound = np.zeros(n_e, bool)  # the last registration's peak lay on the search limit
         for e in range(n_e):
             image = first if e == 0 else bin_image(stack[e][box], bin_factor)
+            if self.moved_by is not None:
+                image = shift_image(image, self.moved_by[e])
             lo, hi = float(np.min(image)), float(np.max(image))
             if lo == hi:
                 self.constant[e] = lo
@@ -350,16 +368,26 @@ def drift_test(shifts_px, own_std_px, *, use=None, tolerance_px: float = 0.0) ->
 
 
 def _schedule(feats, ref, method, opts, *, min_confidence, null_floor, iterations, walkoff_window,
-              tolerance_px):
+              tolerance_px, prior=None, flagged_prior=None):
     """Run a schedule; shifts and errors relative to the reference image (binned px).
 
     A stack whose median confidence against the reference is below ``null_floor`` has no
     features: every image is flagged (``info["no_features"]``) and the schedule stops there.
+    ``prior``: the shifts the images were moved by first (``feats.moved_by``); the returned
+    shifts are what is left, and the test of "no drift" runs on their sum. The template
+    schedule then starts from the moved images as they are, with the images flagged before
+    (``flagged_prior``), instead of anchoring them to the reference again.
     """
-    shifts, conf, std = _anchored(feats, ref, opts)
-    flagged, threshold = _flags(conf, min_confidence, feats.at_bound, ref)
+    if prior is not None and method == "template":
+        n_e = feats.spectra.shape[0]
+        shifts, conf, std = np.zeros((n_e, 2)), np.ones(n_e), np.zeros((n_e, 2))
+        flagged, no_features = np.asarray(flagged_prior, bool).copy(), False
+    else:
+        shifts, conf, std = _anchored(feats, ref, opts)
+        flagged, _ = _flags(conf, min_confidence, feats.at_bound, ref)
+        no_features = bool(np.median(np.delete(conf, ref)) < null_floor)
+    threshold = _threshold(conf, min_confidence)
     own, test_shifts, info = std / math.sqrt(2.0), shifts, {}
-    no_features = bool(np.median(np.delete(conf, ref)) < null_floor)
     if no_features:
         flagged[:] = True
         flagged[ref] = False
@@ -373,7 +401,8 @@ def _schedule(feats, ref, method, opts, *, min_confidence, null_floor, iteration
     use = ~flagged
     if method != "template":
         use[ref] = False               # its "shift" is the origin itself, not an estimate
-    info["drift_test"] = drift_test(test_shifts, own, use=use, tolerance_px=tolerance_px / feats.factor)
+    total = test_shifts if prior is None else test_shifts + prior
+    info["drift_test"] = drift_test(total, own, use=use, tolerance_px=tolerance_px / feats.factor)
     info["no_features"] = no_features
     conf[ref], std[ref] = 1.0, 0.0
     return shifts, conf, std, flagged, threshold, info
@@ -417,7 +446,7 @@ def register_stack(transmission, energies_eV, *, reference_index: int | None = N
                    max_shift_px: float | None = None, min_confidence: float | None = None,
                    iterations: int = 3, walkoff_window: float = 5.0,
                    significance: float | None = 0.01,
-                   drift_tolerance_px: float = DRIFT_TOLERANCE_PX) -> Alignment:
+                   drift_tolerance_px: float = DRIFT_TOLERANCE_PX, refine: int = 1) -> Alignment:
     """Estimate a sub-pixel translation of every image of a stack relative to a reference image.
 
     Parameters
@@ -468,6 +497,14 @@ def register_stack(transmission, energies_eV, *, reference_index: int | None = N
         stack that does not drift changes nothing. None always returns the estimates.
     drift_tolerance_px : float
         Scatter of the shifts (px) that the test treats as no drift (see :func:`drift_test`).
+    refine : int
+        Passes of the schedule repeated on the images moved into the reference frame by the
+        estimate so far (Fourier shift of the binned images), with the taper laid over the
+        field they all cover: the taper then sits on the same scene in every image. Without
+        it (``refine=0``) the taper stays on the detector while the scene moves, which pulls
+        each shift towards zero by 1-3 % of itself (0.04-0.06 px RMS on noise-free stacks
+        drifting by up to 5 px; one pass: 0.01-0.03 px). Skipped when that field is under
+        :data:`MIN_REFINE_PX` binned pixels on a side.
 
     Returns
     -------
@@ -509,7 +546,7 @@ def register_stack(transmission, energies_eV, *, reference_index: int | None = N
     """
     start = time.perf_counter()
     _check_options(method, features, upsample, sigma_px, max_shift_px, min_confidence, iterations,
-                   walkoff_window, significance, drift_tolerance_px)
+                   walkoff_window, significance, drift_tolerance_px, refine)
     stack, energies, region = _check_inputs(transmission, energies_eV, reference_index, mask, bin_factor)
     field = stack.shape[1:]
     if region is not None:
@@ -525,14 +562,27 @@ def register_stack(transmission, energies_eV, *, reference_index: int | None = N
     null = feats.null_confidence(ref, max_shift=opts["max_shift"])
     null_floor = NULL_CONFIDENCE_FACTOR * null
 
-    shifts, conf, std, flagged, threshold, extra = _schedule(
-        feats, ref, method, opts, min_confidence=min_confidence, null_floor=null_floor,
-        iterations=int(iterations), walkoff_window=float(walkoff_window),
-        tolerance_px=float(drift_tolerance_px))
+    options = {"min_confidence": min_confidence, "null_floor": null_floor, "iterations": int(iterations),
+               "walkoff_window": float(walkoff_window), "tolerance_px": float(drift_tolerance_px)}
+    shifts, conf, std, flagged, threshold, extra = _schedule(feats, ref, method, opts, **options)
+    passes, update = 0, None
+    while passes < refine and not extra["no_features"]:
+        prior = _interpolate_flagged(shifts, flagged)
+        prior = prior - prior[ref]
+        crop, _ = common_field(prior, feats.shape)
+        if min(crop[0].stop - crop[0].start, crop[1].stop - crop[1].start) < MIN_REFINE_PX:
+            break
+        feats = _Features(stack, region, bin_factor=factor, sigma=sigma, kind=features, moved_by=prior)
+        residual, conf, std, flagged, threshold, extra = _schedule(
+            feats, ref, method, opts, prior=prior, flagged_prior=flagged, **options)
+        shifts = prior + residual
+        passes += 1
+        update = float(np.max(np.abs(residual[~flagged]))) * factor if (~flagged).any() else 0.0
     info = {"bin_factor": factor, "sigma_px": sigma, "features": features, "upsample": int(upsample),
             "max_shift_px": limit * factor, "reference_rule": "given" if reference_index is not None
             else f"first image >= {POST_EDGE_OFFSET_EV:g} eV above the steepest rise of the mean absorbance",
-            **extra, "confidence_threshold": threshold, "null_confidence": float(null)}
+            **extra, "refine_passes": passes, "refine_update_px": update,
+            "confidence_threshold": threshold, "null_confidence": float(null)}
     for key in ("last_update_px", "walkoff_px"):
         if info.get(key) is not None:
             info[key] = float(info[key])
