@@ -376,11 +376,24 @@ def checked_shifts(alignment, n_energies: int, shape: tuple[int, int]) -> np.nda
     return shifts
 
 
+def _odd_fast_length(n: int) -> int:
+    """Smallest odd length >= ``n`` whose prime factors are 3, 5, 7 or 11 (fast FFT sizes)."""
+    m = n | 1
+    while True:
+        k = m
+        for p in (3, 5, 7, 11):
+            while k % p == 0:
+                k //= p
+        if k == 1:
+            return m
+        m += 2
+
+
 def fourier_shift_axis(image: np.ndarray, shift: float, *, axis: int) -> np.ndarray:
     """Return ``out[..., i, ...] = image[..., i + shift, ...]`` along ``axis`` by a Fourier phase ramp.
 
     Each line along ``axis`` is padded by mirroring (``ceil(|shift|) + FOURIER_PAD_PX`` pixels
-    each side, one more at the end when that makes the length odd, so that it does not wrap
+    each side, more at the end up to an odd length of fast FFT factors, so that it does not wrap
     around and has no Nyquist frequency), multiplied by ``exp(2 pi i k shift)`` in
     Fourier space and cut back. Unlike linear or spline interpolation this keeps white noise
     white with the same variance (the operation is unitary on the padded line), so a denoiser
@@ -418,7 +431,7 @@ def fourier_shift_axis(image: np.ndarray, shift: float, *, axis: int) -> np.ndar
     # An odd padded length has no Nyquist frequency, whose real part alone survives a
     # fractional phase ramp: the shift is then exactly unitary and white noise keeps its variance
     # (an even length loses up to 1/n of it, more at the high frequencies a noise estimate uses).
-    widths[axis] = (pad, pad + (n + 2 * pad + 1) % 2)
+    widths[axis] = (pad, _odd_fast_length(n + 2 * pad) - n - pad)
     # float32 images are shifted in single precision (relative error ~1e-6, far below the
     # photon noise), float64 ones in double; scipy.fft keeps the precision and uses every available core.
     work = np.float32 if image.dtype == np.float32 else np.float64
