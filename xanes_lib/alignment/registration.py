@@ -368,25 +368,20 @@ def drift_test(shifts_px, own_std_px, *, use=None, tolerance_px: float = 0.0) ->
 
 
 def _schedule(feats, ref, method, opts, *, min_confidence, null_floor, iterations, walkoff_window,
-              tolerance_px, prior=None, flagged_prior=None):
+              tolerance_px, prior=None):
     """Run a schedule; shifts and errors relative to the reference image (binned px).
 
     A stack whose median confidence against the reference is below ``null_floor`` has no
     features: every image is flagged (``info["no_features"]``) and the schedule stops there.
     ``prior``: the shifts the images were moved by first (``feats.moved_by``); the returned
-    shifts are what is left, and the test of "no drift" runs on their sum. The template
-    schedule then starts from the moved images as they are, with the images flagged before
-    (``flagged_prior``), instead of anchoring them to the reference again.
+    shifts are what is left, and the test of "no drift" runs on their sum. (The template
+    schedule starts from the anchored estimates also then: started from zero, its
+    leave-one-out templates sit where the residual shifts put them, and with two images the
+    iteration swings between twice the residual and none.)
     """
-    if prior is not None and method == "template":
-        n_e = feats.spectra.shape[0]
-        shifts, conf, std = np.zeros((n_e, 2)), np.ones(n_e), np.zeros((n_e, 2))
-        flagged, no_features = np.asarray(flagged_prior, bool).copy(), False
-    else:
-        shifts, conf, std = _anchored(feats, ref, opts)
-        flagged, _ = _flags(conf, min_confidence, feats.at_bound, ref)
-        no_features = bool(np.median(np.delete(conf, ref)) < null_floor)
-    threshold = _threshold(conf, min_confidence)
+    shifts, conf, std = _anchored(feats, ref, opts)
+    flagged, threshold = _flags(conf, min_confidence, feats.at_bound, ref)
+    no_features = bool(np.median(np.delete(conf, ref)) < null_floor)
     own, test_shifts, info = std / math.sqrt(2.0), shifts, {}
     if no_features:
         flagged[:] = True
@@ -539,7 +534,7 @@ def register_stack(transmission, energies_eV, *, reference_index: int | None = N
     --------
     >>> rng = np.random.default_rng(0)
     >>> scene = ndimage.gaussian_filter(rng.random((64, 64)), 2)
-    >>> stack = np.exp(-np.stack([scene, ndimage.shift(scene, (1.5, -0.5), order=3)]))
+    >>> stack = np.exp(-np.stack([scene, ndimage.shift(scene, (1.5, -0.5), order=3, mode="nearest")]))
     >>> fit = register_stack(stack, [8330.0, 8400.0], reference_index=0)
     >>> np.round(fit.shifts_px[1], 1)
     array([ 1.5, -0.5])
@@ -573,8 +568,8 @@ def register_stack(transmission, energies_eV, *, reference_index: int | None = N
         if min(crop[0].stop - crop[0].start, crop[1].stop - crop[1].start) < MIN_REFINE_PX:
             break
         feats = _Features(stack, region, bin_factor=factor, sigma=sigma, kind=features, moved_by=prior)
-        residual, conf, std, flagged, threshold, extra = _schedule(
-            feats, ref, method, opts, prior=prior, flagged_prior=flagged, **options)
+        residual, conf, std, flagged, threshold, extra = _schedule(feats, ref, method, opts, prior=prior,
+                                                                   **options)
         shifts = prior + residual
         passes += 1
         update = float(np.max(np.abs(residual[~flagged]))) * factor if (~flagged).any() else 0.0
