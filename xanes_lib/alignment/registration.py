@@ -381,8 +381,8 @@ def _schedule(feats, ref, method, opts, *, min_confidence, null_floor, iteration
     """
     shifts, conf, std = _anchored(feats, ref, opts)
     flagged, threshold = _flags(conf, min_confidence, feats.at_bound, ref)
-    no_features = bool(np.median(np.delete(conf, ref)) < null_floor)
     own, test_shifts, info = std / math.sqrt(2.0), shifts, {}
+    no_features = bool(np.median(np.delete(conf, ref)) < null_floor)
     if no_features:
         flagged[:] = True
         flagged[ref] = False
