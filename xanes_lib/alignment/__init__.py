@@ -26,6 +26,7 @@ from .registration import (
     POST_EDGE_OFFSET_EV,
     RELATIVE_CONFIDENCE,
     choose_reference,
+    drift_rejected,
     drift_test,
     register_stack,
 )
@@ -49,7 +50,7 @@ from .shifts import (
 __all__ = [
     "METHODS", "FEATURES", "MAX_BINNED_SIZE", "POST_EDGE_OFFSET_EV", "RELATIVE_CONFIDENCE",
     "NULL_CONFIDENCE_FACTOR", "DRIFT_TOLERANCE_PX", "MIN_REFINE_PX", "register_stack", "choose_reference",
-    "drift_test",
+    "drift_test", "drift_rejected",
     "GROUP", "ORDERS",
     "LANCZOS_RADIUS",
     "Alignment", "AlignedStack", "interpolation_variance", "apply_alignment", "checked_shifts",

@@ -15,6 +15,8 @@ from xanes_lib.alignment import (
     Alignment,
     apply_alignment,
     choose_reference,
+    drift_rejected,
+    drift_test,
     interpolation_variance,
     register_stack,
 )
@@ -98,6 +100,26 @@ def test_recovers_drift_at_300_photons_and_beats_the_raw_correlation():
     raw = register_stack(measured, energies, sigma_px=0.0, reference_index=fit.reference_index,
                          method="anchored", features="gradient")
     assert _rms(raw.shifts_px - (drift - drift[fit.reference_index])) > err
+
+
+def test_drift_test_needs_scatter_that_wanders_or_that_errors_cannot_explain():
+    own = np.full((60, 2), 0.1)
+    # No drift, errors 30 % too small (as linearised errors of weak features at low counts):
+    # chi-square alone rejects, but the shifts do not wander together: no drift (20 stacks).
+    tests = [drift_test(np.random.default_rng(s).normal(0.0, 0.13, (60, 2)), own) for s in range(20)]
+    assert sum(t["p_value"] < 0.01 for t in tests) >= 15
+    assert sum(drift_rejected(t, 0.01) for t in tests) <= 1
+    rng = np.random.default_rng(4)
+    # A slow drift of the same size does wander: drift.
+    walk = np.cumsum(rng.normal(0.0, 0.05, (60, 2)), axis=0) + rng.normal(0.0, 0.1, (60, 2))
+    test = drift_test(walk, own)
+    assert test["von_neumann"][0] < 1.0 and drift_rejected(test, 0.01)
+    # Independent jumps three times the errors are no error of the estimates: drift.
+    test = drift_test(rng.normal(0.0, 0.3, (60, 2)), own)
+    assert test["serial_p_value"] > 0.01 and test["p_value_doubled_errors"] < 0.01
+    assert drift_rejected(test, 0.01)
+    # Too few images for the serial test: it never rejects.
+    assert drift_test([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]], np.full((3, 2), 0.1))["serial_p_value"] == 1.0
 
 
 def test_zero_drift_gives_zero_shifts_and_aligning_changes_nothing(still):
