@@ -8,8 +8,9 @@ band-pass (difference of Gaussians; or its gradient magnitude) picks out particl
 which do not move with energy, while the smooth beam background drops out. Feature images
 are zero-mean, unit-norm and tapered at the border, so their correlation peak height is a
 normalised cross-correlation (the confidence of a shift). The standard error of each shift
-comes from the curvature of the correlation peak and the residual's spectrum, and a
-chi-square test tells whether the stack drifts at all.
+comes from the curvature of the correlation peak and the residual's spectrum; a stack drifts
+when its shifts scatter beyond those errors and wander together from image to image
+(chi-square and von Neumann's serial test, :func:`drift_test`).
 
 Schedules (``method``):
 
