@@ -395,10 +395,11 @@ def drift_test(shifts_px, own_std_px, *, use=None, tolerance_px: float = 0.0) ->
     if n >= 4:
         # von Neumann: E = 2, var = 4 (n - 2) / (n^2 - 1) for independent deviations
         ss = np.sum((r - r.mean(axis=0)) ** 2, axis=0)
-        ratio = np.where(ss > 0, np.sum(np.diff(r, axis=0) ** 2, axis=0) / np.where(ss > 0, ss, 1.0), 2.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(ss > 0, np.sum(np.diff(r, axis=0) ** 2, axis=0) / ss, 2.0)
         zs = (ratio - 2.0) / math.sqrt(4.0 * (n - 2) / (n * n - 1.0))
-        serial_p = float(min(1.0, 2.0 * float(np.min(special.ndtr(zs)))))
-        ratio = [float(v) for v in ratio]
+        serial_p = min(1.0, 2.0 * float(np.min(special.ndtr(zs))))
+        ratio = ratio.tolist()
     return {"chi2": chi2, "dof": dof, "p_value": float(special.chdtrc(dof, chi2)),
             "p_value_doubled_errors": float(special.chdtrc(dof, chi2 / 4.0)),
             "von_neumann": ratio, "serial_p_value": serial_p}
@@ -410,9 +411,8 @@ def drift_rejected(test: dict, significance: float) -> bool:
     The scatter must exceed the errors and wander together from image to image, or exceed
     twice the errors (see :func:`drift_test`).
     """
-    beyond_errors = test["p_value"] < significance
-    serial = test.get("serial_p_value", 0.0) < significance
-    return bool((beyond_errors and serial) or test.get("p_value_doubled_errors", 1.0) < significance)
+    wanders = test["p_value"] < significance and test["serial_p_value"] < significance
+    return bool(wanders or test["p_value_doubled_errors"] < significance)
 
 
 def _schedule(feats, ref, method, opts, *, min_confidence, null_floor, iterations, walkoff_window,
