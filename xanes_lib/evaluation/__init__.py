@@ -5,8 +5,11 @@
   ceiling and the AUC of notebook 04's test of unexplained pixels)
 - :mod:`.metrics`    oxidation-state accuracy, boundary masks, background error, ROC AUC, the
   truth of a drifting stack in its aligned frame
+- :mod:`.bounds`     the physical limit: Cramer-Rao bound of the oxidation state for the
+  stack's photon counts, per pixel and pooled over 5 x 5 pixels
 """
 
+from .bounds import POOL_PX, StateBound, oxidation_state_bound, stack_state_bound
 from .classical import (
     CLASSICAL_GRID,
     classical_denoise,
@@ -37,5 +40,6 @@ __all__ = [
     "run_classical", "run_hybrid", "run_self_tuned", "run_network", "unexplained_auc",
     "unexplained_auc_ceiling", "unexplained_flag_scores", "notebook_shift_eV",
     "oxidation_state_metrics", "boundary_mask", "background_error", "roc_auc", "matched_negatives",
-    "truth_in_frame", "aligned_like_notebook04",
+    "truth_in_frame", "aligned_like_notebook04", "POOL_PX", "StateBound", "oxidation_state_bound",
+    "stack_state_bound",
 ]
