@@ -14,7 +14,10 @@ with the strength chosen per stack (``ours``), and the same after adapting the n
 stack without its truth (``ours_adapted``: notebook 03's ``denoising.adapt`` with its defaults;
 ``--skip-adapt`` leaves it out). Scores: oxidation-state RMSE and bias inside
 the mask, RMSE within 3 px of boundaries, 2-sigma coverage, the unseen-phase ROC AUC of the
-fit residual where the stack has a foreign phase, background error. Where it has one, the
+fit residual where the stack has a foreign phase, background error. Its ``limits``: the
+Cramer-Rao bound of the state for the stack's photon counts (per pixel and pooled over 5 x 5
+pixels, :func:`xanes_lib.evaluation.stack_state_bound`) and the spread of the true state (the
+RMSE of a map of one value), each with ours over it in the summary. Where it has one, the
 stack's ``unexplained`` entry gives what to read those AUCs against: ``ceiling_auc``, the same
 AUC for the fit of the noise-free truth (:func:`xanes_lib.evaluation.unexplained_auc_ceiling`),
 ``gaussian2_auc`` for a Gaussian of 2 px of the raw stack (issue 14's yardstick), and
@@ -140,10 +143,29 @@ def score_stack(st, gt, models: dict, *, fit_shift: bool | float = False, adapt=
             summary[f"{ours}_over_best_{label}_rmse"] = out[ours]["rmse"] / out[best]["rmse"]
             summary[f"{ours}_over_best_{label}_boundary_rmse"] = (out[ours]["rmse_boundary"]
                                                                   / out[best_b]["rmse_boundary"])
-    scores = {"pipelines": {k: _round(v) for k, v in out.items()}, "summary": _round(summary)}
+    limits = physical_limits(st, gt)
+    for ours in ours_names:
+        summary[f"{ours}_over_pooled_bound_rms"] = out[ours]["rmse"] / limits["pooled_rms"]
+        summary[f"{ours}_over_truth_state_std"] = out[ours]["rmse"] / limits["truth_state_std"]
+    scores = {"pipelines": {k: _round(v) for k, v in out.items()}, "summary": _round(summary),
+              "limits": _round(limits)}
     if gt.foreign_mask is not None and gt.foreign_mask.any():
         scores["unexplained"] = _round(score_unexplained(st, gt, fit_shift=fit_shift))
     return scores
+
+
+def physical_limits(st, gt) -> dict:
+    """What to read a stack's RMSEs against: the Cramer-Rao bounds and the spread of the true state.
+
+    The bounds (:func:`xanes_lib.evaluation.stack_state_bound`, the shipped references) over
+    the scored pixels (the truth's mask where it has a state): per pixel, and pooled over
+    5 x 5 pixels of one state. ``truth_state_std`` is the RMSE of the best map of one value
+    (the true mean): a map scoring near it shows little of the chemistry.
+    """
+    scored = gt.mask & np.isfinite(gt.oxidation_state)
+    limits = evaluation.stack_state_bound(st, gt).summary(scored)
+    limits["truth_state_std"] = float(np.std(gt.oxidation_state[scored]))
+    return limits
 
 
 def _print_stack(name: str, s: dict, seconds: float) -> None:
@@ -160,6 +182,10 @@ def _print_stack(name: str, s: dict, seconds: float) -> None:
               f"near boundaries {sm[f'ours_over_best_{label}_boundary_rmse']:.2f} "
               f"(network alone {sm[f'ours_network_over_best_{label}_rmse']:.2f}"
               + ("" if adapted is None else f", after adaptation {adapted:.2f}") + ")")
+    lim, sm = s["limits"], s["summary"]
+    print(f"  limits: Cramer-Rao per pixel (median) {lim['per_pixel_median']:.3f}, pooled 5 x 5 RMS "
+          f"{lim['pooled_rms']:.3f} (ours {sm['ours_over_pooled_bound_rms']:.2f}x); "
+          f"a map of one value {lim['truth_state_std']:.3f} (ours {sm['ours_over_truth_state_std']:.2f}x)")
     u = s.get("unexplained")
     if u is not None:
         print(f"  unseen phase: noise-free ceiling AUC {u['ceiling_auc']:.2f}; Gaussian 2 px of the raw "
