@@ -1,8 +1,9 @@
 """Benchmark of the denoisers against classical pipelines, in-family and on the foreign family.
 
 Two families of simulated stacks, reported separately: in-family (the simulator the networks
-were trained on): the held-out stacks of notebook 01 (files in ``data/derived``) and two stacks
-with one particle in a foreign phase, simulated here (:data:`IN_FAMILY_FOREIGN`); and the
+were trained on): the held-out stacks of notebook 01 (files in ``data/derived``), three at the
+doses notebook 01 does not write (Ni 5000, Co 300 and 5000 photons, :data:`IN_FAMILY_DOSES`) and
+two stacks with one particle in a foreign phase, simulated here (:data:`IN_FAMILY_FOREIGN`); and the
 foreign family of :mod:`xanes_lib.simulation.foreign` (another phantom generator, chemistry,
 beam, energy grid and perturbed references; never used to train or choose anything). On each
 stack it scores the raw stack; Gaussian smoothing, total variation, non-local means and PCA truncation, each
@@ -16,7 +17,7 @@ stack without its truth (``ours_adapted``: notebook 03's ``denoising.adapt`` wit
 the mask, RMSE within 3 px of boundaries, 2-sigma coverage, the unseen-phase ROC AUC of the
 fit residual where the stack has a foreign phase, background error. Its ``limits``: the
 Cramer-Rao bound of the state for the stack's photon counts (per pixel and pooled over 5 x 5
-pixels, :func:`xanes_lib.evaluation.stack_state_bound`) and the spread of the true state (the
+pixels, :func:`xanes_lib.evaluation.physical_limits`) and the spread of the true state (the
 RMSE of a map of one value), each with ours over it in the summary. Where it has one, the
 stack's ``unexplained`` entry gives what to read those AUCs against: ``ceiling_auc``, the same
 AUC for the fit of the noise-free truth (:func:`xanes_lib.evaluation.unexplained_auc_ceiling`),
@@ -40,8 +41,9 @@ Usage::
                                        [--skip-in-family] [--skip-adapt] [--paper-tiled]
                                        [--only NAME [NAME ...]] [--out FILE]
 
-``--only`` scores only the named stacks (keys of ``TESTS``, :data:`IN_FAMILY_FOREIGN` or
-``simulation.FOREIGN_FAMILIES``), e.g. ``--only Ni_300_foreign_phase Ni_NMC811_dose300_foreign``.
+``--only`` scores only the named stacks (keys of ``TESTS``, :data:`IN_FAMILY_DOSES`,
+:data:`IN_FAMILY_FOREIGN` or ``simulation.FOREIGN_FAMILIES``), e.g.
+``--only Ni_300_foreign_phase Ni_NMC811_dose300_foreign``.
 """
 
 from __future__ import annotations
@@ -74,6 +76,14 @@ TESTS = {"Ni_NMC811_dose300": "test_Ni_NMC811_dose300_000.h5",
 #: ``"fore"`` differs from notebook 01's ``"trai"``, ``"val"``, ``"new"`` and ``"test"`` (from which its
 #: held-out stacks take one seed each); checked: no training or validation seed of 64 + 8 stacks.
 IN_FAMILY_FOREIGN = {"Ni_NMC811_dose300_foreign": 300.0, "Ni_NMC811_dose1000_foreign": 1000.0}
+#: In-family held-out stacks at the doses notebook 01 does not write (the dose grid 300 / 1000 /
+#: 5000 photons for Ni and Co), simulated on the fly as notebook 01 makes its held-out stacks
+#: (256 x 256 px of 100 nm, NMC811, 2 % background of gradients and blobs, the shipped
+#: references, drawn blur and drift: aligned like notebook 04's). Seeds: a split of their own,
+#: ``split_seeds(0, "dose_grid", n)`` in this order; checked: none among the 64 + 8 training
+#: and validation seeds, notebook 01's held-out, new-measurement and foreign-phase seeds.
+IN_FAMILY_DOSES = {"Ni_NMC811_dose5000": ("Ni", 5000.0), "Co_NMC811_dose300": ("Co", 300.0),
+                   "Co_NMC811_dose5000": ("Co", 5000.0)}
 #: Baselines ours is compared with: (summary label, pipelines among which the best is taken).
 BASELINES = {"classical": list(evaluation.CLASSICAL_GRID) + ["raw"], "self_tuned": ["self_tuned"],
              "lowrank_self_tuned": ["lowrank+self_tuned"]}
@@ -93,6 +103,20 @@ def simulate_in_family_foreign(name: str):
     cfg = simulation.sample_config(np.random.default_rng([seed, 1]), base, dose_range=(dose, dose),
                                    background_range=(0.02, 0.02), compositions=("NMC811",))
     cfg = cfg.replace(reference_jitter=0.0, drift_px=0.0, foreign_particles=1)
+    st, gt = simulation.simulate_stack(cfg, seed=seed)
+    return st, gt, {"seed": seed, "dose": dose, "config": cfg.to_attrs()}
+
+
+def simulate_in_family_dose(name: str):
+    """Simulate the stack of :data:`IN_FAMILY_DOSES` named ``name``: (stack, truth, settings)."""
+    seed = dict(zip(IN_FAMILY_DOSES, simulation.split_seeds(0, "dose_grid", len(IN_FAMILY_DOSES)),
+                    strict=True))[name]
+    element, dose = IN_FAMILY_DOSES[name]
+    base = simulation.SimulationConfig(element=element).replace(phantom_shape=(256, 256),
+                                                                phantom_pixel_size_nm=100.0)
+    cfg = simulation.sample_config(np.random.default_rng([seed, 1]), base, dose_range=(dose, dose),
+                                   background_range=(0.02, 0.02), compositions=("NMC811",))
+    cfg = cfg.replace(reference_jitter=0.0)
     st, gt = simulation.simulate_stack(cfg, seed=seed)
     return st, gt, {"seed": seed, "dose": dose, "config": cfg.to_attrs()}
 
@@ -143,7 +167,7 @@ def score_stack(st, gt, models: dict, *, fit_shift: bool | float = False, adapt=
             summary[f"{ours}_over_best_{label}_rmse"] = out[ours]["rmse"] / out[best]["rmse"]
             summary[f"{ours}_over_best_{label}_boundary_rmse"] = (out[ours]["rmse_boundary"]
                                                                   / out[best_b]["rmse_boundary"])
-    limits = physical_limits(st, gt)
+    limits = evaluation.physical_limits(st, gt)
     for ours in ours_names:
         summary[f"{ours}_over_pooled_bound_rms"] = out[ours]["rmse"] / limits["pooled_rms"]
         summary[f"{ours}_over_truth_state_std"] = out[ours]["rmse"] / limits["truth_state_std"]
@@ -152,20 +176,6 @@ def score_stack(st, gt, models: dict, *, fit_shift: bool | float = False, adapt=
     if gt.foreign_mask is not None and gt.foreign_mask.any():
         scores["unexplained"] = _round(score_unexplained(st, gt, fit_shift=fit_shift))
     return scores
-
-
-def physical_limits(st, gt) -> dict:
-    """What to read a stack's RMSEs against: the Cramer-Rao bounds and the spread of the true state.
-
-    The bounds (:func:`xanes_lib.evaluation.stack_state_bound`, the shipped references) over
-    the scored pixels (the truth's mask where it has a state): per pixel, and pooled over
-    5 x 5 pixels of one state. ``truth_state_std`` is the RMSE of the best map of one value
-    (the true mean): a map scoring near it shows little of the chemistry.
-    """
-    scored = gt.mask & np.isfinite(gt.oxidation_state)
-    limits = evaluation.stack_state_bound(st, gt).summary(scored)
-    limits["truth_state_std"] = float(np.std(gt.oxidation_state[scored]))
-    return limits
 
 
 def _print_stack(name: str, s: dict, seconds: float) -> None:
@@ -229,14 +239,14 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _stack_names(args, ap) -> tuple[list, list, list]:
-    """The in-family files, in-family foreign-phase and foreign-family stacks to score."""
+def _stack_names(args, ap) -> tuple[list, list, list, list]:
+    """The in-family files, in-family dose-grid and foreign-phase stacks, and foreign-family stacks."""
     in_family = not args.skip_in_family
-    groups = [list(TESTS) if in_family else [], list(IN_FAMILY_FOREIGN) if in_family else [],
-              list(simulation.FOREIGN_FAMILIES)]
+    groups = [list(TESTS) if in_family else [], list(IN_FAMILY_DOSES) if in_family else [],
+              list(IN_FAMILY_FOREIGN) if in_family else [], list(simulation.FOREIGN_FAMILIES)]
     if args.only is None:
         return groups
-    known = [*TESTS, *IN_FAMILY_FOREIGN, *simulation.FOREIGN_FAMILIES]
+    known = [*TESTS, *IN_FAMILY_DOSES, *IN_FAMILY_FOREIGN, *simulation.FOREIGN_FAMILIES]
     unknown = sorted(set(args.only) - set(known))
     if unknown:
         ap.error(f"unknown stack name(s) {unknown} for --only; choose from {known}")
@@ -255,7 +265,7 @@ def _scored(label: str, st, gt, models: dict, *, fit_shift: bool | float = False
 def main(argv=None) -> int:
     ap = _parser()
     args = ap.parse_args(argv)
-    files, in_family_foreign, foreign = _stack_names(args, ap)
+    files, in_family_doses, in_family_foreign, foreign = _stack_names(args, ap)
     data = Path(args.data_dir)
     missing = [data / TESTS[n] for n in files if not (data / TESTS[n]).is_file()]
     if missing:
@@ -279,6 +289,13 @@ def main(argv=None) -> int:
         st, gt, aligned = evaluation.aligned_like_notebook04(io.read_stack(path), io.read_ground_truth(path))
         field = aligned.pop("common_mask")
         in_family[name] = _scored(f"in-family {name}", st, gt, models, adapt=adapt, file=TESTS[name],
+                                  alignment={**aligned, "common_field_share": round(float(field.mean()), 4)},
+                                  field=field)
+    for name in in_family_doses:
+        st, gt, settings = simulate_in_family_dose(name)
+        st, gt, aligned = evaluation.aligned_like_notebook04(st, gt)
+        field = aligned.pop("common_mask")
+        in_family[name] = _scored(f"in-family {name}", st, gt, models, adapt=adapt, simulated=settings,
                                   alignment={**aligned, "common_field_share": round(float(field.mean()), 4)},
                                   field=field)
     for name in in_family_foreign:

@@ -20,8 +20,8 @@ Stacks (every one simulated with its own seed, held out from everything else):
   particles, no drift; ``--seeds`` seeds each;
 - foreign family: ``simulation.simulate_foreign_stack`` (independent phantom and forward
   model, perturbed references, its own energy grid), kind "mixed", NMC811, the same elements,
-  doses, size, background and seeds. (Its named stacks, ``FOREIGN_FAMILIES``, cover Ni at
-  300 / 1000 / 5000 and Co only at 1000 photons, so the sweep calls the generator directly.)
+  doses, size, background and seeds. (The sweep calls the generator directly, with its own
+  seeds, rather than the named stacks of ``FOREIGN_FAMILIES``.)
 
 Scores per stack (``evaluation.oxidation_state_metrics`` for RMSE, bias and coverage):
 mapped share of the true sample (finite oxidation state), share of the true empty pixels

@@ -6,10 +6,10 @@
 - :mod:`.metrics`    oxidation-state accuracy, boundary masks, background error, ROC AUC, the
   truth of a drifting stack in its aligned frame
 - :mod:`.bounds`     the physical limit: Cramer-Rao bound of the oxidation state for the
-  stack's photon counts, per pixel and pooled over 5 x 5 pixels
+  stack's photon counts, per pixel and pooled over 5 x 5 pixels; the true state's spread
 """
 
-from .bounds import POOL_PX, StateBound, oxidation_state_bound, stack_state_bound
+from .bounds import POOL_PX, StateBound, oxidation_state_bound, physical_limits, stack_state_bound
 from .classical import (
     CLASSICAL_GRID,
     classical_denoise,
@@ -41,5 +41,5 @@ __all__ = [
     "unexplained_auc_ceiling", "unexplained_flag_scores", "notebook_shift_eV",
     "oxidation_state_metrics", "boundary_mask", "background_error", "roc_auc", "matched_negatives",
     "truth_in_frame", "aligned_like_notebook04", "POOL_PX", "StateBound", "oxidation_state_bound",
-    "stack_state_bound",
+    "stack_state_bound", "physical_limits",
 ]

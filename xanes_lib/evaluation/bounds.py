@@ -31,7 +31,7 @@ from ..physics import LinearAbsorbanceModel, reference_model
 from ..spectra import default_references
 from ..validate import check_image_mask, check_stack
 
-__all__ = ["POOL_PX", "StateBound", "oxidation_state_bound", "stack_state_bound"]
+__all__ = ["POOL_PX", "StateBound", "oxidation_state_bound", "stack_state_bound", "physical_limits"]
 
 #: Side (pixels) of the square block of the pooled bound.
 POOL_PX = 5
@@ -203,3 +203,29 @@ def stack_state_bound(stack, truth, *, references=None, pool_px: int = POOL_PX) 
         extra = extra + (dose + read ** 2) / (frames * dose ** 2)
     return oxidation_state_bound(truth.transmission, counts, model, ox, mask=truth.mask,
                                  extra_variance=extra, pool_px=pool_px)
+
+
+def physical_limits(stack, truth, *, references=None) -> dict:
+    """Return what to read a simulated stack's oxidation-state RMSEs against.
+
+    Parameters
+    ----------
+    stack : xanes_lib.io.Stack
+    truth : xanes_lib.io.GroundTruth
+        In the stack's frame.
+    references : sequence of reference objects, optional
+        The references of the fit (default: the element's shipped ones).
+
+    Returns
+    -------
+    dict
+        :meth:`StateBound.summary` of :func:`stack_state_bound` over the scored pixels (the
+        truth's mask where it has a state): ``per_pixel_rms``, ``per_pixel_median``,
+        ``pooled_rms``, ``pooled_median`` ...; and ``truth_state_std``, the spread of the true
+        state: the RMSE of the best map of one value (the true mean). A map scoring near it
+        shows little of the chemistry.
+    """
+    scored = truth.mask & np.isfinite(truth.oxidation_state)
+    limits = stack_state_bound(stack, truth, references=references).summary(scored)
+    limits["truth_state_std"] = float(np.std(truth.oxidation_state[scored])) if scored.any() else float("nan")
+    return limits

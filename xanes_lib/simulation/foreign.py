@@ -109,6 +109,10 @@ FOREIGN_FAMILIES = {
                 "background": 0.01, "seed": 7106},
     "Ni_1000_foreign_phase": {"kind": "foreign_phase", "element": "Ni", "dose": 1000.0, "background": 0.01,
                               "seed": 7107},
+    "Co_300": {"kind": "mixed", "element": "Co", "composition": "NMC811", "dose": 300.0,
+               "background": 0.01, "seed": 7108},
+    "Co_5000": {"kind": "mixed", "element": "Co", "composition": "NMC811", "dose": 5000.0,
+                "background": 0.01, "seed": 7109},
 }
 
 _FOREIGN_MIN_PIXELS = 150  # sample pixels a particle needs to be drawn as the foreign one

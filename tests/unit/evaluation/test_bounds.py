@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from xanes_lib import mapping, simulation
-from xanes_lib.evaluation import oxidation_state_bound, stack_state_bound
+from xanes_lib.evaluation import oxidation_state_bound, physical_limits, stack_state_bound
 from xanes_lib.physics import reference_model
 from xanes_lib.spectra import default_references
 
@@ -92,3 +92,12 @@ def test_bad_bound_inputs_are_named(counts, states, match):
         oxidation_state_bound(t[:-1], 100.0, model, [2.0, 3.0])
     with pytest.raises(ValueError, match="pool_px"):
         oxidation_state_bound(t, 100.0, model, [2.0, 3.0], pool_px=0)
+
+
+def test_physical_limits_of_a_foreign_stack_name_the_bounds_and_the_true_spread():
+    st, gt = simulation.simulate_foreign_family("Ni_300_sharp", shape=(48, 48))
+    lim = physical_limits(st, gt)
+    scored = gt.mask & np.isfinite(gt.oxidation_state)
+    assert lim["n_pixels"] + lim["n_unbounded"] == scored.sum()
+    assert lim["truth_state_std"] == pytest.approx(float(np.std(gt.oxidation_state[scored])))
+    assert 0 < lim["pooled_median"] < lim["per_pixel_median"]

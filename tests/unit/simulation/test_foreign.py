@@ -218,7 +218,7 @@ def test_shipped_references_are_perturbed_and_recorded():
 def test_families_are_complete_and_seeded():
     expected = {"Ni_5000_bg1": ("Ni", 5000), "Ni_300_bg2": ("Ni", 300), "Ni_300_foreign_phase": ("Ni", 300),
                 "Ni_300_sharp": ("Ni", 300), "Ni_1000_bg2": ("Ni", 1000), "Co_1000": ("Co", 1000),
-                "Ni_1000_foreign_phase": ("Ni", 1000)}
+                "Ni_1000_foreign_phase": ("Ni", 1000), "Co_300": ("Co", 300), "Co_5000": ("Co", 5000)}
     assert set(FOREIGN_FAMILIES) == set(expected)
     assert len({f["seed"] for f in FOREIGN_FAMILIES.values()}) == len(FOREIGN_FAMILIES)
     for name, (element, dose) in expected.items():
