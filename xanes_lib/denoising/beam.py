@@ -372,9 +372,17 @@ def detector_empty_pixels(level, common_mask, shifts_px, *, margin_px: int = 4):
         Fewer than 1 % of the pixels empty in every image.
     """
     field = ndimage.binary_erosion(common_mask, iterations=2)
-    # Outside the field every image covers, the aligned images repeat the field's edge: no
-    # evidence that a pixel there is empty, so it counts as sample.
-    sample = (level > _empty_threshold(level[field] if field.any() else level)) | ~field
+    sample = level > _empty_threshold(level[field] if field.any() else level)
+    if field.any() and not field.all():
+        # Outside the field every image covers (a band as wide as the drift), the aligned images
+        # repeat the field's edge: no evidence of its own. A pixel there is sample when any field
+        # pixel within the band's width is, so that the band is empty only beside empty field.
+        # (Counted as sample everywhere, the band kept the empty field at the image borders out
+        # of the estimate: its maps came from the sample's unexplained spectrum and the wide
+        # fill, and on drifting Ni stacks at 300 photons the error of the oxidation state within
+        # 30 px of the borders rose by up to 40 % against the same stack without drift.)
+        width = int(np.ceil(np.abs(shifts_px).max())) + 3
+        sample = np.where(field, sample, ndimage.binary_dilation(sample & field, iterations=width))
     ever, always = np.zeros_like(sample), np.ones_like(sample)
     for k in np.unique(np.round(shifts_px), axis=0):
         moved = move_mask(sample, k)

@@ -84,9 +84,15 @@ def test_a_field_full_of_drifting_sample_says_why():
     cfg = SimulationConfig(element="Ni", dose=1000.0, drift_px=2.0).replace(
         phantom_shape=(64, 64), phantom_pixel_size_nm=400.0)
     stack, truth = simulate_stack(cfg, seed=1)
-    dense = stack.transmission * np.where(np.arange(64) < 62, 0.5, 1.0)[None, :, None]  # no empty rows
+    shifts = truth.drift_px - truth.drift_px[0]
+    # an absorbing layer that moves with the sample and covers the field but for 1-px gaps every
+    # 6 px: no empty area once the margin is kept (a layer fixed to the detector would be beam)
+    r = np.arange(64)
+    layer = np.where((r[:, None] % 6 == 0) | (r[None, :] % 6 == 0), 1.0, 0.4)
+    dense = np.stack([t * ndimage.shift(layer, d, order=0, mode="grid-wrap")
+                      for t, d in zip(stack.transmission, shifts, strict=True)])
     with pytest.raises(ValueError, match="free of sample in every image"):
-        drifting_sample_view(dense.astype(np.float32), truth.drift_px - truth.drift_px[0])
+        drifting_sample_view(dense.astype(np.float32), shifts)
 
 
 def test_align_with_beam_background_divides_only_a_drifting_stack(drifting):
@@ -99,3 +105,23 @@ def test_align_with_beam_background_divides_only_a_drifting_stack(drifting):
     still, note = align_with_beam_background(t, e, refs, np.zeros_like(shifts))
     np.testing.assert_array_equal(still.transmission, t)
     assert note == "not divided before alignment (no drift)"
+
+
+def test_empty_field_at_the_image_borders_is_learnt_from(drifting):
+    # The band outside the field every image covers is empty beside empty field (counted as
+    # sample, none of the empty field at the borders was used and the background within 8 px of
+    # the borders was three times as wrong as inside: 0.0057 against 0.0021; now 0.0025, 0.0016).
+    stack, truth, shifts = drifting
+    view = drifting_sample_view(stack.transmission, shifts)
+    _, sample0, _ = truth_in_frame(truth, 0)
+    ever = np.logical_or.reduce([move_mask(sample0, d) for d in shifts])
+    free = ~ndimage.binary_dilation(ever, iterations=6)   # clear of sample in every image, with room
+    yy, xx = np.mgrid[:free.shape[0], :free.shape[1]]
+    border = np.minimum.reduce([yy, xx, free.shape[0] - 1 - yy, free.shape[1] - 1 - xx]) < 8
+    assert (free & border).sum() > 500
+    assert view.empty[free & border].mean() > 0.7
+    est = estimate_background(stack.transmission, stack.energies_eV, reference_model(stack.energies_eV, "Ni"),
+                              shifts_px=shifts)
+    near = _energy_varying_error(est.background, truth.background, free & border)
+    inner = _energy_varying_error(est.background, truth.background, free & ~border)
+    assert near < 2.0 * inner, f"background error {near:.4f} near the borders, {inner:.4f} inside"
