@@ -262,6 +262,14 @@ def _scored(label: str, st, gt, models: dict, *, fit_shift: bool | float = False
     return entry
 
 
+def _scored_aligned(label: str, st, gt, models: dict, *, adapt=None, **meta) -> dict:
+    """Score a drifting in-family stack as notebook 04 maps it: aligned first where it drifts."""
+    st, gt, aligned = evaluation.aligned_like_notebook04(st, gt)
+    field = aligned.pop("common_mask")
+    return _scored(label, st, gt, models, adapt=adapt, field=field, **meta,
+                   alignment={**aligned, "common_field_share": round(float(field.mean()), 4)})
+
+
 def main(argv=None) -> int:
     ap = _parser()
     args = ap.parse_args(argv)
@@ -286,18 +294,12 @@ def main(argv=None) -> int:
     in_family, foreign_family = report["in_family"], report["foreign_family"]
     for name in files:
         path = data / TESTS[name]
-        st, gt, aligned = evaluation.aligned_like_notebook04(io.read_stack(path), io.read_ground_truth(path))
-        field = aligned.pop("common_mask")
-        in_family[name] = _scored(f"in-family {name}", st, gt, models, adapt=adapt, file=TESTS[name],
-                                  alignment={**aligned, "common_field_share": round(float(field.mean()), 4)},
-                                  field=field)
+        st, gt = io.read_stack(path), io.read_ground_truth(path)
+        in_family[name] = _scored_aligned(f"in-family {name}", st, gt, models, adapt=adapt, file=TESTS[name])
     for name in in_family_doses:
         st, gt, settings = simulate_in_family_dose(name)
-        st, gt, aligned = evaluation.aligned_like_notebook04(st, gt)
-        field = aligned.pop("common_mask")
-        in_family[name] = _scored(f"in-family {name}", st, gt, models, adapt=adapt, simulated=settings,
-                                  alignment={**aligned, "common_field_share": round(float(field.mean()), 4)},
-                                  field=field)
+        in_family[name] = _scored_aligned(f"in-family {name}", st, gt, models, adapt=adapt,
+                                          simulated=settings)
     for name in in_family_foreign:
         st, gt, settings = simulate_in_family_foreign(name)
         in_family[name] = _scored(f"in-family {name}", st, gt, models, adapt=adapt, simulated=settings)
