@@ -7,7 +7,8 @@ distributed; since ``d lambda / d A = -lambda``, the Fisher information of ``the
 
     I = M^T diag(w) M,        w(E) = 1 / var(A(E)) = lambda(E)   (photon noise alone)
 
-(a noisy flat field or read noise adds to ``var(A)``; they are passed as ``extra_variance``).
+(read noise adds ``read^2 / lambda^2`` to ``var(A)``, a noisy flat field its own variance:
+``read_noise`` and ``extra_variance``).
 The oxidation state ``s = sum_k s_k c_k / sum_k c_k`` of the K reference coefficients has the
 gradient ``(s_k - s) / sum_k c_k``, and no unbiased estimator of it from the pixel's spectrum
 has a variance below ``g^T I^-1 g`` (the per-pixel bound). A map that assumes the state is one
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from ..physics import LinearAbsorbanceModel, reference_model
+from ..physics import LinearAbsorbanceModel, absorbance, reference_model
 from ..spectra import default_references
 from ..validate import check_image_mask, check_stack
 
@@ -76,7 +77,8 @@ class StateBound:
 
 
 def oxidation_state_bound(transmission, counts, model: LinearAbsorbanceModel, oxidation_states, *,
-                          mask=None, extra_variance=0.0, pool_px: int = POOL_PX) -> StateBound:
+                          mask=None, read_noise: float = 0.0, extra_variance=0.0,
+                          pool_px: int = POOL_PX) -> StateBound:
     """Return the Cramer-Rao bounds of the oxidation state of every pixel.
 
     Parameters
@@ -93,8 +95,10 @@ def oxidation_state_bound(transmission, counts, model: LinearAbsorbanceModel, ox
         (K,) oxidation state of each reference.
     mask : array_like of bool, optional
         (Y, X) pixels that pool (default: every pixel with the edge element).
+    read_noise : float
+        RMS read noise of the detector (counts per image): adds ``read_noise^2 / lambda^2``.
     extra_variance : float or array_like
-        Variance of the absorbance beyond the sample's photon noise (a noisy flat field, read
+        Variance of the absorbance beyond the sample's own counts (a noisy flat field,
         noise), broadcast to (E, Y, X).
     pool_px : int
         Side of the pooled block.
@@ -136,9 +140,10 @@ def oxidation_state_bound(transmission, counts, model: LinearAbsorbanceModel, ox
         raise ValueError(f"counts must be finite and positive at every energy and pixel (expected photons); "
                          f"{int(bad.sum())} values are not, e.g. {float(lam[bad][0])!r} counts. Pass the "
                          "dose (photons per pixel), not a transmission.")
-    var = 1.0 / lam + np.broadcast_to(np.asarray(extra_variance, dtype=np.float64), t.shape)
+    extra = np.broadcast_to(np.asarray(extra_variance, dtype=np.float64), t.shape)
+    var = (lam + float(read_noise) ** 2) / lam ** 2 + extra
     m = model.matrix                                          # (E, P)
-    theta = model.fit(-np.log(t))                             # (P, Y, X) the true parameters
+    theta = model.fit(absorbance(t, floor=1e-12))            # (P, Y, X) the true parameters
     info = np.einsum("ep,eq,eyx->yxpq", m, m, 1.0 / var)      # (Y, X, P, P) Fisher information
     total = theta[:k].sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -194,15 +199,11 @@ def stack_state_bound(stack, truth, *, references=None, pool_px: int = POOL_PX) 
     ox = [r.oxidation_state for r in refs]
     frames = float(truth.params.get("flat_frames") or 0)
     read = float(truth.params.get("read_noise") or 0.0)
-    counts = dose * np.asarray(truth.background, dtype=np.float64)
-    lam = counts * np.asarray(truth.transmission, dtype=np.float64)
-    # read noise adds read^2 counts^2 to the sample's variance, i.e. read^2 / lam^2 to -ln T's;
-    # a flat of `frames` frames adds (dose + read^2) / (frames dose^2)
-    extra = read ** 2 / np.maximum(lam, 1e-12) ** 2
-    if frames > 0:
-        extra = extra + (dose + read ** 2) / (frames * dose ** 2)
-    return oxidation_state_bound(truth.transmission, counts, model, ox, mask=truth.mask,
-                                 extra_variance=extra, pool_px=pool_px)
+    # a flat of `frames` frames of the dose adds (dose + read^2) / (frames dose^2) to -ln T's variance
+    flat = (dose + read ** 2) / (frames * dose ** 2) if frames > 0 else 0.0
+    return oxidation_state_bound(truth.transmission, dose * np.asarray(truth.background, dtype=np.float64),
+                                 model, ox, mask=truth.mask, read_noise=read, extra_variance=flat,
+                                 pool_px=pool_px)
 
 
 def physical_limits(stack, truth, *, references=None) -> dict:
