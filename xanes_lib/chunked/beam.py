@@ -44,6 +44,7 @@ from ..denoising.beam import (
     beam_profiles,
     detector_empty_pixels,
     empty_gram,
+    empty_level,
     empty_pixels,
     shifted_model,
     smoothed_absorbance,
@@ -197,7 +198,7 @@ def _estimate_beam(windows, grid, model, work: Path, bar, *, check=None, drift=N
                  for i in range(0, len(grams), 2)]
     with bar():
         (gram,) = dask.compute(grams[0])
-    prof = beam_profiles(gram, int(empty.sum()), model)
+    prof = beam_profiles(gram, int(empty.sum()), model, empty_level=empty_level(level, empty))
     if not prof.rank:
         return BackgroundEstimate(None, prof.profiles, np.zeros((0, *empty.shape)), 0, prof.above, empty,
                                   np.ones(empty.shape))

@@ -27,11 +27,12 @@ import importlib
 _EXPORTS = {
     "BackgroundEstimate": "beam", "BeamProfiles": "beam", "DriftingSampleView": "beam",
     "drifting_sample_view": "beam", "detector_empty_pixels": "beam", "to_detector": "beam",
-    "smoothed_absorbance": "beam", "smoothing_halo": "beam", "empty_pixels": "beam", "empty_gram":
-    "beam", "beam_profiles": "beam", "beam_pixel_maps": "beam", "beam_maps": "beam", "beam_background":
-    "beam", "estimate_background": "beam", "divide_beam_background": "beam",
-    "align_with_beam_background": "beam", "beam_corrected_energy_shift": "beam",
-    "calibrate_energy_shift_with_beam": "beam", "shifted_model": "beam", "beam_note": "beam",
+    "smoothed_absorbance": "beam", "smoothing_halo": "beam", "empty_pixels": "beam", "empty_level": "beam",
+    "CLEAN_EMPTY_LEVEL": "beam", "empty_gram": "beam", "beam_profiles": "beam", "beam_pixel_maps": "beam",
+    "beam_maps": "beam", "beam_background": "beam", "estimate_background": "beam",
+    "divide_beam_background": "beam", "align_with_beam_background": "beam",
+    "beam_corrected_energy_shift": "beam", "calibrate_energy_shift_with_beam": "beam",
+    "shifted_model": "beam", "beam_note": "beam",
     "DEFAULT_SIGMAS_PX": "strength", "NETWORK_SIGMAS_PX": "strength", "StrengthChoice": "strength",
     "residual_noise_std": "strength", "check_field": "strength",
     "coefficient_covariance": "strength", "noise_shaped_perturbation": "strength", "TV_WEIGHTS": "strength",
