@@ -42,7 +42,8 @@ from ..physics import absorbance, build_model
 from ..validate import check_energies, check_stack
 
 __all__ = [
-    "CLEAN_EMPTY_LEVEL", "BackgroundEstimate", "BeamProfiles", "DriftingSampleView", "drifting_sample_view",
+    "CLEAN_EMPTY_LEVEL", "SAMPLE_LIKE_SHARE", "BackgroundEstimate", "BeamProfiles", "DriftingSampleView",
+    "drifting_sample_view",
     "detector_empty_pixels", "to_detector",
     "smoothed_absorbance", "smoothing_halo", "empty_pixels", "empty_level",
     "empty_gram", "beam_profiles", "beam_pixel_maps", "beam_maps", "beam_background", "estimate_background",
