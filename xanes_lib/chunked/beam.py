@@ -198,10 +198,11 @@ def _estimate_beam(windows, grid, model, work: Path, bar, *, check=None, drift=N
                  for i in range(0, len(grams), 2)]
     with bar():
         (gram,) = dask.compute(grams[0])
-    prof = beam_profiles(gram, int(empty.sum()), model, empty_level=empty_level(level, empty))
+    level_empty = empty_level(level, empty)
+    prof = beam_profiles(gram, int(empty.sum()), model, empty_level=level_empty)
     if not prof.rank:
         return BackgroundEstimate(None, prof.profiles, np.zeros((0, *empty.shape)), 0, prof.above, empty,
-                                  np.ones(empty.shape))
+                                  np.ones(empty.shape), level_empty)
     pixel = map_regions(_pixel_block, [smoothed, to_zarr(work / "empty.zarr", empty)], grid, 0, prof.rank + 1,
                         np.float64, profiles=prof)
     with bar():
@@ -214,7 +215,8 @@ def _estimate_beam(windows, grid, model, work: Path, bar, *, check=None, drift=N
             (pieces,) = dask.compute(in_pieces(inside))
         pixel = np.where(empty, pixel, to_detector(assemble(inside, pieces), offset))
     maps, w = beam_maps(pixel, empty, prof, unknown=unknown)
-    return BackgroundEstimate(None, prof.profiles, maps, prof.rank, prof.above - prof.rank, empty, w)
+    return BackgroundEstimate(None, prof.profiles, maps, prof.rank, prof.above - prof.rank, empty, w,
+                              level_empty)
 
 
 def _smoothed_to_zarr(windows, path: Path, bar, lazy=None):

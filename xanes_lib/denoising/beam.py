@@ -88,6 +88,9 @@ class BackgroundEstimate:
     weights : numpy.ndarray
         (Y, X) weights of the spatial smoothing (low where the background profiles do not
         explain the unexplained part of the spectrum).
+    empty_level : float
+        Median absorbance of the empty pixels (:func:`empty_level`): within
+        :data:`CLEAN_EMPTY_LEVEL` of zero, the profiles a reference mix could explain were kept.
     """
 
     background: np.ndarray
@@ -97,6 +100,7 @@ class BackgroundEstimate:
     dropped: int
     empty: np.ndarray
     weights: np.ndarray
+    empty_level: float = float("nan")
 
 
 def _normalised_convolution(x, w, sigma: float, *, fill_sigma: float = 0.0, fill_weight: float = 0.02):
@@ -514,19 +518,20 @@ def estimate_background(transmission, energies_eV, model, *, max_rank: int = 12,
     else:
         view = drifting_sample_view(t, drift, smooth_px=smooth_px, margin_px=margin_px)
         empty, unknown = view.empty, view.unknown
+    level_empty = empty_level(level, empty)
     prof = beam_profiles(empty_gram(a_s, empty), int(empty.sum()), model, max_rank=max_rank,
-                         noise_factor=noise_factor, min_unexplained=min_unexplained,
-                         empty_level=empty_level(level, empty))
+                         noise_factor=noise_factor, min_unexplained=min_unexplained, empty_level=level_empty)
     if not prof.rank:
         return BackgroundEstimate(np.ones_like(t, dtype=np.float32), prof.profiles,
-                                  np.zeros((0, *empty.shape)), 0, prof.above, empty, np.ones(empty.shape))
+                                  np.zeros((0, *empty.shape)), 0, prof.above, empty, np.ones(empty.shape),
+                                  level_empty)
     pixel_maps = beam_pixel_maps(a_s, empty, prof)
     if drift is not None:  # sample pixels: their maps from the aligned spectra, moved back
         pixel_maps = np.where(empty, pixel_maps, view.sample_maps(prof))
     maps, w = beam_maps(pixel_maps, empty, prof, map_sigma_px=map_sigma_px, fill_sigma_px=fill_sigma_px,
                         sample_weight=sample_weight, unknown=unknown)
     return BackgroundEstimate(beam_background(prof.profiles, maps), prof.profiles, maps, prof.rank,
-                              prof.above - prof.rank, empty, w)
+                              prof.above - prof.rank, empty, w, level_empty)
 
 
 def divide_beam_background(transmission, energies_eV, references, *, shift_eV: float = 0.0,
