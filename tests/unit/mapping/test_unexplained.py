@@ -125,7 +125,7 @@ def test_the_empty_field_sets_a_floor_a_beam_residual_under_thin_sample_stays_be
     residual beam background. Without the floor 1969 sample pixels were flagged (no phase outside
     the references there); with it 10. The residual is the part of the beam inside the physics
     model's span, left in by dropping those profiles (``min_unexplained=0.2``); the default
-    estimate keeps them, and bare flags 1.2 % of the sample instead of 5-10 %."""
+    estimate keeps them: bare then flags 1.2 % of the sample (15 % with them dropped)."""
     from xanes_lib.simulation import simulate_foreign_stack
 
     stack, truth = simulate_foreign_stack("mixed", element="Ni", composition="NMC811", dose=5000.0,
