@@ -19,9 +19,8 @@ from xanes_lib.spectra import default_references
 def _state_rmse(transmission, stack, truth) -> float:
     """Oxidation-state RMSE of notebook 04's fit of a (noise-free) stack inside the true sample."""
     fit = evaluation.oxidation_state_fit(transmission, stack.energies_eV, stack.element, mask=truth.mask)
-    inside = truth.mask & np.isfinite(truth.oxidation_state)
-    d = (fit.oxidation_state - truth.oxidation_state)[inside]
-    return float(np.sqrt(np.nanmean(d ** 2)))
+    return evaluation.oxidation_state_metrics(fit.oxidation_state, fit.oxidation_state_std,
+                                              truth.oxidation_state, truth.mask)["rmse"]
 
 
 @pytest.fixture(scope="module")
