@@ -361,7 +361,8 @@ def check_transmission_frames(transmission, energies_eV=None, *, name: str = "tr
                          "(xanes_lib.io.flat_field_correct(images, flat, dark)).")
 
 
-def check_image_mask(mask, shape, *, name: str = "mask", hint: str = "", allow_empty: bool = True):
+def check_image_mask(mask, shape, *, name: str = "mask", hint: str = "", allow_empty: bool = True,
+                     required: bool = False):
     """Return ``mask`` as a (Y, X) bool array of the images' ``shape`` (None stays None).
 
     The one check of every boolean map over an image's pixels: a sample mask, flags, the field
@@ -378,13 +379,19 @@ def check_image_mask(mask, shape, *, name: str = "mask", hint: str = "", allow_e
         Appended to the message (where such a map comes from).
     allow_empty : bool
         False refuses a map that selects no pixel.
+    required : bool
+        True refuses None (the map is needed, e.g. the sample pixels of a calibration).
 
     Raises
     ------
     ValueError
-        Not boolean, not of the images' shape, or (``allow_empty`` False) no pixel set.
+        Not boolean, not of the images' shape, (``allow_empty`` False) no pixel set, or
+        (``required``) None.
     """
     if mask is None:
+        if required:
+            raise ValueError(f"{name} is required here: a boolean (Y, X) = {tuple(shape)} array, not "
+                             f"None.{hint}")
         return None
     m = np.asarray(mask)
     if m.dtype != bool or m.shape != tuple(shape):

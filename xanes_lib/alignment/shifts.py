@@ -412,6 +412,11 @@ def fourier_shift_axis(image: np.ndarray, shift: float, *, axis: int) -> np.ndar
     >>> bool(abs(moved[20] - np.sin(2 * np.pi * 20.5 / 64)) < 1e-2)
     True
     """
+    if not math.isfinite(float(shift)):
+        raise ValueError(f"shift must be a finite number of pixels; got {shift!r}.")
+    if not -image.ndim <= int(axis) < image.ndim:
+        raise ValueError(f"axis {axis} does not exist in an array of {image.ndim} dimension(s) "
+                         f"{image.shape}.")
     if shift == 0:
         return image.copy()
     n = image.shape[axis]
@@ -449,7 +454,14 @@ def shift_image(image: np.ndarray, shift, order="fourier") -> np.ndarray:
     border) gives the same values as the whole image. The Fourier shift moves the columns,
     then the rows (:func:`fourier_shift_axis`); each pass needs whole lines.
     """
-    d = (float(shift[0]), float(shift[1]))
+    if np.ndim(image) != 2:
+        raise ValueError(f"image must be one 2-D (Y, X) image; got shape {np.shape(image)}. Move a stack "
+                         "with apply_alignment(stack, alignment), or image by image.")
+    d = tuple(float(v) for v in np.asarray(shift, dtype=np.float64).ravel())
+    if len(d) != 2 or not all(math.isfinite(v) for v in d):
+        raise ValueError(f"shift must be two finite numbers (dy, dx) in pixels; got {shift!r}.")
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {ORDERS}; got {order!r}.")
     if d == (0.0, 0.0):
         return image.copy()
     if order == "fourier":

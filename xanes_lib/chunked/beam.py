@@ -51,6 +51,7 @@ from ..denoising.beam import (
     smoothing_halo,
     to_detector,
 )
+from ..mapping import check_reference_edges
 from ..validate import check_energies, check_stack, find_nonfinite, nonfinite_message
 from ._blocks import assemble, chunk_regions, in_pieces, map_regions, to_zarr
 
@@ -98,17 +99,23 @@ def divide_beam_background_chunked(transmission, energies_eV, references, *, shi
         left in.
     note : str
         "beam background divided out (rank r)" or "beam background left in: <reason>" (as
-        the in-memory function: bad shapes or energies, NaN or inf in the stack, no empty field).
+        the in-memory function: NaN or inf in the stack, no empty field).
+
+    Raises
+    ------
+    ValueError
+        Bad energies, a stack whose shape does not match them, references of another edge.
     """
-    e = np.asarray(energies_eV, dtype=np.float64)
-    model = shifted_model(e, references, shift_eV)
+    e = check_energies(energies_eV, name="energies_eV")
     x = da.asarray(transmission)
+    # The shape checks of ``check_stack`` on a stand-in of no size (NaN and inf: block by block).
+    check_stack(np.broadcast_to(np.float32(1.0), x.shape), name="transmission", n_energies=e.size,
+                allow_nonfinite=True)
+    references = list(references)
+    check_reference_edges(references, e, float(shift_eV))
+    model = shifted_model(e, references, shift_eV)
     work = Path(tempfile.mkdtemp(prefix="beam-", dir=workdir))
     try:
-        check_energies(e, name="energies_eV")
-        # The shape checks of ``check_stack`` on a stand-in of no size (NaN and inf: block by block).
-        check_stack(np.broadcast_to(np.float32(1.0), x.shape), name="transmission", n_energies=e.size,
-                    allow_nonfinite=True)
         # A regular grid (Zarr stores regular chunks): the largest chunk of each axis.
         x = x.rechunk({0: -1, 1: max(x.chunks[1]), 2: max(x.chunks[2])})
         grid = (chunk_regions(x.chunks[1]), chunk_regions(x.chunks[2]))

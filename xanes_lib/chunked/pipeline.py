@@ -27,6 +27,7 @@ slice (a few tens of (Y, X) float maps; 2048 x 2048 maps are 16 MB each). 3-D st
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import shutil
 import tempfile
@@ -437,6 +438,10 @@ def map_stack(source, output_path, *, references=None, element: str | None = Non
     -------
     ChunkedMapping
     """
+    if mask_threshold is not None and not (isinstance(mask_threshold, numbers.Real)
+                                           and math.isfinite(float(mask_threshold))):
+        raise ValueError(f"mask_threshold must be a finite significance (e.g. 3.0) or None (automatic); "
+                         f"got {mask_threshold!r}.")
     t0 = time.perf_counter()
     stack = source if isinstance(source, LazyStack) else open_stack(source, chunks=chunks, element=element)
     refs = references if references is not None else default_references(stack.element)

@@ -22,7 +22,7 @@ import numpy as np
 from ..io import ENERGY_KEY, IMAGES_KEY, PIXEL_SIZE_KEY, StackHeader, read_stack_header
 from ..io.header import ZARR_SUFFIX
 from ..io.results_writer import replace_directory
-from ..validate import check_energies
+from ..validate import check_energies, refuse_kev
 
 __all__ = ["LazyStack", "open_stack", "default_chunks", "write_zarr_stack", "CHUNK_BYTES"]
 
@@ -194,6 +194,7 @@ def write_zarr_stack(path, transmission, energies_eV, *, element: str, edge: str
     if os.path.exists(target) and not overwrite:
         raise FileExistsError(f"{target} exists; pass overwrite=True to replace it.")
     e = check_energies(energies_eV, name="energies_eV")
+    refuse_kev(e, name="energies_eV")
     arr = transmission if isinstance(transmission, da.Array) else da.from_array(np.asarray(transmission))
     if arr.ndim not in (3, 4) or arr.shape[0] != e.size:
         raise ValueError(f"transmission must be (E, Y, X) or (E, Z, Y, X) with E = {e.size} energies; got "

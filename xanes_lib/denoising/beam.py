@@ -38,7 +38,7 @@ from scipy import ndimage
 
 from ..alignment import apply_alignment, checked_shifts, move_mask
 from ..mapping import EnergyCalibration, calibrate_energy_shift, sample_mask
-from ..physics import absorbance, build_model
+from ..physics import absorbance, build_model, n_references
 from ..validate import check_energies, check_stack
 
 __all__ = [
@@ -564,8 +564,16 @@ def divide_beam_background(transmission, energies_eV, references, *, shift_eV: f
     note : str
         "beam background divided out (rank r)" or "beam background left in: <reason>".
     """
-    e = np.asarray(energies_eV, dtype=np.float64)
+    from ..mapping import check_reference_edges
+    from ..mapping._input import _refuse_absorbance_as_transmission
+
+    e = check_energies(energies_eV, name="energies_eV")
+    t = check_stack(transmission, name="transmission", n_energies=e.size, allow_nonfinite=True)  # NaN: below
+    references = list(references)
+    check_reference_edges(references, e, float(shift_eV))
     model = shifted_model(e, references, shift_eV)
+    _refuse_absorbance_as_transmission(t, np.arange(e.size), np.ones(t.shape[1:], bool), model,
+                                       n_references(model))
     try:
         beam = estimate_background(transmission, e, model, shifts_px=shifts_px)
     except ValueError as exc:  # no empty field to learn it from

@@ -40,7 +40,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.special import ndtr, ndtri
 
-from ..physics import LinearAbsorbanceModel, absorbance, reference_model
+from ..physics import LinearAbsorbanceModel, absorbance, n_references, reference_model
 from ..spectra import default_references
 from ..validate import check_image_mask, check_stack
 
@@ -521,6 +521,15 @@ def select_strength(coefficients, noise_std, model: LinearAbsorbanceModel, oxida
     c = np.asarray(coefficients, dtype=np.float32)
     ox = np.asarray(oxidation_states, dtype=np.float64)
     k = ox.size
+    k_model = n_references(model)
+    if ox.ndim != 1 or k != k_model or not np.all(np.isfinite(ox)) or k < 2 or np.ptp(ox) <= 0:
+        raise ValueError(f"oxidation_states must hold one finite state per reference of the model "
+                         f"({k_model}: {list(model.names[:k_model])}), at least two of them distinct; got "
+                         f"{oxidation_states!r}.")
+    sig = np.asarray(sigmas_px, dtype=np.float64).ravel()
+    if sig.size == 0 or not np.all(np.isfinite(sig)) or np.any(sig < 0):
+        raise ValueError(f"sigmas_px must be one or more finite Gaussian widths >= 0 (pixels), e.g. "
+                         f"{DEFAULT_SIGMAS_PX}; got {sigmas_px!r}.")
     weights, pilot, v, scored = state_weights(c, ox, noise_std, model, covariance=covariance, field=field)
     lo, hi = ox.min(), ox.max()
     m = scored.astype(np.float64)

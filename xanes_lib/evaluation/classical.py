@@ -72,7 +72,18 @@ def classical_denoise(transmission, method: str, **params) -> np.ndarray:
     """
     from skimage.restoration import denoise_nl_means, denoise_tv_chambolle
 
+    if method not in CLASSICAL_GRID:
+        raise ValueError(f"unknown classical method {method!r}; choose from {sorted(CLASSICAL_GRID)}.")
+    needed = [p for p in CLASSICAL_GRID[method] if p not in params and p != "h_factor"]
+    if needed:
+        raise ValueError(f"classical_denoise(..., {method!r}) needs {needed[0]}=..., e.g. "
+                         f"{needed[0]}={CLASSICAL_GRID[method][needed[0]][0]}.")
     t = np.asarray(transmission, dtype=np.float32)
+    if t.ndim != 3:
+        raise ValueError(f"transmission must be an (E, Y, X) stack; got shape {t.shape}.")
+    if method == "pca" and not 1 <= int(params["n_components"]) <= t.shape[0]:
+        raise ValueError(f"n_components must be in 1..{t.shape[0]} (the energies); got "
+                         f"{params['n_components']}.")
     if method == "gaussian":
         return ndimage.gaussian_filter(t, sigma=(0, params["sigma"], params["sigma"])).astype(np.float32)
     if method == "tv":
@@ -84,14 +95,12 @@ def classical_denoise(transmission, method: str, **params) -> np.ndarray:
             out[i] = denoise_nl_means(im, h=params.get("h_factor", 0.8) * sig, sigma=sig, patch_size=5,
                                       patch_distance=6, fast_mode=True)
         return out
-    if method == "pca":
-        a = absorbance(t).reshape(t.shape[0], -1).astype(np.float64)
-        mean = a.mean(1, keepdims=True)
-        u, sv, vt = np.linalg.svd(a - mean, full_matrices=False)
-        r = int(params["n_components"])
-        rec = mean + (u[:, :r] * sv[:r]) @ vt[:r]
-        return np.exp(-rec).reshape(t.shape).astype(np.float32)
-    raise ValueError(f"unknown classical method {method!r}; choose from {sorted(CLASSICAL_GRID)}.")
+    a = absorbance(t).reshape(t.shape[0], -1).astype(np.float64)  # "pca"
+    mean = a.mean(1, keepdims=True)
+    u, sv, vt = np.linalg.svd(a - mean, full_matrices=False)
+    r = int(params["n_components"])
+    rec = mean + (u[:, :r] * sv[:r]) @ vt[:r]
+    return np.exp(-rec).reshape(t.shape).astype(np.float32)
 
 
 def oxidation_state_fit(transmission, energies_eV, element: str, *, mask, references=None,
@@ -108,13 +117,16 @@ def oxidation_state_fit(transmission, energies_eV, element: str, *, mask, refere
     stack it biases the state by -0.2).
     """
     refs = references if references is not None else default_references(element)
-    a = absorbance(np.asarray(transmission, dtype=np.float64))
+    # the fits take -ln themselves, so that they can refuse absorbance passed as transmission
+    t = np.asarray(transmission, dtype=np.float64)
     if isinstance(fit_shift, bool):
-        shift = (mapping.calibrate_energy_shift(a, energies_eV, refs, mask=mask).applied_shift_eV if fit_shift
+        shift = (mapping.calibrate_energy_shift(t, energies_eV, refs, mask=mask,
+                                                input_kind="transmission").applied_shift_eV if fit_shift
                  else 0.0)
     else:
         shift = float(fit_shift)
-    return mapping.fit_references(a, energies_eV, refs, mask=mask, mode=mode, shift_eV=shift)
+    return mapping.fit_references(t, energies_eV, refs, mask=mask, mode=mode, shift_eV=shift,
+                                  input_kind="transmission")
 
 
 def notebook_shift_eV(stack) -> float:

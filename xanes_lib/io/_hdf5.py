@@ -89,9 +89,18 @@ def open_read(source: str, *, kind: str = "a stack file (.h5)") -> h5py.File:
     if not os.path.exists(source):
         raise FileNotFoundError(f"{source} does not exist; check the path (relative paths start "
                                 "from the current working directory).")
+    if os.path.isdir(source):
+        raise IsADirectoryError(f"{source} is a folder, not {kind}. A folder of TIFF images (one per energy) "
+                                "is read with xanes_lib.io.read_tiff_stack(folder, energies); a folder of "
+                                "position files with xanes_lib.io.list_positions(folder) and read_position.")
     try:
         return h5py.File(source, "r")
     except OSError as err:
+        if "unable to lock" in str(err).lower() or "file locking" in str(err).lower():
+            raise OSError(f"{source} is locked by another program ({err}): it is still being written, or "
+                          "open for writing in a viewer or a script. Close that program (or wait for the "
+                          "scan to finish); to read it anyway set the environment variable "
+                          "HDF5_USE_FILE_LOCKING=FALSE before starting Python.") from err
         raise OSError(f"{source} could not be opened as an HDF5 file ({err}); is it {kind} "
                       "and completely copied?") from err
 
@@ -213,7 +222,8 @@ def check_not_input(target, inputs) -> None:
     """Refuse ``target`` when it is (or links to) one of ``inputs``: outputs never destroy inputs.
 
     Files are compared with :func:`os.path.samefile` (symbolic and hard links included) when
-    both exist, by their resolved paths otherwise. ``None`` entries are ignored.
+    both exist, by their resolved paths otherwise. An input that is a folder (of TIFF images)
+    protects everything inside it. ``None`` entries are ignored.
 
     Raises
     ------
@@ -227,6 +237,10 @@ def check_not_input(target, inputs) -> None:
         if item is None:
             continue
         source = os.fspath(item)
+        if os.path.isdir(source) and _inside(target, source):
+            raise ValueError(f"refusing to write {target}: it lies in the input folder {source} (a folder of "
+                             "TIFF images is read whole, so a new file there changes the input). Write the "
+                             "outputs to another folder.")
         try:
             same = (os.path.samefile(target, source) if os.path.exists(target) and os.path.exists(source)
                     else os.path.realpath(target) == os.path.realpath(source))
@@ -243,6 +257,12 @@ def check_not_input(target, inputs) -> None:
             raise ValueError(f"refusing to write {target}: it is the input file {source}{how}, and "
                              "outputs never overwrite their inputs. Write the output to a new name, "
                              f"e.g. {root}_out{ext or '.h5'}.")
+
+
+def _inside(target: str, folder: str) -> bool:
+    """Whether ``target`` lies in ``folder`` or below it (links resolved)."""
+    t, f = os.path.realpath(target), os.path.realpath(folder)
+    return os.path.commonpath([t, f]) == f
 
 
 def _fsync(path: str) -> None:

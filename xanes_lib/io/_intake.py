@@ -48,6 +48,18 @@ _LOG = logging.getLogger("xanes_lib.io")
 #: field and below in the sample; a beam that drifts between flat and images moves it by tens of
 #: per cent, a flat of another exposure or repeat by a factor.
 CORRECTED_MEDIAN_MAX = 1.5
+#: Least median of flat-field corrected images: below it the "flat" is not these images' flat
+#: (the images were normalised already: per cent, or dark-subtracted twice).
+CORRECTED_MEDIAN_MIN = 0.01
+#: Frames (eV relative to the edge) compared by :func:`_refuse_stored_absorbance`: just below the
+#: edge, and past the white line.
+_PRE_EDGE_EV, _POST_EDGE_EV = (-40.0, -5.0), (15.0, 60.0)
+#: A change across the edge must hold in this many more sampled pixels than half of them, in
+#: units of the binomial spread sqrt(n) / 2 (noise and an empty field give either sign).
+_SIGN_Z = 5.0
+#: Images stored as "transmission" with a median below this and rising across the edge are
+#: absorbance: an empty field of transmission sits at about 1.
+_ABSORBANCE_MEDIAN_MAX = 0.5
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 #: FXI multi-position file names: ``<scan>_repeat_<RR>_pos_<PP>`` and ``<scan>_pos_<P>``.
@@ -76,6 +88,43 @@ def describe_intensity(images: np.ndarray) -> tuple[bool, str, float]:
     return False, f"dtype {dtype} and a median of {median:.4g} (at most {RAW_COUNTS_MEDIAN:g})", median
 
 
+def _refuse_stored_absorbance(images: np.ndarray, energies_eV: np.ndarray, *, name: str,
+                              source: str) -> None:
+    """Refuse images stored as transmission that are absorbance ``-ln T``.
+
+    Transmission falls across an absorption edge in the sample and sits at about 1 in the
+    empty field; absorbance rises across it and sits at about 0. Refused when the median is
+    below :data:`_ABSORBANCE_MEDIAN_MAX` and the mean of the frames past the edge exceeds that
+    of the frames below it in significantly more than half of the sampled pixels. Stacks
+    without a tabulated edge inside their energies, or without frames on both sides, pass.
+    """
+    e = np.asarray(energies_eV, dtype=np.float64)
+    try:
+        import xraydb
+
+        e0 = float(xraydb.xray_edge(infer_element(e), "K").energy)
+    except (ValueError, TypeError, AttributeError):
+        return
+    pre = np.flatnonzero((e >= e0 + _PRE_EDGE_EV[0]) & (e <= e0 + _PRE_EDGE_EV[1]))
+    post = np.flatnonzero((e >= e0 + _POST_EDGE_EV[0]) & (e <= e0 + _POST_EDGE_EV[1]))
+    if pre.size == 0 or post.size == 0:
+        return
+    step = max(1, int(math.sqrt(images.shape[1] * images.shape[2] / 4096.0)))
+    with np.errstate(invalid="ignore"):
+        change = (np.asarray(images[post, ::step, ::step], dtype=np.float64).mean(axis=0)
+                  - np.asarray(images[pre, ::step, ::step], dtype=np.float64).mean(axis=0)).ravel()
+    change = change[np.isfinite(change)]
+    n = change.size
+    median = sampled_median(images)
+    rises = n > 0 and (change > 0).sum() - n / 2 >= _SIGN_Z * math.sqrt(n) / 2
+    if rises and float(np.median(change)) > 0 and median < _ABSORBANCE_MEDIAN_MAX:
+        raise ValueError(f"{name} in {source} looks like absorbance -ln(T), not transmission: its median "
+                         f"is {median:.3g} (an empty field of transmission sits at about 1) and it rises "
+                         f"across the edge at {e0:.0f} eV in {np.mean(change > 0):.0%} of {n} sampled pixels "
+                         "(transmission falls there). Store the transmission (np.exp(-absorbance)) with "
+                         "write_stack.")
+
+
 def to_transmission(images: np.ndarray, energies_eV: np.ndarray, flat, dark, *, name: str, source: str,
                     mode: str, flat_name: str, dark_name: str, refused_fix: str, no_flat_fix: str,
                     has_flat: bool | None = None) -> tuple[np.ndarray, dict]:
@@ -92,6 +141,15 @@ def to_transmission(images: np.ndarray, energies_eV: np.ndarray, flat, dark, *, 
     has_flat = flat is not None if has_flat is None else has_flat
     counts, why, median = describe_intensity(images)
     if not counts:
+        if median > CORRECTED_MEDIAN_MAX:
+            raise ValueError(f"{name} in {source} has {why}: above {CORRECTED_MEDIAN_MAX:g}, so it is "
+                             "not transmission (I-dark)/(flat-dark) (about 0-1.2), nor clearly raw counts. "
+                             + (f"{flat_name} of the file is not applied to images stored as float: "
+                                if has_flat else "")
+                             + "divide the images by their flat field (xanes_lib.io.flat_field_correct("
+                             "images, flat, dark)) and write the result with write_stack, or store the raw "
+                             "counts as integers.")
+        _refuse_stored_absorbance(images, energies_eV, name=name, source=source)
         note = f"{name} has {why}: taken as transmission (I-dark)/(flat-dark), as stored"
         return images.astype(np.float32, copy=False), {"intensity": TRANSMISSION, "intensity_note": note}
     if np.issubdtype(images.dtype, np.floating):
@@ -124,6 +182,12 @@ def to_transmission(images: np.ndarray, energies_eV: np.ndarray, flat, dark, *, 
         raise ValueError(f"{said} They cannot be corrected with {flat_name}"
                          + ("" if dark is None else f" and {dark_name}") + f" of {source}: {err}") from None
     after = sampled_median(transmission)
+    if after < CORRECTED_MEDIAN_MIN:
+        raise ValueError(f"{said} Corrected with {flat_name} of {source}, their median is {after:.4g}: "
+                         f"about 0, so {flat_name} is not the flat field of these images (were they already "
+                         "normalised, e.g. transmission in per cent, or dark-subtracted twice?). Give "
+                         "transmission as float (I-dark)/(flat-dark), or the raw counts with their own flat "
+                         "and dark frames.")
     if not after <= CORRECTED_MEDIAN_MAX:
         raise ValueError(f"{said} Corrected with {flat_name} of {source}, their median is {after:.4g} "
                          f"(at most {CORRECTED_MEDIAN_MAX:g} for transmission I / I0, about 1 in the empty "
@@ -267,6 +331,51 @@ def parse_pixel_size(value, where: str) -> tuple[float | None, str]:
 
 
 # ---------------------------------------------------------------------------- file names
+
+_NUMBER_RE = re.compile(r"([+-]?)(\d+(?:\.\d+)?)")
+
+
+def numeric_order(names: list[str]) -> tuple[list[str], str]:
+    """Order file names by the numbers they carry, decimal points and signs included.
+
+    :func:`natural_key` compares digit runs as integers, which puts ``E_8.33keV`` before
+    ``E_8.233keV`` and ``E-20eV`` after ``E-10eV``. Here a number with a decimal point is
+    compared by its value; a sign counts only when some name carries a ``+`` (otherwise ``-``
+    is taken for a separator, as in ``scan-01``).
+
+    Returns
+    -------
+    names : list of str
+        In order.
+    how : str
+        How they were ordered, for the provenance.
+
+    Examples
+    --------
+    >>> numeric_order(["E_8.33keV.tif", "E_8.233keV.tif", "E_8.3keV.tif"])[0]
+    ['E_8.233keV.tif', 'E_8.3keV.tif', 'E_8.33keV.tif']
+    >>> numeric_order(["E+5eV.tif", "E-10eV.tif", "E-20eV.tif"])[0]
+    ['E-20eV.tif', 'E-10eV.tif', 'E+5eV.tif']
+    """
+    signed = any(sign == "+" for n in names for sign, _ in _NUMBER_RE.findall(n))
+
+    def key(name: str) -> tuple:
+        parts, last = [], 0
+        for m in _NUMBER_RE.finditer(name):
+            sign, digits = m.groups()
+            text = name[last:m.start()] + ("" if signed or not sign else sign)
+            value = float(digits) * (-1.0 if signed and sign == "-" else 1.0)
+            parts += [(1, 0.0, text.lower()), (0, value, "")]
+            last = m.end()
+        return tuple(parts + [(1, 0.0, name[last:].lower())])
+
+    ordered = sorted(names, key=key)
+    natural = sorted(names, key=natural_key)
+    if ordered == natural:
+        return ordered, "natural order of their names"
+    return ordered, ("order of the numbers in their names (decimal points" + (" and signs" if signed else "")
+                     + " included)")
+
 
 def natural_key(name: str) -> tuple:
     """Sort key that orders digits by value: ``img_2.tif`` before ``img_10.tif``.

@@ -32,6 +32,7 @@ from ._intake import (
     parse_pixel_size,
     refuse_nonfinite,
     to_transmission,
+    warn,
 )
 from .stacks import (
     DARK_KEY,
@@ -61,12 +62,48 @@ _ENERGY_DECIMALS_EV = 6           # keV -> eV round-off is removed by rounding t
 _INSTRUMENT_KEYS = ("scan_id", "uid", "note", "scan_time")
 
 
+def _positions_in(f: h5py.File) -> list[str]:
+    """Names of the positions stored inside an open file.
+
+    Groups holding ``img_xanes`` and ``img_xanes_posN`` datasets; ``ground_truth/`` and the
+    other groups of the layout are not opened.
+    """
+    from .positions import _IN_FILE_DATASET_RE, _NOT_POSITIONS  # positions builds on this module
+
+    found = []
+    for key in f.keys():
+        if key in _NOT_POSITIONS:
+            continue
+        kind = f.get(key, getclass=True)
+        if (kind is h5py.Dataset and _IN_FILE_DATASET_RE.match(key)) or \
+                (kind is h5py.Group and IMAGES_KEY in f[key]):
+            found.append(key)
+    return found
+
+
+def _linked(group, key: str, source: str):
+    """``group[key]``; a link whose target cannot be opened is refused naming the file and the key."""
+    try:
+        return group[key]
+    except KeyError as err:
+        raise ValueError(f"{key!r} in {source} cannot be opened ({err}): it is a link to an object that is "
+                         "not there, e.g. an external link to a data file that was not copied with this "
+                         f"file. Copy the linked file next to {os.path.basename(source)}, or export the "
+                         "stack as one file.") from None
+
+
 def _require_dataset(f: h5py.File, key: str, source: str) -> h5py.Dataset:
     if key not in f:
+        positions = _positions_in(f) if key == IMAGES_KEY else []
+        if positions:
+            shown = ", ".join(repr(p) for p in positions[:6]) + (" ..." if len(positions) > 6 else "")
+            raise ValueError(f"{source} has no {key!r} at its root but holds {len(positions)} positions "
+                             f"({shown}): read one with xanes_lib.io.read_position(path, name) (all are "
+                             "listed by xanes_lib.io.list_positions(path)).")
         raise ValueError(f"{source} has no {key!r} dataset (keys present: {sorted(f.keys())}). A stack "
                          f"file needs {IMAGES_KEY!r} (E, Y, X) transmission and {ENERGY_KEY!r} (E,) "
                          "energies in keV (the FXI export layout); rename the datasets or re-export.")
-    obj = f[key]
+    obj = _linked(f, key, source)
     if not isinstance(obj, h5py.Dataset):
         raise ValueError(f"{key!r} in {source} is a {type(obj).__name__}, not a dataset; "
                          "the stack layout expects a dataset there.")
@@ -120,7 +157,7 @@ def _companion(f: h5py.File, group, key: str):
     """``key`` next to the images (their group) when there, else at the root; None if absent."""
     for where in (group, f):
         if key in where:
-            return where[key]
+            return _linked(where, key, where.file.filename)
     return None
 
 
@@ -360,6 +397,11 @@ def _read_stack(path, *, load_flat_dark: bool, energy_unit, element, allow_nonfi
         recorded = attrs.pop(PROVENANCE_ATTR, None)
         if recorded is not None:
             provenance["recorded"] = recorded
+        others = _positions_in(f) if dataset == IMAGES_KEY and position is None else []
+    if others:
+        provenance["other_positions"] = others
+        warn(f"{source}: read the stack {IMAGES_KEY!r} at the root; the file also holds {len(others)} "
+             f"position(s) {others[:6]}: read those with xanes_lib.io.read_position(path, name).")
     return finish_stack(transmission, energies_eV, flat, dark, name=name, source=source, element=element,
                         file_element=file_element, edge=file_edge if file_edge is not None else "K",
                         attrs=attrs, bad_frames=bad_frames, pixel_size_nm=pixel_size_nm,
@@ -450,19 +492,29 @@ def read_ground_truth(path) -> GroundTruth:
 
 
 def stack_checksum(path) -> str:
-    """Return the SHA-256 of a file's bytes, as 64 hex digits.
+    """Return the SHA-256 of a file's bytes (or of a folder's files), as 64 hex digits.
 
-    Results files record it to name their input exactly.
+    Results files record it to name their input exactly. For a folder (of TIFF images, one
+    per energy) it is the SHA-256 of each file's name and SHA-256 in name order: any file
+    added, removed, renamed or changed changes it.
 
     Parameters
     ----------
     path : str or os.PathLike
-        Any file.
+        Any file, or a folder (its files, not its sub-folders).
 
     Returns
     -------
     str
     """
     source = os.fspath(path)
+    if os.path.isdir(source):
+        total = hashlib.sha256()
+        for name in sorted(os.listdir(source)):
+            full = os.path.join(source, name)
+            if os.path.isfile(full):
+                total.update(name.encode("utf-8", "surrogateescape") + b"\0")
+                total.update(bytes.fromhex(stack_checksum(full)))
+        return total.hexdigest()
     with open(source, "rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()

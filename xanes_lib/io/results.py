@@ -307,7 +307,7 @@ def results_content(fit_result: ReferenceFit, *, method: str, references=None, e
     maps["unexplained"], unexplained_test = _unexplained(fit_result, maps, (ny, nx))
     if input_path is not None:
         checksum = stack_checksum(input_path)
-        input_file = os.path.basename(os.fspath(input_path))
+        input_file = os.path.basename(os.path.normpath(os.fspath(input_path)))
     else:
         checksum = input_file = "none"
     attrs = {

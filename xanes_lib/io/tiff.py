@@ -21,7 +21,7 @@ from ..validate import EV_MIN, EV_PER_KEV, KEV_MAX, check_energies, check_stack,
 from ._intake import (
     BAD_FRAMES_MODES,
     finish_stack,
-    natural_key,
+    numeric_order,
     parse_pixel_size,
     refuse_nonfinite,
     to_transmission,
@@ -35,6 +35,7 @@ TIFF_EXTENSIONS = (".tif", ".tiff")
 _ENERGY_DECIMALS_EV = 6
 _COMMENT = re.compile(r"[#%].*$")
 _SPLIT = re.compile(r"[,;\s]+")
+_UNIT = re.compile(r"k?ev", re.IGNORECASE)
 
 
 def _index_column(values: np.ndarray) -> int | None:
@@ -47,20 +48,35 @@ def _index_column(values: np.ndarray) -> int | None:
     return None
 
 
+def _text_lines(source: str) -> list[str]:
+    """Lines of a text file: UTF-8 (with or without the byte-order mark spreadsheets write) or UTF-16."""
+    with open(source, "rb") as fh:
+        raw = fh.read()
+    encoding = "utf-16" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
+    return raw.decode(encoding, errors="replace").splitlines()
+
+
+def _tokens(text: str, decimal_comma: bool) -> list[str]:
+    """Fields of one line, without quotes and without a unit written after a number ("8333.0 eV")."""
+    fields = re.split(r"[;\s]+", text) if decimal_comma else _SPLIT.split(text)
+    fields = [f.strip("\"'") for f in fields]
+    fields = [f.replace(",", ".") if decimal_comma else f for f in fields if f]
+    return [f for i, f in enumerate(fields) if not (i and _UNIT.fullmatch(f) and _is_number(fields[i - 1]))]
+
+
 def _parse_rows(source: str, *, decimal_comma: bool = False) -> tuple[np.ndarray, int]:
     """Numeric rows of a text file (header lines and comments skipped) and the header count.
 
     With ``decimal_comma`` commas are decimal points and only semicolons and spaces separate.
+    Quotes around numbers and a unit after a number (``8333.0 eV``) are dropped.
     """
-    with open(source, encoding="utf-8", errors="replace") as fh:
-        lines = fh.read().splitlines()
+    lines = _text_lines(source)
     rows, skipped = [], 0
     for number, line in enumerate(lines, start=1):
         text = _COMMENT.sub("", line).strip()
         if not text:
             continue
-        tokens = ([t.replace(",", ".") for t in re.split(r"[;\s]+", text) if t] if decimal_comma
-                  else [t for t in _SPLIT.split(text) if t])
+        tokens = _tokens(text, decimal_comma)
         try:
             rows.append([float(t) for t in tokens])
         except ValueError:
@@ -88,7 +104,9 @@ def read_energy_list(path, *, unit: str | None = None) -> tuple[np.ndarray, dict
         Text file: one energy per line, in image order; or two columns, an image index (the
         integers 0..E-1 or 1..E, in any order) and the energy (either column first).
         Separators: spaces, tabs, commas or semicolons; header lines before the numbers and
-        comments after ``#`` or ``%`` are skipped. Decimal commas (``8333,5``) are not read: a
+        comments after ``#`` or ``%`` are skipped; quotes around numbers and a unit after a
+        number (``8333.0 eV``) are dropped; UTF-8 (with or without a byte-order mark) or
+        UTF-16 text. Decimal commas (``8333,5``) are not read: a
         file without a decimal point that does not read, but would with its commas taken for
         decimal points, is refused naming the first one.
     unit : {None, "eV", "keV"}
@@ -147,8 +165,7 @@ def _refuse_decimal_commas(source: str, unit, where: str, err: ValueError) -> No
     Only a file without a decimal point in its numbers, that ``err`` refused, and that gives valid
     energies when its commas are read as decimal points; otherwise return (``err`` stands).
     """
-    with open(source, encoding="utf-8", errors="replace") as fh:
-        lines = fh.read().splitlines()
+    lines = _text_lines(source)
     texts = [(n, _COMMENT.sub("", line).strip()) for n, line in enumerate(lines, start=1)]
     numeric = [(n, t) for n, t in texts if t and all(_is_number(w) for w in _SPLIT.split(t) if w)]
     found = [(n, m.group()) for n, t in numeric for m in [re.search(r"\d+,\d+", t)] if m]
@@ -263,8 +280,8 @@ def _squeeze(a: np.ndarray) -> np.ndarray:
 
 def _read_images(source: str) -> tuple[np.ndarray, dict]:
     if os.path.isdir(source):
-        names = sorted((n for n in os.listdir(source) if n.lower().endswith(TIFF_EXTENSIONS)
-                        and os.path.isfile(os.path.join(source, n))), key=natural_key)
+        names, order = numeric_order([n for n in os.listdir(source) if n.lower().endswith(TIFF_EXTENSIONS)
+                                      and os.path.isfile(os.path.join(source, n))])
         if not names:
             raise ValueError(f"{source} holds no TIFF files ({', '.join(TIFF_EXTENSIONS)}); give a "
                              "multi-page TIFF or a folder of one TIFF per energy.")
@@ -278,7 +295,7 @@ def _read_images(source: str) -> tuple[np.ndarray, dict]:
                 raise ValueError(f"{os.path.join(source, n)} is {a.shape} pixels but {names[0]} is "
                                  f"{frames[0].shape}; every image of a stack must have the same size.")
             frames.append(a)
-        layout = {"images": f"folder of {len(names)} TIFF files in natural order", "first_file": names[0],
+        layout = {"images": f"folder of {len(names)} TIFF files in the {order}", "first_file": names[0],
                   "last_file": names[-1]}
         return np.stack(frames), layout
     if not os.path.exists(source):

@@ -133,6 +133,36 @@ def check_reference_edges(references, e_all: np.ndarray, shift_eV: float = 0.0) 
                      "(eV).")
 
 
+#: Fewest fitted energies on each side of a reference's edge: a fit without post-edge (or
+#: pre-edge) points cannot tell the edge step from the background terms.
+MIN_ENERGIES_EACH_SIDE = 2
+
+
+def check_edge_inside(references, energies_eV: np.ndarray, shift_eV: float = 0.0) -> None:
+    """Refuse fitted energies that do not hold each reference's edge (moved by ``shift_eV``).
+
+    A window or a scan that ends before the edge (or starts after it) fits the references'
+    smooth tails: the states come out anywhere in (or outside) their range with tiny standard
+    deviations. Needs :data:`MIN_ENERGIES_EACH_SIDE` energies below and above every edge.
+    Arrays of spectra and objects without an ``edge_energy()`` are not checked.
+    """
+    if _is_spectra_array(references):
+        return
+    e = np.asarray(energies_eV, dtype=np.float64)
+    for r in references:
+        try:
+            e0 = float(r.edge_energy()) + shift_eV
+        except (AttributeError, TypeError, ValueError):
+            continue
+        below, above = int((e < e0).sum()), int((e > e0).sum())
+        if min(below, above) < MIN_ENERGIES_EACH_SIDE:
+            raise ValueError(
+                f"the fitted energies {e[0]:.1f}-{e[-1]:.1f} eV hold {below} energies below and {above} "
+                f"above the edge of reference {getattr(r, 'name', r)!r} at {e0:.1f} eV; a fit needs at least "
+                f"{MIN_ENERGIES_EACH_SIDE} on each side to measure the edge step. Fit a window "
+                "(energy_window_eV) or a scan that spans the edge.")
+
+
 def _oxidation_states_of(refs: list) -> list[float]:
     """Return the ``oxidation_state`` of each reference object; raise naming those without one."""
     missing = [str(getattr(r, "name", i)) for i, r in enumerate(refs)

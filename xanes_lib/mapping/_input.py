@@ -22,6 +22,11 @@ _TRANSMISSION_SHARE = 0.99
 #: Least median of an "absorbance" that looks like transmission (an absorbing holder or membrane
 #: in an empty field gives small positive absorbance).
 MIN_MEDIAN_TRANSMISSION = 0.3
+#: Absorbance passed as transmission: ``-ln A`` falls across the edge by ``ln(A_post / A_pre)``,
+#: tenths or more for any sample (thin ones most), while a transmission stack's step is a few
+#: hundredths at the least where noise or a beam residual gives either sign. The median step must
+#: be below minus this to refuse.
+MIN_ABSORBANCE_LOG_STEP = 0.1
 #: A negative edge step must hold in this many more pixels than half of them, in units of the
 #: binomial spread sqrt(n) / 2 of pixels with no edge (noise gives either sign).
 _STEP_SIGN_Z = 5.0
@@ -116,12 +121,57 @@ def _refuse_transmission_as_absorbance(data: np.ndarray, idx: np.ndarray, fitted
 
 def _refuse_absorbance_as_transmission(data: np.ndarray, idx: np.ndarray, fitted: np.ndarray, model,
                                        k: int) -> None:
-    """Refuse a "transmission" whose ``-ln`` steps down at the edge in most fitted pixels: absorbance."""
+    """Refuse a "transmission" whose ``-ln`` steps down at the edge in most fitted pixels: absorbance.
+
+    The median step must also be below ``-MIN_ABSORBANCE_LOG_STEP`` (empty field and faint
+    sample give small steps of either sign).
+    """
     if not fitted.any():
         return
     steps, _ = _sampled_steps(data, idx, fitted, model, k, transmission=True)
-    if _negative_step(steps):
+    if _negative_step(steps) and float(np.median(steps)) < -MIN_ABSORBANCE_LOG_STEP:
         raise ValueError(f"the transmission given has an edge step of -ln(transmission) that is negative "
                          f"({_step_said(steps)}): it looks like absorbance -ln T, whose step is positive. "
                          "Pass the transmission (np.exp(-absorbance)), or check that the references are "
                          "those of the stack's element.")
+
+
+def _frames_without_values(data: np.ndarray, idx: np.ndarray, pixels: np.ndarray,
+                           transmission: bool) -> list[int]:
+    """Return the fitted frames (indices into ``data``) that a dead or missing frame would be.
+
+    Those non-finite (or <= 0 in transmission) in at least half of the sampled ``pixels``
+    (a (Y, X) bool map).
+    """
+    flat = np.flatnonzero(pixels)
+    pick = flat[np.unique(np.linspace(0, flat.size - 1, min(flat.size, KIND_SAMPLE_PIXELS)).astype(int))]
+    ys, xs = np.unravel_index(pick, pixels.shape)
+    values = np.asarray(data[idx[:, None], ys[None, :], xs[None, :]], dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        unusable = ~np.isfinite(values) | ((values <= 0) if transmission else False)
+    return [int(i) for i, share in zip(idx, unusable.mean(axis=1), strict=True) if share >= 0.5]
+
+
+def _refuse_nothing_fitted(data: np.ndarray, e_all: np.ndarray, idx: np.ndarray, asked: np.ndarray,
+                           fitted: np.ndarray, transmission: bool) -> None:
+    """Refuse a fit in which none of the ``asked`` pixels could be fitted (non-finite or <= 0 values).
+
+    A single dead frame (NaN, zeros) leaves every pixel out and every map NaN; the message names
+    such frames by index and energy, or says that every pixel holds some unusable value.
+    """
+    if not asked.any() or fitted.any():
+        return
+    frames = _frames_without_values(data, idx, asked, transmission)
+    bad = "non-finite or <= 0" if transmission else "non-finite"
+    if frames:
+        listed = ", ".join(f"{i} ({e_all[i]:.2f} eV)" for i in frames[:10])
+        listed += " ..." if len(frames) > 10 else ""
+        why = f"frame(s) {listed} are {bad} in most pixels"
+        fix = ("Drop those frames with their energies (e.g. read_stack(..., bad_frames='drop')), or fit "
+               "without them (energy_window_eV)")
+    else:
+        why = f"every pixel holds at least one {bad} value"
+        fix = "Check the stack (flat-field correction, NaN outside an aligned field)"
+    raise ValueError(f"none of the {int(asked.sum())} pixels could be fitted: {why}, so every map would "
+                     f"be NaN. {fix}.")
+

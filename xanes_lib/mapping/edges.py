@@ -68,6 +68,9 @@ def edge_energy(energies_eV, normalized, *, method: str = "half_step",
     """
     if method not in ("half_step", "derivative"):
         raise ValueError(f"method must be 'half_step' or 'derivative'; got {method!r}.")
+    if not (isinstance(level, int | float | np.floating) and 0.0 < float(level) < 1.0):
+        raise ValueError(f"level must be a number in (0, 1): the share of the normalized edge step whose "
+                         f"crossing is the edge (0.5: half step); got {level!r}.")
     e, idx, flat, shape = _searched(energies_eV, normalized, energy_window_eV)
     if method == "half_step":
         out = half_step_energy(e[idx], flat[idx], axis=0, level=level)

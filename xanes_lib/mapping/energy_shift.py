@@ -400,7 +400,7 @@ def calibrate_energy_shift(stack_or_absorbance, energies_eV, references, *, mask
         raise ValueError(f"regions must be an integer >= 2 (the side of the grid of regions) or None; "
                          f"got {regions!r}.")
     data, e_all, kind = _resolve_input(stack_or_absorbance, energies_eV, input_kind)
-    m = check_image_mask(mask, data.shape[1:], hint=" Use e.g. significant_mask(...).mask.")
+    m = check_image_mask(mask, data.shape[1:], hint=" Use e.g. significant_mask(...).mask.", required=True)
     transmission = kind == "transmission"
     with np.errstate(invalid="ignore", divide="ignore"):
         good = np.ones(m.shape, bool)

@@ -29,8 +29,13 @@ from ..physics import LinearAbsorbanceModel, build_model
 from ..resources import available_cores
 from ..validate import check_image_mask
 from ._arrays import _check_window, _window_indices, _work_dtype
-from ._basis import _is_spectra_array, _reference_basis, check_reference_edges
-from ._input import _refuse_transmission_as_absorbance, _resolve_input
+from ._basis import _is_spectra_array, _reference_basis, check_edge_inside, check_reference_edges
+from ._input import (
+    _refuse_absorbance_as_transmission,
+    _refuse_nothing_fitted,
+    _refuse_transmission_as_absorbance,
+    _resolve_input,
+)
 
 __all__ = [
     "FIT_MODES", "MAX_NONNEG_REFERENCES", "ReferenceFit", "fit_references",
@@ -557,6 +562,10 @@ def fit_references(stack_or_absorbance, energies_eV, references, *, mask=None,
     o = fitter.out
     if input_kind is None and kind == "absorbance":
         _refuse_transmission_as_absorbance(data, design.idx, o["fitted"], model, design.k)
+    elif kind == "transmission" and mask is not None:  # sample pixels: their -ln T steps up at the edge
+        _refuse_absorbance_as_transmission(data, design.idx, o["fitted"], model, design.k)
+    _refuse_nothing_fitted(data, e_all, design.idx, np.ones((ny, nx), bool) if mask is None else mask,
+                           o["fitted"], kind == "transmission")
     n_nonfinite, n_nonpos, n_outside = (int(v) for v in fitter.counts)
     return ReferenceFit(
         fractions=o["fractions"], fractions_std=o["fractions_std"],
@@ -609,6 +618,7 @@ def _fit_design(e_all: np.ndarray, references, *, energy_window_eV, shift_eV, na
                          f"fewer than the {n_params} fitted parameters ({k} references + "
                          f"{len(background)} background terms); widen energy_window_eV, "
                          "measure more energies, or drop background terms.")
+    check_edge_inside(references, e, shift)
     model = build_model(e, basis, names=ref_names, background=background)
     if np.linalg.matrix_rank(model.matrix) < model.n_params:
         raise ValueError(f"the design matrix ({model.names}) is rank deficient over "

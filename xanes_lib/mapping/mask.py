@@ -117,8 +117,8 @@ def sample_mask(edge_step, *, threshold: float | None = None) -> SampleMask:
     Returns
     -------
     SampleMask
-        ``mask`` (bool, shape of ``edge_step``; NaN is never inside) and the ``threshold``
-        used.
+        ``mask`` (bool, shape of ``edge_step``; NaN and inf are never inside) and the
+        ``threshold`` used.
 
     Raises
     ------
@@ -138,6 +138,10 @@ def sample_mask(edge_step, *, threshold: float | None = None) -> SampleMask:
     (50, True)
     """
     j = np.asarray(edge_step, dtype=np.float64)
+    if j.ndim != 2:
+        raise ValueError(f"edge_step must be a (Y, X) map (one value per pixel, e.g. fit.edge_step); got "
+                         f"shape {j.shape}.")
+    j = np.where(np.isinf(j), np.nan, j)  # an infinite step is a failed fit, not sample
     if threshold is None:
         finite = j[np.isfinite(j)]
         if finite.size == 0:
@@ -363,6 +367,8 @@ def mask_from_significance(parts: dict, fitted, *, threshold: float = SIGNIFICAN
     The noise scale of each statistic is calibrated on all the pixels given (the whole field),
     so the maps of a stack mapped in chunks must be put together first.
     """
+    if not math.isfinite(float(threshold)):
+        raise ValueError(f"threshold must be a finite significance (e.g. 3.0); got {threshold!r}.")
     step, step_std = parts["edge_step"], parts["edge_step_std"]
     level, level_std = parts["absorbance"], parts["absorbance_std"]
     z_step, pooled_step, local_step, scale_step = _significances(step, step_std, fitted)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._arrays import PIXEL_BLOCK, _as_output, _check_window, _parabolic_peak, _spectra_array, _work_dtype
+from ._input import MIN_MEDIAN_TRANSMISSION, TRANSMISSION_MAX, _negative_step
 
 __all__ = [
     "PRE_EDGE_GAP_EV", "POST_EDGE_START_EV", "NormalizedSpectra", "normalize_spectra", "spectrum_sum",
@@ -90,6 +91,37 @@ def mean_spectrum_e0(energies_eV, total, count: int) -> float:
     return float(_parabolic_peak(e, d[:, None], np.array([int(np.argmax(d))]))[0])
 
 
+#: Share of the spectra whose edge step is negative beyond which the input is not absorbance.
+NEGATIVE_STEP_SHARE = 0.75
+
+
+def _refuse_falling_edges(edge_step: np.ndarray, values: np.ndarray) -> None:
+    """Refuse spectra whose edge step is negative in most of them: transmission, not absorbance.
+
+    Absorbance ``-ln T`` steps up at the edge in the sample and scatters about 0 in the
+    empty field; more than :data:`NEGATIVE_STEP_SHARE` of negative steps (of at least 10
+    finite ones) is transmission (or references of another edge), and so are (E, n)
+    ``values`` that lie in (0, 1.5] with a median of at least 0.3 and steps negative in
+    significantly more than half of the spectra (the test of the fits' input). Every spectrum without a
+    finite step (a NaN frame) is refused too: each normalized spectrum would be NaN.
+    """
+    finite = edge_step[np.isfinite(edge_step)]
+    if finite.size == 0:
+        raise ValueError("no spectrum has a finite edge step (NaN or inf in the pre- or post-edge window, "
+                         "e.g. a dead frame): every normalized spectrum would be NaN. Drop the bad frames "
+                         "with their energies (read_stack(..., bad_frames='drop')) or repair them.")
+    share = float(np.mean(finite < 0))
+    sampled = values[:, :: max(1, values.shape[1] // 4096)]
+    sampled = sampled[np.isfinite(sampled)]
+    looks_like_transmission = (sampled.size > 0 and _negative_step(finite)
+                               and np.mean((sampled > 0) & (sampled <= TRANSMISSION_MAX)) >= 0.99
+                               and np.median(sampled) >= MIN_MEDIAN_TRANSMISSION)
+    if finite.size >= 10 and (share > NEGATIVE_STEP_SHARE or looks_like_transmission):
+        raise ValueError(f"the edge step is negative in {share:.0%} of {finite.size} spectra (median "
+                         f"{np.median(finite):.3g}): absorbance -ln T steps up at an edge, so these look "
+                         "like transmission. Pass -np.log(transmission).")
+
+
 def _line_fit(e: np.ndarray, idx: np.ndarray, e0: float, name: str, window) -> np.ndarray:
     """(2, n) pseudo-inverse of the line ``p0 + p1 (E - e0)`` over the energies ``idx``."""
     if idx.size < 2:
@@ -165,8 +197,14 @@ def normalize_spectra(energies_eV, absorbance, *, e0_eV: float | None = None,
         e0_method = "given"
     if pre_window is None:
         pre_window = (float(e[0] - e0), PRE_EDGE_GAP_EV)
+    elif pre_window[1] > 0:
+        raise ValueError(f"relative_pre_window_eV={relative_pre_window_eV} must lie below the edge (its end "
+                         f"<= 0 eV relative to e0={e0:.2f} eV), e.g. (-60, -20).")
     if post_window is None:
         post_window = (POST_EDGE_START_EV, float(e[-1] - e0))
+    elif post_window[0] < 0:
+        raise ValueError(f"relative_post_window_eV={relative_post_window_eV} must lie above the edge (its "
+                         f"start >= 0 eV relative to e0={e0:.2f} eV), e.g. (30, 120).")
     rel = e - e0
     pre_idx = np.flatnonzero((rel >= pre_window[0] - 1e-9) & (rel <= pre_window[1] + 1e-9))
     post_idx = np.flatnonzero((rel >= post_window[0] - 1e-9) & (rel <= post_window[1] + 1e-9))
@@ -189,6 +227,7 @@ def normalize_spectra(energies_eV, absorbance, *, e0_eV: float | None = None,
             norm = (blk - pre[0] - pre[1] * rel[:, None]) / step
         norm[:, ~(step > 0)] = np.nan
         normalized[:, sl] = norm
+    _refuse_falling_edges(edge_step, flat)
     return NormalizedSpectra(
         normalized=normalized.reshape(a.shape), edge_step=_as_output(edge_step, shape), e0_eV=e0,
         relative_pre_window_eV=(float(pre_window[0]), float(pre_window[1])),

@@ -18,6 +18,7 @@ residual.
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -25,10 +26,11 @@ import numpy as np
 from scipy import ndimage
 
 from ..physics import absorbance, build_model, reference_model
+from ..physics.linear_model import n_references
 from ..spectra import default_references
 from ..validate import check_energies, check_image_mask, check_stack
 from ._basis import _is_spectra_array, _reference_basis
-from ._input import _refuse_absorbance_as_transmission
+from ._input import MIN_ABSORBANCE_LOG_STEP, _negative_step, _refuse_absorbance_as_transmission
 from ._residual_test import (
     _gaussian_kernel,
     _pooled_chi2,
@@ -107,9 +109,24 @@ def residual_map(transmission, energies_eV, *, element: str | None = None, refer
     """
     e = check_energies(energies_eV, name="energies_eV")
     t = check_stack(transmission, name="transmission", n_energies=e.size)
+    if relative_window_eV is not None:
+        window = np.asarray(relative_window_eV, dtype=np.float64).ravel()
+        if window.size != 2 or not np.all(np.isfinite(window)) or window[0] >= window[1]:
+            raise ValueError(f"relative_window_eV must be (low, high) eV relative to the edge with low < "
+                             f"high, e.g. (-15, 40), or None; got {relative_window_eV!r}.")
+        if references is not None and _is_spectra_array(references):
+            raise ValueError("relative_window_eV needs reference objects (their edge energies); with an "
+                             "array of spectra pass relative_window_eV=None.")
+    nonpositive = int(np.count_nonzero(np.asarray(t) <= 0))
+    if nonpositive > 0.5 * t.size:  # a few zero counts at a low dose are data; most values are not
+        raise ValueError(f"transmission holds {nonpositive} of {t.size} values <= 0, whose -ln is undefined: "
+                         "it is no transmission I / I0 (absorbance with a sign flipped, or counts after dark "
+                         "subtraction?). Pass transmission in (0, ~1.2].")
     model = reference_model(e, element, references)
     a = absorbance(np.asarray(t, dtype=np.float64))
-    resid = a - model.predict(model.fit(a))
+    coef = model.fit(a)
+    _refuse_rising_transmission(coef[:n_references(model)].sum(axis=0))
+    resid = a - model.predict(coef)
     if relative_window_eV is not None:
         refs = references if references is not None else default_references(element)
         edge = float(np.mean([r.edge_energy() for r in refs]))
@@ -119,6 +136,16 @@ def residual_map(transmission, energies_eV, *, element: str | None = None, refer
                              f"{edge:.1f} eV; widen relative_window_eV or pass None.")
         resid = resid[sel]
     return np.sqrt(np.mean(resid ** 2, axis=0))
+
+
+def _refuse_rising_transmission(steps: np.ndarray) -> None:
+    """Refuse "transmission" whose ``-ln`` steps down at the edge in most pixels (absorbance given)."""
+    finite = steps[np.isfinite(steps)].ravel()
+    if finite.size and _negative_step(finite) and float(np.median(finite)) < -MIN_ABSORBANCE_LOG_STEP:
+        raise ValueError(f"the transmission given has an edge step of -ln(transmission) that is negative "
+                         f"(median {np.median(finite):.3g}, negative in {np.mean(finite < 0):.0%} of "
+                         f"{finite.size} pixels): it looks like absorbance -ln T. Pass the transmission "
+                         "(np.exp(-absorbance)), or the references of the stack's element.")
 
 
 def flag_unexplained(residual, mask, *, n_mad: float = 5.0) -> tuple[np.ndarray, float]:
@@ -135,10 +162,12 @@ def flag_unexplained(residual, mask, *, n_mad: float = 5.0) -> tuple[np.ndarray,
     (numpy.ndarray, float)
         (Y, X) bool flags and the threshold used.
     """
+    if not (isinstance(n_mad, int | float | np.floating) and math.isfinite(n_mad) and n_mad > 0):
+        raise ValueError(f"n_mad must be a finite number > 0 (robust standard deviations); got {n_mad!r}.")
     r = np.asarray(residual, dtype=np.float64)
-    m = np.asarray(mask, dtype=bool)
-    if r.shape != m.shape:
-        raise ValueError(f"residual {r.shape} and mask {m.shape} must have the same (Y, X) shape.")
+    if r.ndim != 2:
+        raise ValueError(f"residual must be a (Y, X) map (e.g. residual_map(...)); got shape {r.shape}.")
+    m = check_image_mask(mask, r.shape, required=True, hint=" It must match the residual map (fit.mask).")
     vals = r[m & np.isfinite(r)]
     if vals.size == 0:
         raise ValueError("the mask holds no pixel with a finite residual; nothing to compare with.")
@@ -411,7 +440,8 @@ def unexplained_pixels(transmission, energies_eV, references, *, mask, mode: str
     """
     e = check_energies(energies_eV, name="energies_eV")
     t = check_stack(transmission, name="transmission", n_energies=e.size, allow_nonfinite=True)
-    m = check_image_mask(mask, t.shape[1:])
+    m = check_image_mask(mask, t.shape[1:], hint=" Use e.g. significant_mask(...).mask or fit.mask.",
+                         required=True)
     _check_test_options(smooth_px, false_flag_rate, noise_sigma_px, min_relative_residual)
     empty = _empty_candidates(empty_field, m)
     refs = references if _is_spectra_array(references) else list(references)
@@ -553,7 +583,8 @@ def mark_unexplained(fit: ReferenceFit, unexplained) -> ReferenceFit:
         raise TypeError(f"fit must be a ReferenceFit (from fit_references); got {type(fit).__name__}.")
     attrs = unexplained.to_attrs() if isinstance(unexplained, UnexplainedPixels) else None
     flags = unexplained.flags if isinstance(unexplained, UnexplainedPixels) else unexplained
-    flags = check_image_mask(flags, fit.mask.shape, name="the flags") & fit.mask
+    flags = check_image_mask(flags, fit.mask.shape, name="the flags", required=True,
+                             hint=" Pass unexplained_pixels(...) or its .flags.") & fit.mask
 
     def blank(a):
         return np.where(flags, np.nan, a).astype(a.dtype, copy=False)

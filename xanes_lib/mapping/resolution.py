@@ -41,6 +41,9 @@ def resolved_share(fit, fraction: float = RESOLVED_FRACTION) -> float:
     >>> resolved_share(fit_references(a, e, s, oxidation_states=[2, 3]))
     1.0
     """
+    if not (isinstance(fraction, int | float | np.floating) and 0.0 < float(fraction) <= 1.0):
+        raise ValueError(f"fraction must be a number in (0, 1], a share of the references' range of states "
+                         f"(default {RESOLVED_FRACTION}); got {fraction!r}.")
     states = np.asarray(fit.oxidation_states, dtype=np.float64)
     span = float(np.ptp(states)) if states.size else 0.0
     std = np.asarray(fit.oxidation_state_std)[np.isfinite(fit.oxidation_state)]

@@ -157,11 +157,21 @@ def reference_model(energies_eV, element: str | None = None, references=None) ->
     LinearAbsorbanceModel
         Columns: the normalised reference spectra, then ``(E/E0)^-3`` and a constant.
     """
+    from ..mapping import check_reference_edges  # mapping builds on physics: import here
+
     if references is None:
         if element is None:
             raise ValueError("give the element (e.g. 'Ni') or the reference spectra for the physics model.")
         references = default_references(element)
+    else:
+        references = list(references)
+        other = [r.name for r in references if element is not None
+                 and getattr(r, "element", None) not in (None, element)]
+        if other:
+            raise ValueError(f"element={element!r} but the references {other} are of another element; give "
+                             "the references of that element, or leave element None with references.")
     e = np.asarray(energies_eV, dtype=np.float64)
+    check_reference_edges(references, e)
     return build_model(e, np.stack([r.spectrum(e) for r in references]), names=[r.name for r in references])
 
 
@@ -172,6 +182,8 @@ def n_references(model: LinearAbsorbanceModel) -> int:
 
 def absorbance(transmission, *, floor: float = 1e-6):
     """``-ln T`` with transmission clipped at ``floor`` (numpy or torch input)."""
+    if not isinstance(transmission, np.ndarray) and not hasattr(transmission, "clamp_min"):
+        transmission = np.asarray(transmission, dtype=np.float64)  # a list or a number
     if isinstance(transmission, np.ndarray):
         out = np.maximum(transmission, floor)      # one new array, then in place (large stacks)
         np.log(out, out=out)

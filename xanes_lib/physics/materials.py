@@ -71,9 +71,13 @@ def tabulated_edge_energy(element: str, edge: str = "K") -> float:
     8333.0
     """
     try:
-        return float(xraydb.xray_edge(element, edge).energy)
+        found = xraydb.xray_edge(element, edge)
     except Exception as exc:  # xraydb raises several types for unknown names
         raise ValueError(f"no tabulated {edge} edge for element {element!r}: {exc}") from exc
+    if found is None:  # an edge name xraydb does not know
+        raise ValueError(f"no tabulated {edge!r} edge for element {element!r}; edges are named 'K', 'L1', "
+                         "'L2', 'L3', ...")
+    return float(found.energy)
 
 
 def _power_law(element: str, e0: float, relative_window_eV: tuple[float, float]) -> tuple[float, float]:

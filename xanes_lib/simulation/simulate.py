@@ -192,8 +192,9 @@ def check_config(cfg: SimulationConfig) -> None:
     if cfg.element not in mass_fractions(cfg.composition):
         raise ValueError(f"element {cfg.element!r} is not in {cfg.composition}; "
                          f"choose one of {sorted(mass_fractions(cfg.composition))}.")
-    if not cfg.dose > 0:
-        raise ValueError(f"dose must be > 0 photons per pixel per energy; got {cfg.dose}.")
+    if not (cfg.dose > 0 and math.isfinite(cfg.dose)):
+        raise ValueError(f"dose must be a finite number > 0 of photons per pixel per energy; got {cfg.dose}.")
+    _check_beam_and_grid(cfg)
     for name in ("flat_frames", "dark_frames"):
         if int(getattr(cfg, name)) < 1:
             raise ValueError(f"{name} must be >= 1; got {getattr(cfg, name)}.")
@@ -216,6 +217,23 @@ def check_config(cfg: SimulationConfig) -> None:
         raise ValueError(f"phantom.shape must be at least 8 x 8 pixels; got {cfg.phantom.shape}.")
 
 
+def _check_beam_and_grid(cfg: SimulationConfig) -> None:
+    """Refuse a beam falloff outside [0, 1), a negative reference jitter, energies without the edge."""
+    if not 0.0 <= cfg.beam_falloff < 1.0:
+        raise ValueError(f"beam_falloff must lie in [0, 1) (the beam's intensity drop towards the field's "
+                         f"edge, as a share); got {cfg.beam_falloff}.")
+    if not (cfg.reference_jitter >= 0 and math.isfinite(cfg.reference_jitter)):
+        raise ValueError(f"reference_jitter must be finite and >= 0; got {cfg.reference_jitter}.")
+    if cfg.energies_eV is None:
+        return
+    e = check_energies(cfg.energies_eV, name="energies_eV")
+    e0 = tabulated_edge_energy(cfg.element, cfg.edge)
+    if not e[0] < e0 < e[-1]:
+        raise ValueError(f"energies_eV span {e[0]:.1f}-{e[-1]:.1f} eV but the {cfg.element} {cfg.edge} edge "
+                         f"is at {e0:.1f} eV: a stack must span its element's edge (or energies_eV=None for "
+                         "the default grid).")
+
+
 def resolve_references(cfg: SimulationConfig, rng: np.random.Generator, references=None) -> list:
     """Return the reference objects of a simulation (library or given), jittered as configured."""
     if references is None:
@@ -228,6 +246,10 @@ def resolve_references(cfg: SimulationConfig, rng: np.random.Generator, referenc
                 raise ValueError(f"references {missing} are not in the shipped library "
                                  f"{sorted(library)}; pass reference objects instead.")
             references = [library[n] for n in cfg.references]
+    other = [r.name for r in references if getattr(r, "element", None) not in (None, cfg.element)]
+    if other:
+        raise ValueError(f"references {other} are not {cfg.element} spectra, the element simulated; give "
+                         f"references of {cfg.element} (or references=None for the shipped ones).")
     references = sorted(references, key=lambda r: r.oxidation_state)
     if cfg.reference_jitter > 0:
         j = cfg.reference_jitter
@@ -384,6 +406,8 @@ def simulate_stack(cfg: SimulationConfig = SimulationConfig(), *, seed: int = 0,
     True
     """
     check_config(cfg)
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0; got {seed!r}.")
     rng = np.random.default_rng(seed)
     energies = (default_energy_grid(cfg.element, cfg.edge) if cfg.energies_eV is None
                 else check_energies(cfg.energies_eV, name="energies_eV"))

@@ -96,11 +96,14 @@ def test_chunked_without_empty_field_returns_input(ni_stack, tmp_path):
     assert out is x and note == ref_note
 
 
-def test_chunked_bad_shape_note_as_in_memory(ni_stack, tmp_path):
+def test_chunked_bad_shape_refused_as_in_memory(ni_stack, tmp_path):
     t, e, refs = ni_stack
-    x = _lazy(t[:-1])
-    out, note = divide_beam_background_chunked(x, e, refs, workdir=tmp_path)
-    assert out is x and note == divide_beam_background(t[:-1], e, refs)[1]
+    said = rf"transmission has {t.shape[0] - 1} images but there are {e.size} energies"
+    with pytest.raises(ValueError, match=said):
+        divide_beam_background_chunked(_lazy(t[:-1]), e, refs, workdir=tmp_path)
+    with pytest.raises(ValueError, match=said):
+        divide_beam_background(t[:-1], e, refs)
+    assert not list(tmp_path.iterdir())  # nothing left behind
 
 
 def test_chunked_drifting_stack_equals_in_memory(tmp_path):

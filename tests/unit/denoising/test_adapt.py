@@ -219,5 +219,5 @@ def test_flag_unexplained_marks_an_injected_phase():
     mask = np.ones((50, 50), bool)
     flags, thr = mapping.flag_unexplained(r, mask)
     assert flags[10:20, 10:20].all() and flags.sum() == 100 and 1.0 < thr < 2.0
-    with pytest.raises(ValueError, match="same"):
+    with pytest.raises(ValueError, match=r"mask must be a boolean \(Y, X\) = \(50, 50\)"):
         mapping.flag_unexplained(r, mask[:10])
