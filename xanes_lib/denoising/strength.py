@@ -527,7 +527,7 @@ def select_strength(coefficients, noise_std, model: LinearAbsorbanceModel, oxida
                          f"({k_model}: {list(model.names[:k_model])}), at least two of them distinct; got "
                          f"{oxidation_states!r}.")
     sig = np.asarray(sigmas_px, dtype=np.float64).ravel()
-    if sig.size == 0 or not np.all(np.isfinite(sig)) or np.any(sig < 0):
+    if (sig.size == 0 and network is None) or not np.all(np.isfinite(sig)) or np.any(sig < 0):
         raise ValueError(f"sigmas_px must be one or more finite Gaussian widths >= 0 (pixels), e.g. "
                          f"{DEFAULT_SIGMAS_PX}; got {sigmas_px!r}.")
     weights, pilot, v, scored = state_weights(c, ox, noise_std, model, covariance=covariance, field=field)

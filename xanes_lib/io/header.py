@@ -24,6 +24,7 @@ from .reading import (
     _read_energies,
     _read_label,
     _require_dataset,
+    _unit_attribute,
     energies_in_ev,
 )
 from .stacks import ENERGY_KEY, FLAT_KEY, IMAGES_KEY, PIXEL_SIZE_KEY
@@ -157,8 +158,8 @@ def read_stack_header(path, *, dataset: str = IMAGES_KEY, energy_unit: str | Non
     with open_read(source) as f:
         images = _require_dataset(f, dataset, source)
         group = images.parent
-        energies = _read_energies(_require_dataset(group if ENERGY_KEY in group else f, ENERGY_KEY, source),
-                                  source, energy_unit)
+        energies_ds = _require_dataset(group if ENERGY_KEY in group else f, ENERGY_KEY, source)
+        energies = _read_energies(energies_ds, source, energy_unit or _unit_attribute(energies_ds))
         _check_layout(images.shape, energies.size, dataset, source)
         counts, why, _ = describe_intensity(_sample_frames(images))
         pixel_size_nm, _, _ = _metadata(f, group, source)

@@ -117,6 +117,15 @@ def _read_energies(ds: h5py.Dataset, source: str, energy_unit: str | None) -> np
     return energies_in_ev(_real_array(read_dataset(ds, source), ENERGY_KEY), source, energy_unit)
 
 
+def _unit_attribute(ds: h5py.Dataset) -> str | None:
+    """Return the unit ``X_eng`` states in a ``units`` (or ``unit``) attribute: "eV", "keV" or None."""
+    for key in ("units", "unit"):
+        said = str(to_python(ds.attrs[key])).strip().lower() if key in ds.attrs else ""
+        if said in ("ev", "kev"):
+            return "eV" if said == "ev" else "keV"
+    return None
+
+
 def energies_in_ev(raw, source: str, energy_unit: str | None) -> np.ndarray:
     """``X_eng`` values as read (keV unless ``energy_unit``) to checked energies in eV.
 
@@ -258,8 +267,8 @@ def read_stack(path, *, load_flat_dark: bool = True, energy_unit: str | None = N
         in a file named ``..._repeat_RR_pos_PP`` whose frames hold several repeats of E
         (FXI multi-position scans), the block of repeat RR is used (noted in the provenance).
     energy_unit : {None, "keV", "eV"}
-        Unit of ``X_eng``. None means keV (the FXI convention) and raises when the values
-        look like eV (> 200).
+        Unit of ``X_eng``. None takes the unit its ``units`` attribute states ("eV" or
+        "keV"), else keV (the FXI convention), and raises when keV values look like eV (> 200).
     element : str, optional
         Absorbing element. None takes the ``element`` attribute of the file (refused when its
         tabulated edge lies outside the scanned energies), or when it is missing (plain FXI
@@ -347,7 +356,8 @@ def _read_stack(path, *, load_flat_dark: bool, energy_unit, element, allow_nonfi
         name = images_ds.name.lstrip("/")
         group = images_ds.parent
         energies_ds = _require_dataset(group if ENERGY_KEY in group else f, ENERGY_KEY, source)
-        energies_eV = _read_energies(energies_ds, source, energy_unit)
+        unit_said = _unit_attribute(energies_ds) if energy_unit is None else None
+        energies_eV = _read_energies(energies_ds, source, energy_unit or unit_said)
         if images_ds.ndim != 3:
             raise ValueError(f"{name} in {source} must be 3-D (energies, rows, columns); got shape "
                              f"{images_ds.shape}. A single image needs a leading energy axis.")
@@ -383,8 +393,9 @@ def _read_stack(path, *, load_flat_dark: bool, energy_unit, element, allow_nonfi
                          "transmission in percent: divide by 100."))
         if not load_flat_dark:
             flat = dark = None
-        provenance = {"reader": "read_stack", "images": name, "energies": f"{ENERGY_KEY} in "
-                      f"{energy_unit or 'keV'}", **provenance}
+        said = f"{ENERGY_KEY} in {energy_unit or unit_said or 'keV'}"
+        provenance = {"reader": "read_stack", "images": name,
+                      "energies": said + (" (its units attribute)" if unit_said else ""), **provenance}
         if position:
             provenance["position"] = position
         if notes:

@@ -259,13 +259,24 @@ def _imread(path: str) -> np.ndarray:
     """All pages of a TIFF as one array; colour (samples per pixel > 1) is refused."""
     import tifffile
 
+    shapes = []
     try:
         with tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
-            axes, data = series.axes, np.asarray(series.asarray())
+            every = tif.series
+            shapes = sorted({tuple(s.shape) for s in every})
+            if len(every) > 1 and len(shapes) == 1 and len(shapes[0]) == 2:
+                # pages appended one by one: one 2-D series per page
+                axes, data = "Q" + every[0].axes, np.stack([np.asarray(s.asarray()) for s in every])
+            elif len(every) == 1:
+                axes, data = every[0].axes, np.asarray(every[0].asarray())
     except (tifffile.TiffFileError, OSError, ValueError, IndexError) as err:
         raise OSError(f"{path} could not be read as a TIFF ({type(err).__name__}: {err}); is it a TIFF "
                       "image and completely copied?") from err
+    if len(shapes) != 1 or (len(every) > 1 and len(shapes[0]) != 2):
+        raise ValueError(f"{path} holds {len(every)} series of pages of shapes {shapes[:4]} (a preview "
+                         "or thumbnail beside the images?); a TIFF stack needs one series of 2-D pages, one "
+                         "per energy. Save the images alone (tifffile.imwrite(path, stack)) or as a folder "
+                         "of one TIFF per energy.")
     if "S" in axes:
         raise ValueError(f"{path} holds colour images (axes {axes!r}, shape {data.shape}); a TIFF stack "
                          "needs one 2-D grey-level page per energy: export one channel.")

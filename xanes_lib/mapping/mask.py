@@ -138,9 +138,6 @@ def sample_mask(edge_step, *, threshold: float | None = None) -> SampleMask:
     (50, True)
     """
     j = np.asarray(edge_step, dtype=np.float64)
-    if j.ndim != 2:
-        raise ValueError(f"edge_step must be a (Y, X) map (one value per pixel, e.g. fit.edge_step); got "
-                         f"shape {j.shape}.")
     j = np.where(np.isinf(j), np.nan, j)  # an infinite step is a failed fit, not sample
     if threshold is None:
         finite = j[np.isfinite(j)]

@@ -91,35 +91,24 @@ def mean_spectrum_e0(energies_eV, total, count: int) -> float:
     return float(_parabolic_peak(e, d[:, None], np.array([int(np.argmax(d))]))[0])
 
 
-#: Share of the spectra whose edge step is negative beyond which the input is not absorbance.
-NEGATIVE_STEP_SHARE = 0.75
+def _refuse_transmission(edge_step: np.ndarray, values: np.ndarray) -> None:
+    """Refuse (E, n) ``values`` that look like transmission rather than absorbance.
 
-
-def _refuse_falling_edges(edge_step: np.ndarray, values: np.ndarray) -> None:
-    """Refuse spectra whose edge step is negative in most of them: transmission, not absorbance.
-
-    Absorbance ``-ln T`` steps up at the edge in the sample and scatters about 0 in the
-    empty field; more than :data:`NEGATIVE_STEP_SHARE` of negative steps (of at least 10
-    finite ones) is transmission (or references of another edge), and so are (E, n)
-    ``values`` that lie in (0, 1.5] with a median of at least 0.3 and steps negative in
-    significantly more than half of the spectra (the test of the fits' input). Every spectrum without a
-    finite step (a NaN frame) is refused too: each normalized spectrum would be NaN.
+    The test of the fits' input: values in (0, 1.5] with a median of at least 0.3, and edge
+    steps negative in significantly more than half of the spectra (absorbance ``-ln T`` steps
+    up at an edge in the sample and scatters about 0 in the empty field, so an empty field,
+    or a part of one, passes).
     """
     finite = edge_step[np.isfinite(edge_step)]
-    if finite.size == 0:
-        raise ValueError("no spectrum has a finite edge step (NaN or inf in the pre- or post-edge window, "
-                         "e.g. a dead frame): every normalized spectrum would be NaN. Drop the bad frames "
-                         "with their energies (read_stack(..., bad_frames='drop')) or repair them.")
-    share = float(np.mean(finite < 0))
     sampled = values[:, :: max(1, values.shape[1] // 4096)]
     sampled = sampled[np.isfinite(sampled)]
-    looks_like_transmission = (sampled.size > 0 and _negative_step(finite)
-                               and np.mean((sampled > 0) & (sampled <= TRANSMISSION_MAX)) >= 0.99
-                               and np.median(sampled) >= MIN_MEDIAN_TRANSMISSION)
-    if finite.size >= 10 and (share > NEGATIVE_STEP_SHARE or looks_like_transmission):
-        raise ValueError(f"the edge step is negative in {share:.0%} of {finite.size} spectra (median "
-                         f"{np.median(finite):.3g}): absorbance -ln T steps up at an edge, so these look "
-                         "like transmission. Pass -np.log(transmission).")
+    if (finite.size and sampled.size and _negative_step(finite)
+            and np.mean((sampled > 0) & (sampled <= TRANSMISSION_MAX)) >= 0.99
+            and np.median(sampled) >= MIN_MEDIAN_TRANSMISSION):
+        raise ValueError(f"the edge step is negative in {np.mean(finite < 0):.0%} of {finite.size} spectra "
+                         f"(median {np.median(finite):.3g}) and the values lie in (0, {TRANSMISSION_MAX:g}]: "
+                         "these look like transmission, whereas absorbance -ln T steps up at an edge. Pass "
+                         "-np.log(transmission).")
 
 
 def _line_fit(e: np.ndarray, idx: np.ndarray, e0: float, name: str, window) -> np.ndarray:
@@ -227,7 +216,7 @@ def normalize_spectra(energies_eV, absorbance, *, e0_eV: float | None = None,
             norm = (blk - pre[0] - pre[1] * rel[:, None]) / step
         norm[:, ~(step > 0)] = np.nan
         normalized[:, sl] = norm
-    _refuse_falling_edges(edge_step, flat)
+    _refuse_transmission(edge_step, flat)
     return NormalizedSpectra(
         normalized=normalized.reshape(a.shape), edge_step=_as_output(edge_step, shape), e0_eV=e0,
         relative_pre_window_eV=(float(pre_window[0]), float(pre_window[1])),

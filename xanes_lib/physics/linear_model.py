@@ -14,6 +14,7 @@ fit in the loss and the fit of the maps are one piece of code.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -127,8 +128,18 @@ def build_model(energies_eV, basis, *, names=None, e0_eV: float | None = None,
     names = tuple(names) if names is not None else tuple(f"c{i}" for i in range(s.shape[0]))
     if len(names) != s.shape[0]:
         raise ValueError(f"{len(names)} names for {s.shape[0]} basis spectra.")
+    if not np.all(np.isfinite(s)):
+        bad = int(np.count_nonzero(~np.isfinite(s)))
+        raise ValueError(f"basis holds {bad} NaN or inf value(s); evaluate the reference spectra inside "
+                         "their energy range (or repair them).")
     e0 = float(np.median(e)) if e0_eV is None else float(e0_eV)
+    if not (math.isfinite(e0) and e[0] / 2 <= e0 <= 2 * e[-1]):
+        raise ValueError(f"e0_eV={e0_eV} is far from the energies ({e[0]:g} ... {e[-1]:g} eV); give it in eV "
+                         "(or None: their median).")
     terms = {"inverse_cube": (e / e0) ** -3, "constant": np.ones_like(e), "linear": e / e0 - 1.0}
+    if isinstance(background, str) or (len(background) > 1 and all(len(str(t)) == 1 for t in background)):
+        raise ValueError(f"background must be a sequence of term names, e.g. ('inverse_cube', 'constant') or "
+                         f"('{''.join(map(str, background))}',); got {background!r}.")
     unknown = [t for t in background if t not in terms]
     if unknown:
         raise ValueError(f"unknown background term(s) {unknown}; choose from {sorted(terms)}.")

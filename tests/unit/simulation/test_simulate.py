@@ -137,7 +137,7 @@ def test_same_seed_same_file(tmp_path):
 @pytest.mark.parametrize("changes, match", [
     ({"composition": "NMC999"}, "unknown composition"),
     ({"element": "Fe"}, "not in NMC811"),
-    ({"dose": 0.0}, "dose must be > 0"),
+    ({"dose": 0.0}, "dose must be a finite number > 0"),
     ({"flat_frames": 0}, "flat_frames"),
     ({"background_patterns": ("stripes",)}, "unknown background pattern"),
     ({"phantom_shape": (4, 4)}, "at least 8 x 8"),
