@@ -178,3 +178,19 @@ def test_your_data_exports_the_maps_and_works_without_ground_truth(tmp_path):
     for name in ("oxidation_state", "oxidation_state_std", "mask", "unexplained"):
         np.testing.assert_array_equal(tifffile.imread(maps / f"scan_{name}.tif"),
                                       tifffile.imread(maps / f"{stem}_{name}.tif"))
+
+    # One position of a multi-position file, energies in eV as its units attribute says.
+    import h5py
+
+    multi = tmp_path / "multi.h5"
+    with h5py.File(multi, "w") as f:
+        for pos in ("pos_01", "pos_02"):
+            f[f"{pos}/img_xanes"] = stack.transmission
+            f[f"{pos}/X_eng"] = stack.energies_eV
+            f[f"{pos}/X_eng"].attrs["units"] = "eV"
+    run_notebook(notebook, tmp_path / "05_position.ipynb", timeout=600, parameters={
+        "quick": True, "seed": 0, "data_dir": str(tmp_path), "output_dir": str(maps),
+        "input_path": str(multi), "position": "pos_02"})
+    for name in ("oxidation_state", "mask"):
+        np.testing.assert_array_equal(tifffile.imread(maps / f"multi_pos_02_{name}.tif"),
+                                      tifffile.imread(maps / f"{stem}_{name}.tif"))

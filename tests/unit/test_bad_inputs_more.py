@@ -111,6 +111,13 @@ def _tiff_folder_output(tmp):
     return (lambda: io.write_map_tiffs(folder, fit, inputs=[folder])), [folder]
 
 
+def _tiff_with_preview(tmp):
+    path = tmp / "prev.tif"
+    tifffile.imwrite(path, np.zeros((8, 8), np.float32))
+    tifffile.imwrite(path, _example()[1][:6], append=True)
+    return (lambda: io.read_tiff_stack(path, _example()[0][:6] * 1000.0, element="Ni")), [path]
+
+
 FALLING = r"looks like absorbance"
 
 REFUSED = [
@@ -230,6 +237,18 @@ REFUSED = [
      ValueError, [r"'img_xanes' in .*scan\.h5 cannot be opened", r"external link", r"Copy the linked file"]),
     ("tiff_exports_into_the_input_folder", _tiff_folder_output, ValueError,
      [r"lies in the input folder .*tiffs", r"another folder"]),
+    ("tiff_with_a_preview_page", _tiff_with_preview, ValueError,
+     [r"prev\.tif holds 2 series of pages of shapes \[\(6, 32, 32\), \(8, 8\)\]", r"preview",
+      r"tifffile\.imwrite\(path, stack\)"]),
+    ("stack_built_with_kev", _call(lambda: io.Stack(np.ones((41, 4, 4), np.float32), E / 1000.0, "Ni")),
+     ValueError, [r"Stack\.energies_eV look like keV", r"multiply by 1000"]),
+    ("stack_built_energy_axis_last", _call(lambda: io.Stack(np.ones((4, 4, 41), np.float32), E, "Ni")),
+     ValueError, [r"\(E, Y, X\) with E = 41 energies", r"\(4, 4, 41\)", r"np\.moveaxis"]),
+    ("stack_built_with_another_element", _call(lambda: io.Stack(np.ones((41, 4, 4), np.float32), E, "Co")),
+     ValueError, [r"element='Co'", r"Ni K edge", r"pass element='Ni'"]),
+    ("fit_background_as_a_string",
+     _on_particles(lambda t, m: mapping.fit_references(t, E, REFS, mask=m, background="constant", **T_KIND)),
+     ValueError, [r"background must be a sequence of term names", r"\('constant',\)"]),
 ]
 
 
@@ -293,6 +312,23 @@ def test_energy_lists_as_written_by_other_programs(tmp_path, text, encoding):
     energies, info = io.read_energy_list(path)
     np.testing.assert_allclose(energies, [8233.0, 8253.0, 8273.0])
     assert info["header_lines"] == 0
+
+
+def test_tiff_pages_appended_one_by_one_are_one_stack(tmp_path):
+    e_kev, t = _example()
+    for frame in t:
+        tifffile.imwrite(tmp_path / "app.tif", frame, append=True)  # one series per page
+    np.testing.assert_array_equal(io.read_tiff_stack(tmp_path / "app.tif", e_kev * 1000.0).transmission, t)
+
+
+def test_energies_in_ev_said_by_a_units_attribute(tmp_path):
+    e_kev, t = _example()
+    with h5py.File(tmp_path / "ev.h5", "w") as f:
+        f["img_xanes"], f["X_eng"] = t, e_kev * 1000.0
+        f["X_eng"].attrs["units"] = "eV"
+    stack = io.read_stack(tmp_path / "ev.h5")
+    np.testing.assert_allclose(stack.energies_eV, e_kev * 1000.0)
+    assert stack.provenance["energies"] == "X_eng in eV (its units attribute)"
 
 
 def test_root_stack_beside_positions_warns_and_is_recorded(tmp_path):

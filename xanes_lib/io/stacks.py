@@ -116,6 +116,26 @@ class Stack:
     magnification: float | None = None
     provenance: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        """Refuse what no reader would give (cheap checks; the readers check the values).
+
+        keV energies, images that do not match them, an element whose edge lies outside them.
+        """
+        e = check_energies(self.energies_eV, name="Stack.energies_eV")
+        refuse_kev(e, name="Stack.energies_eV")
+        shape = np.shape(self.transmission)
+        if len(shape) != 3 or shape[0] != e.size:
+            raise ValueError(f"Stack.transmission must be (E, Y, X) with E = {e.size} energies, energies "
+                             f"first; got shape {shape} (transpose with np.moveaxis(a, -1, 0) if the energy "
+                             "axis is last).")
+        if self.element is not None:
+            from ._checks import element_contradiction
+
+            why = element_contradiction(self.element, self.edge or "K", e, CANDIDATE_ELEMENTS, given=True,
+                                        energies_name="energies_eV")
+            if why:
+                raise ValueError(f"Stack {why}")
+
     def __repr__(self) -> str:
         parts = ", ".join(f"{name}={_describe(getattr(self, name))}" for name in (
             "transmission", "energies_eV", "element", "edge", "pixel_size_nm", "flat", "dark",
