@@ -246,6 +246,13 @@ REFUSED = [
      ValueError, [r"\(E, Y, X\) with E = 41 energies", r"\(4, 4, 41\)", r"np\.moveaxis"]),
     ("stack_built_with_another_element", _call(lambda: io.Stack(np.ones((41, 4, 4), np.float32), E, "Co")),
      ValueError, [r"element='Co'", r"Ni K edge", r"pass element='Ni'"]),
+    ("bare_pixel_size_of_1_5", _read(_fxi(_transmission, **{"Pixel Size": 1.5})),
+     ValueError, [r"'Pixel Size' in .*scan\.h5 is 1\.5 without a unit", r"'20\.0 nm'"]),
+    ("self_tuned_without_an_element",
+     _on_particles(lambda t, m: denoising.self_tuned_gaussian(t, E)),
+     ValueError, [r"element is None", r"pass element="]),
+    ("map_stack_of_an_array", _on_particles(lambda t, m: map_stack(t, "o.h5", element="Ni")),
+     TypeError, [r"source must be the path of a stack file", r"got ndarray", r"write_zarr_stack"]),
     ("fit_background_as_a_string",
      _on_particles(lambda t, m: mapping.fit_references(t, E, REFS, mask=m, background="constant", **T_KIND)),
      ValueError, [r"background must be a sequence of term names", r"\('constant',\)"]),
@@ -329,6 +336,16 @@ def test_energies_in_ev_said_by_a_units_attribute(tmp_path):
     stack = io.read_stack(tmp_path / "ev.h5")
     np.testing.assert_allclose(stack.energies_eV, e_kev * 1000.0)
     assert stack.provenance["energies"] == "X_eng in eV (its units attribute)"
+
+
+def test_pixel_size_as_an_attribute_is_read(tmp_path):
+    e_kev, t = _example()
+    with h5py.File(tmp_path / "px.h5", "w") as f:
+        f["img_xanes"], f["X_eng"] = t, e_kev
+        f.attrs["Pixel Size"] = "21.7 nm"
+    stack = io.read_stack(tmp_path / "px.h5")
+    assert stack.pixel_size_nm == pytest.approx(21.7)
+    assert "attribute 'Pixel Size'" in stack.provenance["pixel_size"]
 
 
 def test_root_stack_beside_positions_warns_and_is_recorded(tmp_path):

@@ -443,6 +443,10 @@ def map_stack(source, output_path, *, references=None, element: str | None = Non
         raise ValueError(f"mask_threshold must be a finite significance (e.g. 3.0) or None (automatic); "
                          f"got {mask_threshold!r}.")
     t0 = time.perf_counter()
+    if not isinstance(source, LazyStack | str | os.PathLike):
+        raise TypeError(f"source must be the path of a stack file (HDF5 or Zarr) or a LazyStack; got "
+                        f"{type(source).__name__}. Write an array first with write_zarr_stack(path, "
+                        "transmission, energies_eV, element=...).")
     stack = source if isinstance(source, LazyStack) else open_stack(source, chunks=chunks, element=element)
     refs = references if references is not None else default_references(stack.element)
     volume = stack.is_volume

@@ -40,8 +40,9 @@ _MIN_FRAMES_LEFT = 2
 _LISTED_FRAMES = 10               # bad frames named one by one in a message
 _PIXEL_UNITS_NM = {"nm": 1.0, "um": 1e3, "µm": 1e3, "μm": 1e3, "micron": 1e3, "mm": 1e6}
 _PIXEL_SIZE_RE = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([^\s\d]+)?\s*$")
-#: Plausible TXM pixel sizes (nm); a number without a unit is read as nm.
-BARE_PIXEL_SIZE_NM = (1.0, 1.0e5)
+#: Plausible TXM pixel sizes (nm); a number without a unit is read as nm. Below 5 nm (no hard
+#: X-ray microscope resolves that) a bare number is more likely um than nm, so it is refused.
+BARE_PIXEL_SIZE_NM = (5.0, 1.0e5)
 
 _LOG = logging.getLogger("xanes_lib.io")
 #: Largest median of flat-field corrected images: transmission I / I0 is about 1 in the empty

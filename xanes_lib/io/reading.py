@@ -114,7 +114,8 @@ def _read_energies(ds: h5py.Dataset, source: str, energy_unit: str | None) -> np
     if ds.ndim != 1:
         raise ValueError(f"{ENERGY_KEY} in {source} must be 1-D (one energy per image); got shape "
                          f"{ds.shape}. Flatten it (X_eng.ravel()) when it is a column.")
-    return energies_in_ev(_real_array(read_dataset(ds, source), ENERGY_KEY), source, energy_unit)
+    raw = _real_array(read_dataset(ds, source), f"{ENERGY_KEY} in {source}")
+    return energies_in_ev(raw, source, energy_unit)
 
 
 def _unit_attribute(ds: h5py.Dataset) -> str | None:
@@ -225,6 +226,13 @@ def _metadata(f: h5py.File, group, source: str) -> tuple[float | None, float | N
     if pixel_ds is not None:
         value = read_dataset(pixel_ds, source) if isinstance(pixel_ds, h5py.Dataset) else None
         pixel_size_nm, notes["pixel_size"] = parse_pixel_size(value, f"{PIXEL_SIZE_KEY!r} in {source}")
+    else:  # some exports write it as an attribute of the images, their group or the file
+        holder = next((obj for obj in (f.get(IMAGES_KEY), group, f)
+                       if obj is not None and PIXEL_SIZE_KEY in obj.attrs), None)
+        if holder is not None:
+            where = f"attribute {PIXEL_SIZE_KEY!r} of {holder.name} in {source}"
+            value = to_python(holder.attrs[PIXEL_SIZE_KEY])
+            pixel_size_nm, notes["pixel_size"] = parse_pixel_size(value, where)
     magnification_ds = _companion(f, group, MAGNIFICATION_KEY)
     if magnification_ds is not None:
         magnification, note = _read_magnification(magnification_ds, source)
@@ -365,7 +373,7 @@ def _read_stack(path, *, load_flat_dark: bool, energy_unit, element, allow_nonfi
             raise ValueError(f"{name} in {source} has {images_ds.shape[0]} images but {ENERGY_KEY} "
                              f"has {energies_eV.size} energies; they must match one to one (is the "
                              "stack transposed, or the export incomplete?).")
-        images = _real_array(read_dataset(images_ds, source), name)
+        images = _real_array(read_dataset(images_ds, source), f"{name} in {source}")
         check_stack(images, name=name, source=source, n_energies=energies_eV.size, allow_nonfinite=True)
         if not allow_nonfinite:
             refuse_nonfinite(images, name=name, source=source)

@@ -284,6 +284,9 @@ def results_content(fit_result: ReferenceFit, *, method: str, references=None, e
         raise ValueError(f"references {given} do not match the fit's references {names} (order "
                          "matters: it is the order of maps/fractions).")
     window = tuple(float(v) for v in fit_result.energy_window_eV)
+    if len(window) != 2 or not all(np.isfinite(window)) or window[0] >= window[1]:
+        raise ValueError(f"the fit's energy_window_eV {window} is not a finite (low, high) window; the "
+                         "results file would not read back. Pass the ReferenceFit fit_references returned.")
     if energy_window_eV is not None:
         w = tuple(float(v) for v in energy_window_eV)
         if len(w) != 2 or not np.allclose(w, window, rtol=0, atol=1e-6):

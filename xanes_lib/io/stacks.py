@@ -266,8 +266,9 @@ def _real_array(value, name: str, *, floating: bool = False) -> np.ndarray:
         not floating and (np.issubdtype(a.dtype, np.integer) or a.dtype == bool))
     if not ok:
         allowed = "a float dtype" if floating else "real numbers"
+        short = name.split(" ")[0].split(".")[-1]
         raise ValueError(f"{name} must hold {allowed}; got dtype {a.dtype}. "
-                         f"Convert it, e.g. np.asarray({name.split('.')[-1]}, dtype=np.float32).")
+                         f"Convert it, e.g. np.asarray({short}, dtype=np.float32).")
     return a
 
 

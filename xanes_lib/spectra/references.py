@@ -258,6 +258,9 @@ def default_references(element: str, *, path=None) -> list[ParametricReference]:
     ValueError
         For an element without default references.
     """
+    if element is None:
+        raise ValueError(f"element is None, so there are no default references to use; pass element= (one of "
+                         f"{sorted(_DEFAULT_SETS)}, e.g. stack.element) or references=.")
     key = str(element).strip().capitalize()
     if key not in _DEFAULT_SETS:
         raise ValueError(f"no default references for element {element!r}; known elements: "

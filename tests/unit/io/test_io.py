@@ -36,8 +36,10 @@ def make_stack(seed=0, **changes):
                "calibration": {"shift_eV": 0.5, "refs": ["NiO", "LiNiO2"]}, "grid": [1, 2, 3],
                "checkpoint": None},
     )
-    fields.update(changes)
-    return Stack(**fields)
+    stack = Stack(**fields)
+    for name, value in changes.items():  # set after construction: the writers check a stack changed later
+        setattr(stack, name, value)
+    return stack
 
 
 def make_truth(seed=0):
