@@ -368,3 +368,10 @@ def test_results_of_a_tiff_folder_name_the_folder_and_its_checksum(tmp_path):
     first = io.stack_checksum(folder)
     (folder / "img_1.tif").write_bytes(b"changed")
     assert io.stack_checksum(folder) != first and len(first) == 64
+
+
+def test_one_reference_warns_that_the_state_is_not_measured():
+    t, mask = particle_stack()
+    with pytest.warns(UserWarning, match=r"state 2: the oxidation-state map is that value by construction"):
+        fit = mapping.fit_references(t, E, REFS[:1], mask=mask, **T_KIND)
+    assert np.all(fit.oxidation_state[mask] == 2.0)

@@ -546,6 +546,10 @@ def fit_references(stack_or_absorbance, energies_eV, references, *, mask=None,
                          names=names, oxidation_states=oxidation_states,
                          background=tuple(background), mode=mode)
     model, win = design.model, design.window
+    if design.ox.size and np.ptp(design.ox) == 0:
+        warnings.warn(f"every reference has the oxidation state {design.ox[0]:g}: the oxidation-state map is "
+                      "that value by construction (std 0), not a measurement. Fit references of at least two "
+                      "states to map it.", UserWarning, stacklevel=2)
     mask = check_image_mask(mask, (ny, nx), hint=" Use e.g. sample_mask(...).mask.")
     if warn_empty and mask is not None and mask.size and not mask.any():
         warnings.warn(f"mask selects none of the {mask.size} pixels: every map is NaN. Check the mask "
