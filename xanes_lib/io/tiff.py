@@ -1,7 +1,8 @@
 """TIFF stacks with an energy list, a common export of TXM-XANES software, read as a Stack.
 
 The images are a multi-page TIFF (one page per energy) or a folder of single-image TIFFs
-(ordered by a natural sort of their names: ``img_2.tif`` before ``img_10.tif``); the energies
+(ordered by the numbers in their names: ``img_2.tif`` before ``img_10.tif``, ``E_8.233keV.tif``
+before ``E_8.33keV.tif``); the energies
 are an array or a text file of one column (energies, one per image, in image order) or two
 (an image index, 0- or 1-based, and the energy, in either order). Read with tifffile.
 
@@ -342,7 +343,7 @@ def read_tiff_stack(path, energies, *, element: str | None = None, edge: str = "
     ----------
     path : str or os.PathLike
         A multi-page TIFF (pages in energy order) or a folder of single-image TIFFs (in the
-        natural order of their names).
+        order of the numbers in their names, decimal points included: :func:`numeric_order`).
     energies : str, os.PathLike or array_like
         The energy list: a text file (see :func:`read_energy_list`), one energy per image, or
         (E, 2) rows of an image index and the energy (e.g. ``np.loadtxt`` of such a file), read
