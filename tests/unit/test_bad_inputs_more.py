@@ -111,13 +111,6 @@ def _tiff_folder_output(tmp):
     return (lambda: io.write_map_tiffs(folder, fit, inputs=[folder])), [folder]
 
 
-def _tiff_with_preview(tmp):
-    path = tmp / "prev.tif"
-    tifffile.imwrite(path, np.zeros((8, 8), np.float32))
-    tifffile.imwrite(path, _example()[1][:6], append=True)
-    return (lambda: io.read_tiff_stack(path, _example()[0][:6] * 1000.0, element="Ni")), [path]
-
-
 FALLING = r"looks like absorbance"
 
 REFUSED = [
@@ -236,10 +229,7 @@ REFUSED = [
      _read(_fxi(h5py.ExternalLink("missing_raw.h5", "/img_xanes"))),
      ValueError, [r"'img_xanes' in .*scan\.h5 cannot be opened", r"external link", r"Copy the linked file"]),
     ("tiff_exports_into_the_input_folder", _tiff_folder_output, ValueError,
-     [r"lies in the input folder .*tiffs", r"another folder"]),
-    ("tiff_with_a_preview_page", _tiff_with_preview, ValueError,
-     [r"prev\.tif holds 2 series of pages of shapes \[\(6, 32, 32\), \(8, 8\)\]", r"preview",
-      r"tifffile\.imwrite\(path, stack\)"]),
+     [r"lies in the input .*tiffs, a folder", r"Write the outputs elsewhere"]),
     ("stack_built_with_kev", _call(lambda: io.Stack(np.ones((41, 4, 4), np.float32), E / 1000.0, "Ni")),
      ValueError, [r"Stack\.energies_eV look like keV", r"multiply by 1000"]),
     ("stack_built_energy_axis_last", _call(lambda: io.Stack(np.ones((4, 4, 41), np.float32), E, "Ni")),
@@ -319,6 +309,20 @@ def test_energy_lists_as_written_by_other_programs(tmp_path, text, encoding):
     energies, info = io.read_energy_list(path)
     np.testing.assert_allclose(energies, [8233.0, 8253.0, 8273.0])
     assert info["header_lines"] == 0
+
+
+@pytest.mark.parametrize("preview_first", [True, False])
+def test_tiff_stack_beside_a_preview_or_mask_page_is_read_with_a_warning(tmp_path, preview_first):
+    e_kev, t = _example()
+    with tifffile.TiffWriter(tmp_path / "p.tif") as w:
+        if preview_first:
+            w.write(np.zeros((8, 8), np.uint8))
+        w.write(t, photometric="minisblack")
+        if not preview_first:
+            w.write(np.ones((32, 32), np.uint8))
+    with pytest.warns(UserWarning, match=r"read its series of 34 pages .*left out 1 other series"):
+        stack = io.read_tiff_stack(tmp_path / "p.tif", e_kev * 1000.0)
+    np.testing.assert_array_equal(stack.transmission, t)
 
 
 def test_tiff_pages_appended_one_by_one_are_one_stack(tmp_path):

@@ -119,6 +119,9 @@ class Alignment:
     @classmethod
     def identity(cls, n_energies: int, *, reference_index: int = 0) -> Alignment:
         """No shift at all (``method="none"``): what a stack that is not aligned carries."""
+        if isinstance(n_energies, bool) or not isinstance(n_energies, int | np.integer) or n_energies < 1:
+            raise ValueError(f"n_energies must be an integer >= 1 (the stack's energies); got "
+                             f"{n_energies!r}.")
         return cls(np.zeros((n_energies, 2)), np.ones(n_energies), reference_index, "none",
                    shift_std_px=np.zeros((n_energies, 2)))
 

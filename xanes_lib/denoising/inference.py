@@ -383,6 +383,9 @@ def denoise_stack(denoiser: Denoiser, transmission, energies_eV, *, element: str
     """
     t0 = time.perf_counter()
     _check_denoiser(denoiser)
+    if isinstance(probe_seed, bool) or not isinstance(probe_seed, int | np.integer) or probe_seed < 0:
+        raise ValueError(f"probe_seed must be an integer >= 0 (the seed of the selection's probe); got "
+                         f"{probe_seed!r}.")
     device = pick_device(device)
     t = check_stack(transmission, name="transmission", allow_nonfinite=True)
     field = check_field(field, t.shape[1:])

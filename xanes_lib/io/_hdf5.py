@@ -238,9 +238,9 @@ def check_not_input(target, inputs) -> None:
             continue
         source = os.fspath(item)
         if os.path.isdir(source) and _inside(target, source):
-            raise ValueError(f"refusing to write {target}: it lies in the input folder {source} (a folder of "
-                             "TIFF images is read whole, so a new file there changes the input). Write the "
-                             "outputs to another folder.")
+            raise ValueError(f"refusing to write {target}: it lies in the input {source}, a folder (a "
+                             "Zarr store, or TIFF images read whole: a new file there changes the input). "
+                             "Write the outputs elsewhere.")
         try:
             same = (os.path.samefile(target, source) if os.path.exists(target) and os.path.exists(source)
                     else os.path.realpath(target) == os.path.realpath(source))

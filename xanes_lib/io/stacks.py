@@ -124,6 +124,11 @@ class Stack:
         e = check_energies(self.energies_eV, name="Stack.energies_eV")
         refuse_kev(e, name="Stack.energies_eV")
         shape = np.shape(self.transmission)
+        dtype = np.dtype(getattr(self.transmission, "dtype", np.asarray(self.transmission).dtype))
+        if not np.issubdtype(dtype, np.floating):
+            raise ValueError(f"Stack.transmission must be float transmission I / I0; got dtype {dtype} "
+                             "(raw counts? correct them with xanes_lib.io.flat_field_correct(images, flat, "
+                             "dark)).")
         if len(shape) != 3 or shape[0] != e.size:
             raise ValueError(f"Stack.transmission must be (E, Y, X) with E = {e.size} energies, energies "
                              f"first; got shape {shape} (transpose with np.moveaxis(a, -1, 0) if the energy "

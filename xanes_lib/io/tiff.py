@@ -26,6 +26,7 @@ from ._intake import (
     parse_pixel_size,
     refuse_nonfinite,
     to_transmission,
+    warn,
 )
 from .stacks import Stack, _check_frame, _check_label, _real_array
 
@@ -260,24 +261,29 @@ def _imread(path: str) -> np.ndarray:
     """All pages of a TIFF as one array; colour (samples per pixel > 1) is refused."""
     import tifffile
 
-    shapes = []
+    shapes, skipped, axes, data = [], [], "", None
     try:
         with tifffile.TiffFile(path) as tif:
             every = tif.series
-            shapes = sorted({tuple(s.shape) for s in every})
-            if len(every) > 1 and len(shapes) == 1 and len(shapes[0]) == 2:
+            shapes = [tuple(s.shape) for s in every]
+            stacks = [i for i, shape in enumerate(shapes) if len(shape) >= 3]
+            if len(every) > 1 and not stacks and len(set(shapes)) == 1:
                 # pages appended one by one: one 2-D series per page
                 axes, data = "Q" + every[0].axes, np.stack([np.asarray(s.asarray()) for s in every])
-            elif len(every) == 1:
-                axes, data = every[0].axes, np.asarray(every[0].asarray())
+            elif len(every) == 1 or len(stacks) == 1:  # the one multi-page series, beside single pages
+                chosen = every[stacks[0] if stacks else 0]
+                skipped = [shape for i, shape in enumerate(shapes) if chosen is not every[i]]
+                axes, data = chosen.axes, np.asarray(chosen.asarray())
     except (tifffile.TiffFileError, OSError, ValueError, IndexError) as err:
         raise OSError(f"{path} could not be read as a TIFF ({type(err).__name__}: {err}); is it a TIFF "
                       "image and completely copied?") from err
-    if len(shapes) != 1 or (len(every) > 1 and len(shapes[0]) != 2):
-        raise ValueError(f"{path} holds {len(every)} series of pages of shapes {shapes[:4]} (a preview "
-                         "or thumbnail beside the images?); a TIFF stack needs one series of 2-D pages, one "
-                         "per energy. Save the images alone (tifffile.imwrite(path, stack)) or as a folder "
-                         "of one TIFF per energy.")
+    if data is None:
+        raise ValueError(f"{path} holds {len(every)} series of pages of shapes {shapes[:4]}; a TIFF stack "
+                         "needs one series of 2-D pages, one per energy. Save the images alone "
+                         "(tifffile.imwrite(path, stack)) or as a folder of one TIFF per energy.")
+    if skipped:
+        warn(f"{path}: read its series of {data.shape[0]} pages {data.shape}; left out {len(skipped)} other "
+             f"series of shape(s) {skipped[:4]} (a preview, thumbnail or mask page).")
     if "S" in axes:
         raise ValueError(f"{path} holds colour images (axes {axes!r}, shape {data.shape}); a TIFF stack "
                          "needs one 2-D grey-level page per energy: export one channel.")

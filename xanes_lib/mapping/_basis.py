@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..validate import EDGE_TOLERANCE_EV
+from ..validate import EDGE_TOLERANCE_EV, refuse_kev
 
 
 def _check_references_type(references) -> None:
@@ -106,6 +106,7 @@ def check_reference_edges(references, e_all: np.ndarray, shift_eV: float = 0.0) 
     ValueError
         Naming the references whose edge is outside, and the element whose edge the energies hold.
     """
+    refuse_kev(e_all, name="energies_eV")  # keV energies would pass for references of another edge
     if _is_spectra_array(references):
         return
     lo, hi = float(e_all[0]), float(e_all[-1])

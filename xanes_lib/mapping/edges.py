@@ -124,6 +124,9 @@ def white_line_energy(energies_eV, normalized, *, energy_window_eV: tuple[float,
     8350.4
     """
     e, idx, flat, shape = _searched(energies_eV, normalized, energy_window_eV)
+    if idx.size < 3:
+        raise ValueError(f"energy_window_eV={energy_window_eV} holds {idx.size} energies; a peak needs at "
+                         "least 3 (widen the window).")
     out = np.empty(flat.shape[1])
     for start in range(0, flat.shape[1], PIXEL_BLOCK):
         blk = np.asarray(flat[idx, start:start + PIXEL_BLOCK], dtype=np.float64)

@@ -546,7 +546,8 @@ def fit_references(stack_or_absorbance, energies_eV, references, *, mask=None,
                          names=names, oxidation_states=oxidation_states,
                          background=tuple(background), mode=mode)
     model, win = design.model, design.window
-    if design.ox.size and np.ptp(design.ox) == 0:
+    # reference objects that share one state (explicit equal states are the callers' choice)
+    if oxidation_states is None and not _is_spectra_array(references) and np.ptp(design.ox) == 0:
         warnings.warn(f"every reference has the oxidation state {design.ox[0]:g}: the oxidation-state map is "
                       "that value by construction (std 0), not a measurement. Fit references of at least two "
                       "states to map it.", UserWarning, stacklevel=2)

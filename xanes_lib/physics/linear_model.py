@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..spectra import default_references
-from ..validate import check_energies
+from ..validate import check_energies, refuse_kev
 
 __all__ = [
     "LinearAbsorbanceModel", "DEFAULT_BACKGROUND", "build_model", "reference_model", "n_references",
@@ -121,6 +121,7 @@ def build_model(energies_eV, basis, *, names=None, e0_eV: float | None = None,
         Mismatched shapes, an unknown background term, or fewer energies than parameters.
     """
     e = check_energies(energies_eV, name="energies_eV")
+    refuse_kev(e, name="energies_eV")
     s = np.atleast_2d(np.asarray(basis, dtype=np.float64))
     if s.shape[1] != e.size:
         raise ValueError(f"basis has {s.shape[1]} energies per spectrum, energies_eV has {e.size}; "

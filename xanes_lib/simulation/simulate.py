@@ -47,7 +47,7 @@ from ..physics.materials import (
     tabulated_edge_energy,
 )
 from ..spectra import default_references, foreign_reference, jitter_reference, load_reference_library
-from ..validate import check_energies
+from ..validate import check_energies, refuse_kev
 from .background import PATTERNS, beam_background, illumination_profile
 from .phantom import PhantomConfig, make_phantom
 
@@ -227,6 +227,7 @@ def _check_beam_and_grid(cfg: SimulationConfig) -> None:
     if cfg.energies_eV is None:
         return
     e = check_energies(cfg.energies_eV, name="energies_eV")
+    refuse_kev(e, name="energies_eV")
     e0 = tabulated_edge_energy(cfg.element, cfg.edge)
     if not e[0] < e0 < e[-1]:
         raise ValueError(f"energies_eV span {e[0]:.1f}-{e[-1]:.1f} eV but the {cfg.element} {cfg.edge} edge "
