@@ -22,7 +22,7 @@ import pytest
 import tifffile
 
 from xanes_lib import denoising, evaluation, io, mapping, physics
-from xanes_lib.alignment import shift_image
+from xanes_lib.alignment import Alignment, shift_image
 from xanes_lib.chunked import map_stack, write_zarr_stack
 from xanes_lib.io._intake import natural_key
 from xanes_lib.simulation import SimulationConfig, simulate_stack
@@ -243,6 +243,26 @@ REFUSED = [
      ValueError, [r"element is None", r"pass element="]),
     ("map_stack_of_an_array", _on_particles(lambda t, m: map_stack(t, "o.h5", element="Ni")),
      TypeError, [r"source must be the path of a stack file", r"got ndarray", r"write_zarr_stack"]),
+    ("roc_auc_overlapping_sets",
+     _call(evaluation.roc_auc, np.arange(4.0), np.ones(4, bool), np.ones(4, bool)),
+     ValueError, [r"4 pixel\(s\) are both positive and negative", r"mask & ~positives"]),
+    ("boundary_mask_of_another_shape",
+     _call(evaluation.boundary_mask, np.ones((4, 4), bool), np.ones((3, 4))),
+     ValueError, [r"mask \(4, 4\) and state \(3, 4\)"]),
+    ("resolved_share_of_a_map", _call(mapping.resolved_share, np.ones((4, 4))),
+     TypeError, [r"fit must be a ReferenceFit", r"got ndarray"]),
+    ("white_line_in_a_one_point_window",
+     _on_particles(lambda a, m: mapping.white_line_energy(E, a, energy_window_eV=(8340.0, 8341.0)),
+                   absorbance=True),
+     ValueError, [r"holds 1 energies; a peak needs at least 3"]),
+    ("alignment_of_minus_one_energies", _call(lambda: Alignment.identity(-1)),
+     ValueError, [r"n_energies must be an integer >= 1", r"-1"]),
+    ("stack_of_integer_counts", _call(lambda: io.Stack(np.ones((41, 4, 4), np.int64), E, "Ni")),
+     ValueError, [r"must be float transmission", r"int64", r"flat_field_correct"]),
+    ("model_in_kev", _call(lambda: physics.build_model(E / 1000.0, np.ones((1, 41)))),
+     ValueError, [r"look like keV", r"multiply by 1000"]),
+    ("residual_map_in_kev", _on_particles(lambda t, m: mapping.residual_map(t, E / 1000.0, element="Ni")),
+     ValueError, [r"look like keV"]),
     ("fit_background_as_a_string",
      _on_particles(lambda t, m: mapping.fit_references(t, E, REFS, mask=m, background="constant", **T_KIND)),
      ValueError, [r"background must be a sequence of term names", r"\('constant',\)"]),

@@ -82,6 +82,10 @@ def boundary_mask(mask, state, *, width: int = 3, jump: float = 0.1) -> np.ndarr
     (0, 1)
     """
     m = np.asarray(mask, bool)
+    if m.ndim != 2 or np.shape(state) != m.shape:
+        raise ValueError(f"mask {m.shape} and state {np.shape(state)} must be (Y, X) maps of one shape.")
+    if isinstance(width, bool) or not isinstance(width, int | np.integer) or width < 0:
+        raise ValueError(f"width must be an integer >= 0 (pixels); got {width!r}.")
     s = np.where(m, np.asarray(state, float), np.nan)
     edge = m & ~ndimage.binary_erosion(m, border_value=0)
     chem = np.zeros_like(m)
@@ -144,9 +148,13 @@ def roc_auc(scores, positives, negatives) -> float:
     from scipy.stats import rankdata
 
     s = np.asarray(scores, dtype=np.float64)
+    shapes = [np.shape(m) for m in (positives, negatives)]
+    if any(shape != s.shape for shape in shapes):
+        raise ValueError(f"scores {s.shape} and the masks {shapes[0]}, {shapes[1]} must have the same shape.")
     pos, neg = (np.asarray(m, dtype=bool) & np.isfinite(s) for m in (positives, negatives))
-    if pos.shape != s.shape or neg.shape != s.shape:
-        raise ValueError(f"scores {s.shape} and the masks must have the same shape.")
+    if (pos & neg).any():
+        raise ValueError(f"{int((pos & neg).sum())} pixel(s) are both positive and negative; the two sets "
+                         "must not overlap (e.g. negatives = mask & ~positives).")
     n_p, n_n = int(pos.sum()), int(neg.sum())
     if n_p == 0 or n_n == 0:
         raise ValueError(f"need positive and negative pixels; got {n_p} and {n_n}.")

@@ -41,6 +41,8 @@ def resolved_share(fit, fraction: float = RESOLVED_FRACTION) -> float:
     >>> resolved_share(fit_references(a, e, s, oxidation_states=[2, 3]))
     1.0
     """
+    if not all(hasattr(fit, a) for a in ("oxidation_states", "oxidation_state", "oxidation_state_std")):
+        raise TypeError(f"fit must be a ReferenceFit (from fit_references); got {type(fit).__name__}.")
     if not (isinstance(fraction, int | float | np.floating) and 0.0 < float(fraction) <= 1.0):
         raise ValueError(f"fraction must be a number in (0, 1], a share of the references' range of states "
                          f"(default {RESOLVED_FRACTION}); got {fraction!r}.")
