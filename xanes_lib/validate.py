@@ -14,7 +14,8 @@ __all__ = [
     "KEV_MAX", "EV_MIN", "EV_PER_KEV", "check_energies", "detect_energy_unit", "energies_to_ev",
     "check_stack", "nonfinite_message", "find_nonfinite", "RAW_COUNTS_MEDIAN", "DETECTOR_CEILINGS",
     "SATURATED_SHARE", "EDGE_TOLERANCE_EV",
-    "sampled_median", "find_bad_frames", "check_transmission_frames", "check_image_mask", "refuse_kev",
+    "sampled_median", "mostly_negative", "find_bad_frames", "check_transmission_frames", "check_image_mask",
+    "refuse_kev",
 ]
 
 #: Hard X-ray absorption edges used with TXM lie between ~4 and ~30 keV. Energies in keV
@@ -259,6 +260,18 @@ _SAMPLE_PIXELS = 65_536           # pixels per frame used for a median
 def _subgrid(frame: np.ndarray) -> np.ndarray:
     step = max(1, int(np.ceil(np.sqrt(frame.size / _SAMPLE_PIXELS))))
     return frame[..., ::step, ::step]
+
+
+def mostly_negative(values, *, z: float = 5.0) -> bool:
+    """Whether ``values`` are negative in significantly more than half of them, with a negative median.
+
+    Significantly: the count of negative values exceeds half of them by ``z`` times the
+    binomial spread ``sqrt(n) / 2`` of values that take either sign at random (noise, an empty
+    field). False for no values.
+    """
+    v = np.asarray(values, dtype=np.float64).ravel()
+    n = v.size
+    return n > 0 and float(np.median(v)) < 0 and (v < 0).sum() - n / 2 >= z * np.sqrt(n) / 2
 
 
 def sampled_median(a: np.ndarray) -> float:

@@ -21,7 +21,7 @@ import warnings
 
 import numpy as np
 
-from ..validate import RAW_COUNTS_MEDIAN, find_bad_frames, find_nonfinite, sampled_median
+from ..validate import RAW_COUNTS_MEDIAN, find_bad_frames, find_nonfinite, mostly_negative, sampled_median
 from ._checks import describe_frame, element_contradiction
 from .flatfield import flat_field_correct
 from .stacks import CANDIDATE_ELEMENTS, Stack, infer_element
@@ -117,8 +117,7 @@ def _refuse_stored_absorbance(images: np.ndarray, energies_eV: np.ndarray, *, na
     change = change[np.isfinite(change)]
     n = change.size
     median = sampled_median(images)
-    rises = n > 0 and (change > 0).sum() - n / 2 >= _SIGN_Z * math.sqrt(n) / 2
-    if rises and float(np.median(change)) > 0 and median < _ABSORBANCE_MEDIAN_MAX:
+    if mostly_negative(-change, z=_SIGN_Z) and median < _ABSORBANCE_MEDIAN_MAX:
         raise ValueError(f"{name} in {source} looks like absorbance -ln(T), not transmission: its median "
                          f"is {median:.3g} (an empty field of transmission sits at about 1) and it rises "
                          f"across the edge at {e0:.0f} eV in {np.mean(change > 0):.0%} of {n} sampled pixels "

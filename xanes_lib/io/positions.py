@@ -22,7 +22,7 @@ import h5py
 
 from ._hdf5 import open_read
 from ._intake import POS_RE, REPEAT_POS_RE, natural_key
-from .reading import _read_stack
+from .reading import _positions_in, _read_stack
 from .stacks import ENERGY_KEY, GROUND_TRUTH_KEY, IMAGES_KEY, Stack
 
 __all__ = ["HDF5_EXTENSIONS", "Position", "list_positions", "read_position"]
@@ -83,14 +83,12 @@ def _in_file(path: str) -> list[Position]:
     scan = os.path.splitext(os.path.basename(path))[0]
     found = []
     with open_read(path) as f:
-        for key in sorted(f.keys(), key=natural_key):
-            obj = f[key]
-            if isinstance(obj, h5py.Group) and key not in _NOT_POSITIONS and \
-                    isinstance(obj.get(IMAGES_KEY), h5py.Dataset):
+        for key in sorted(_positions_in(f), key=natural_key):
+            if isinstance(f[key], h5py.Group):
                 digits = re.findall(r"\d+", key)
                 number = int(digits[-1]) if digits else len(found)
                 found.append(Position(key, path, f"{key}/{IMAGES_KEY}", scan, number))
-            elif isinstance(obj, h5py.Dataset) and obj.ndim == 3 and _IN_FILE_DATASET_RE.match(key):
+            else:
                 found.append(Position(key, path, key, scan, int(_IN_FILE_DATASET_RE.match(key)["pos"])))
         if found and not all(ENERGY_KEY in f[p.dataset].parent or ENERGY_KEY in f for p in found):
             missing = [p.name for p in found if ENERGY_KEY not in f[p.dataset].parent and ENERGY_KEY not in f]

@@ -75,8 +75,8 @@ def _positions_in(f: h5py.File) -> list[str]:
         if key in _NOT_POSITIONS:
             continue
         kind = f.get(key, getclass=True)
-        if (kind is h5py.Dataset and _IN_FILE_DATASET_RE.match(key)) or \
-                (kind is h5py.Group and IMAGES_KEY in f[key]):
+        if (kind is h5py.Dataset and _IN_FILE_DATASET_RE.match(key) and f[key].ndim == 3) or \
+                (kind is h5py.Group and isinstance(f[key].get(IMAGES_KEY), h5py.Dataset)):
             found.append(key)
     return found
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..validate import check_energies, check_stack
+from ..validate import check_energies, check_stack, mostly_negative
 
 #: Most fitted pixels, evenly spaced, on which :func:`_refuse_wrong_kind` fits the edge step.
 KIND_SAMPLE_PIXELS = 4096
@@ -68,13 +68,18 @@ def _resolve_input(stack_or_absorbance, energies_eV, input_kind):
     return a, e, kind
 
 
+def _sampled_values(data: np.ndarray, idx: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+    """(E, n) values at the energies ``idx`` of up to KIND_SAMPLE_PIXELS of ``pixels``, evenly spaced."""
+    flat = np.flatnonzero(pixels)
+    pick = flat[np.unique(np.linspace(0, flat.size - 1, min(flat.size, KIND_SAMPLE_PIXELS)).astype(int))]
+    ys, xs = np.unravel_index(pick, pixels.shape)
+    return np.asarray(data[idx[:, None], ys[None, :], xs[None, :]], dtype=np.float64)
+
+
 def _sampled_steps(data: np.ndarray, idx: np.ndarray, fitted: np.ndarray, model, k: int, *,
                    transmission: bool) -> tuple[np.ndarray, np.ndarray]:
     """Least-squares edge steps ``sum_k c_k`` and values (E, n) of up to KIND_SAMPLE_PIXELS fitted pixels."""
-    flat = np.flatnonzero(fitted)
-    pick = flat[np.unique(np.linspace(0, flat.size - 1, min(flat.size, KIND_SAMPLE_PIXELS)).astype(int))]
-    ys, xs = np.unravel_index(pick, fitted.shape)
-    values = np.asarray(data[idx[:, None], ys[None, :], xs[None, :]], dtype=np.float64)
+    values = _sampled_values(data, idx, fitted)
     with np.errstate(divide="ignore", invalid="ignore"):
         a = -np.log(values) if transmission else values
     steps = (model.pinv @ a)[:k].sum(axis=0)
@@ -83,14 +88,28 @@ def _sampled_steps(data: np.ndarray, idx: np.ndarray, fitted: np.ndarray, model,
 
 def _negative_step(steps: np.ndarray) -> bool:
     """Whether the edge step is negative in significantly more than half of the pixels."""
-    n = steps.size
-    excess = (steps < 0).sum() - n / 2
-    return n > 0 and float(np.median(steps)) < 0 and excess >= _STEP_SIGN_Z * np.sqrt(n) / 2
+    return mostly_negative(steps, z=_STEP_SIGN_Z)
 
 
 def _step_said(steps: np.ndarray) -> str:
     return (f"median {np.median(steps):.3g}, negative in {np.mean(steps < 0):.0%} of {steps.size} sampled "
             "pixels")
+
+
+def _transmission_like(steps: np.ndarray, values: np.ndarray) -> tuple[float, float] | None:
+    """(share of ``values`` in (0, 1.5], their median) when they look like transmission, else None.
+
+    Transmission: edge ``steps`` negative in significantly more than half of the pixels, at
+    least 99 % of the finite values in (0, :data:`TRANSMISSION_MAX`] and a median of at least
+    :data:`MIN_MEDIAN_TRANSMISSION` (an empty field, or a sample without the element, gives
+    steps of either sign).
+    """
+    finite = values[np.isfinite(values)]
+    if finite.size == 0 or not _negative_step(steps[np.isfinite(steps)]):
+        return None
+    inside = float(np.mean((finite > 0) & (finite <= TRANSMISSION_MAX)))
+    median = float(np.median(finite))
+    return None if inside < _TRANSMISSION_SHARE or median < MIN_MEDIAN_TRANSMISSION else (inside, median)
 
 
 def _refuse_transmission_as_absorbance(data: np.ndarray, idx: np.ndarray, fitted: np.ndarray, model,
@@ -105,13 +124,10 @@ def _refuse_transmission_as_absorbance(data: np.ndarray, idx: np.ndarray, fitted
     if not fitted.any():
         return
     steps, values = _sampled_steps(data, idx, fitted, model, k, transmission=False)
-    if not _negative_step(steps):
+    found = _transmission_like(steps, values)
+    if found is None:
         return
-    finite = values[np.isfinite(values)]
-    inside = float(np.mean((finite > 0) & (finite <= TRANSMISSION_MAX)))
-    median = float(np.median(finite))
-    if inside < _TRANSMISSION_SHARE or median < MIN_MEDIAN_TRANSMISSION:
-        return
+    inside, median = found
     raise ValueError(f"the stack was read as absorbance (input_kind=None), but it looks like transmission: "
                      f"{inside:.0%} of its sampled values lie in (0, {TRANSMISSION_MAX:g}] (median "
                      f"{median:.3g}) and its fitted edge step is negative ({_step_said(steps)}), whereas "
@@ -128,7 +144,17 @@ def _refuse_absorbance_as_transmission(data: np.ndarray, idx: np.ndarray, fitted
     """
     if not fitted.any():
         return
-    steps, _ = _sampled_steps(data, idx, fitted, model, k, transmission=True)
+    refuse_falling_log_steps(_sampled_steps(data, idx, fitted, model, k, transmission=True)[0])
+
+
+def refuse_falling_log_steps(steps: np.ndarray) -> None:
+    """Refuse edge steps of ``-ln(transmission)`` that fall in most pixels: absorbance was given.
+
+    Negative in significantly more than half of the (finite) ``steps``, with a median below
+    ``-MIN_ABSORBANCE_LOG_STEP`` (empty field and faint sample give small steps of either sign).
+    """
+    steps = np.asarray(steps, dtype=np.float64).ravel()
+    steps = steps[np.isfinite(steps)]
     if _negative_step(steps) and float(np.median(steps)) < -MIN_ABSORBANCE_LOG_STEP:
         raise ValueError(f"the transmission given has an edge step of -ln(transmission) that is negative "
                          f"({_step_said(steps)}): it looks like absorbance -ln T, whose step is positive. "
@@ -143,10 +169,7 @@ def _frames_without_values(data: np.ndarray, idx: np.ndarray, pixels: np.ndarray
     Those non-finite (or <= 0 in transmission) in at least half of the sampled ``pixels``
     (a (Y, X) bool map).
     """
-    flat = np.flatnonzero(pixels)
-    pick = flat[np.unique(np.linspace(0, flat.size - 1, min(flat.size, KIND_SAMPLE_PIXELS)).astype(int))]
-    ys, xs = np.unravel_index(pick, pixels.shape)
-    values = np.asarray(data[idx[:, None], ys[None, :], xs[None, :]], dtype=np.float64)
+    values = _sampled_values(data, idx, pixels)
     with np.errstate(invalid="ignore"):
         unusable = ~np.isfinite(values) | ((values <= 0) if transmission else False)
     return [int(i) for i, share in zip(idx, unusable.mean(axis=1), strict=True) if share >= 0.5]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._arrays import PIXEL_BLOCK, _as_output, _check_window, _parabolic_peak, _spectra_array, _work_dtype
-from ._input import MIN_MEDIAN_TRANSMISSION, TRANSMISSION_MAX, _negative_step
+from ._input import KIND_SAMPLE_PIXELS, TRANSMISSION_MAX, _transmission_like
 
 __all__ = [
     "PRE_EDGE_GAP_EV", "POST_EDGE_START_EV", "NormalizedSpectra", "normalize_spectra", "spectrum_sum",
@@ -94,17 +94,12 @@ def mean_spectrum_e0(energies_eV, total, count: int) -> float:
 def _refuse_transmission(edge_step: np.ndarray, values: np.ndarray) -> None:
     """Refuse (E, n) ``values`` that look like transmission rather than absorbance.
 
-    The test of the fits' input: values in (0, 1.5] with a median of at least 0.3, and edge
-    steps negative in significantly more than half of the spectra (absorbance ``-ln T`` steps
-    up at an edge in the sample and scatters about 0 in the empty field, so an empty field,
-    or a part of one, passes).
+    The test of the fits' input (:func:`._input._transmission_like`): an empty field, or a part
+    of one, passes.
     """
-    finite = edge_step[np.isfinite(edge_step)]
-    sampled = values[:, :: max(1, values.shape[1] // 4096)]
-    sampled = sampled[np.isfinite(sampled)]
-    if (finite.size and sampled.size and _negative_step(finite)
-            and np.mean((sampled > 0) & (sampled <= TRANSMISSION_MAX)) >= 0.99
-            and np.median(sampled) >= MIN_MEDIAN_TRANSMISSION):
+    sampled = values[:, :: max(1, values.shape[1] // KIND_SAMPLE_PIXELS)]
+    if _transmission_like(edge_step, sampled) is not None:
+        finite = edge_step[np.isfinite(edge_step)]
         raise ValueError(f"the edge step is negative in {np.mean(finite < 0):.0%} of {finite.size} spectra "
                          f"(median {np.median(finite):.3g}) and the values lie in (0, {TRANSMISSION_MAX:g}]: "
                          "these look like transmission, whereas absorbance -ln T steps up at an edge. Pass "

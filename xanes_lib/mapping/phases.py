@@ -25,12 +25,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from ..physics import absorbance, build_model, reference_model
-from ..physics.linear_model import n_references
+from ..physics import absorbance, build_model, n_references, reference_model
 from ..spectra import default_references
 from ..validate import check_energies, check_image_mask, check_stack
 from ._basis import _is_spectra_array, _reference_basis
-from ._input import MIN_ABSORBANCE_LOG_STEP, _negative_step, _refuse_absorbance_as_transmission
+from ._input import _refuse_absorbance_as_transmission, refuse_falling_log_steps
 from ._residual_test import (
     _gaussian_kernel,
     _pooled_chi2,
@@ -125,7 +124,7 @@ def residual_map(transmission, energies_eV, *, element: str | None = None, refer
     model = reference_model(e, element, references)
     a = absorbance(np.asarray(t, dtype=np.float64))
     coef = model.fit(a)
-    _refuse_rising_transmission(coef[:n_references(model)].sum(axis=0))
+    refuse_falling_log_steps(coef[:n_references(model)].sum(axis=0))
     resid = a - model.predict(coef)
     if relative_window_eV is not None:
         refs = references if references is not None else default_references(element)
@@ -136,16 +135,6 @@ def residual_map(transmission, energies_eV, *, element: str | None = None, refer
                              f"{edge:.1f} eV; widen relative_window_eV or pass None.")
         resid = resid[sel]
     return np.sqrt(np.mean(resid ** 2, axis=0))
-
-
-def _refuse_rising_transmission(steps: np.ndarray) -> None:
-    """Refuse "transmission" whose ``-ln`` steps down at the edge in most pixels (absorbance given)."""
-    finite = steps[np.isfinite(steps)].ravel()
-    if finite.size and _negative_step(finite) and float(np.median(finite)) < -MIN_ABSORBANCE_LOG_STEP:
-        raise ValueError(f"the transmission given has an edge step of -ln(transmission) that is negative "
-                         f"(median {np.median(finite):.3g}, negative in {np.mean(finite < 0):.0%} of "
-                         f"{finite.size} pixels): it looks like absorbance -ln T. Pass the transmission "
-                         "(np.exp(-absorbance)), or the references of the stack's element.")
 
 
 def flag_unexplained(residual, mask, *, n_mad: float = 5.0) -> tuple[np.ndarray, float]:
